@@ -1,0 +1,88 @@
+"""The fractal parameter model: what a job accepts, and what the API validates requests with.
+
+Defined once here so the scheduler and the job can never disagree (shared/DESIGN.md).
+Limits that depend on deployment (pixels, iterations) are passed as validation context,
+so the same model serves the job (limits from its env) and the API (limits from settings).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, model_validator
+
+Kind = Literal["mandelbrot", "julia", "burning_ship"]
+Precision = Literal["float32", "float64"]
+DeviceChoice = Literal["auto", "gpu", "cpu"]
+Colormap = Literal["classic", "viridis", "magma", "inferno", "twilight", "fire", "ice", "grey"]
+
+
+@dataclass(frozen=True)
+class Limits:
+    """Upper bounds on one render; both the API and the job read them from the environment."""
+
+    max_pixels: int = 16_777_216  # 4096 x 4096 output pixels
+    max_iter: int = 100_000
+
+    @classmethod
+    def from_env(cls, env: dict[str, str] | None = None) -> Limits:
+        env = os.environ if env is None else env
+        return cls(
+            max_pixels=int(env.get("MAX_PIXELS", cls.max_pixels)),
+            max_iter=int(env.get("MAX_ITER", cls.max_iter)),
+        )
+
+
+class FractalParams(BaseModel):
+    """One render request. Unknown fields are refused, never ignored."""
+
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False, frozen=True)
+
+    kind: Kind = "mandelbrot"
+    width: int = Field(800, ge=1, description="image width in pixels")
+    height: int = Field(600, ge=1, description="image height in pixels")
+    center_x: float = Field(-0.5, description="real part of the view's centre")
+    center_y: float = Field(0.0, description="imaginary part of the view's centre")
+    zoom: float = Field(1.0, gt=0, description="the view spans 3.0 / zoom along the real axis")
+    max_iter: int = Field(500, ge=1, description="iteration cap per sample")
+    julia_re: float = Field(-0.8, description="Julia constant, real part (julia only)")
+    julia_im: float = Field(0.156, description="Julia constant, imaginary part (julia only)")
+    colormap: Colormap = "classic"
+    precision: Precision = "float32"
+    device: DeviceChoice = "auto"
+    supersample: int = Field(1, ge=1, le=4, description="samples per pixel side")
+
+    @model_validator(mode="after")
+    def _within_limits(self, info: ValidationInfo) -> FractalParams:
+        limits = (info.context or {}).get("limits") or Limits()
+        pixels = self.width * self.height
+        if pixels > limits.max_pixels:
+            raise ValueError(
+                f"{self.width}x{self.height} is {pixels} pixels; the limit is {limits.max_pixels}"
+            )
+        if self.max_iter > limits.max_iter:
+            raise ValueError(f"max_iter {self.max_iter} is above the limit of {limits.max_iter}")
+        return self
+
+
+def parse_params(data: dict[str, Any] | str, limits: Limits | None = None) -> FractalParams:
+    """Validate a dict or a JSON string; raises pydantic.ValidationError (or ValueError for bad JSON)."""
+    if isinstance(data, str):
+        data = json.loads(data)
+    if not isinstance(data, dict):
+        raise ValueError("parameters must be a JSON object")
+    return FractalParams.model_validate(data, context={"limits": limits or Limits()})
+
+
+def describe_error(exc: ValidationError | ValueError) -> str:
+    """One line naming each bad field, for stderr and API error messages."""
+    if not isinstance(exc, ValidationError):
+        return str(exc)
+    parts = []
+    for err in exc.errors():
+        where = ".".join(str(p) for p in err["loc"]) or "parameters"
+        parts.append(f"{where}: {err['msg']}")
+    return "; ".join(parts)

@@ -1,0 +1,113 @@
+"""All of the service's settings, read once from the environment (names fixed by DESIGN.md).
+
+Every limit and every timeout lives here, with the reason for its default.
+"""
+
+from __future__ import annotations
+
+from functools import cached_property
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from job_image.params import Limits
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_file=None, extra="ignore", case_sensitive=False)
+
+    # --- where state lives -------------------------------------------------------------
+    data_dir: Path = Path("data")
+    database_url: str = ""  # default: sqlite:///<data_dir>/scheduler.db
+    storage_dir: Path | None = None  # default: <data_dir>/results
+
+    # --- result storage (MinIO/S3 when minio_endpoint is set) ---------------------------
+    minio_endpoint: str = ""
+    minio_bucket: str = "fractals"
+    minio_access_key: str = ""
+    minio_secret_key: str = ""
+    minio_secure: bool = False
+    storage_connect_timeout: float = Field(3.0, description="a reachable store answers in ms")
+    storage_read_timeout: float = Field(20.0, description="bounds a stuck read; 503 instead")
+
+    # --- auth ------------------------------------------------------------------------------
+    jwt_secret: str = ""  # default: generated once, kept in <data_dir>/jwt_secret
+    jwt_ttl_seconds: int = 3600
+    jwt_min_secret_bytes: int = 32
+    bcrypt_rounds: int = 12
+    username_pattern: str = r"^[a-z0-9][a-z0-9_.-]{2,31}$"
+    password_min_length: int = 8
+    password_max_bytes: int = 72  # bcrypt's own input limit; longer is a 422, never truncated
+    signin_attempts_per_minute: int = 10  # per username and per client address (429 past it)
+
+    # --- request limits ----------------------------------------------------------------------
+    max_pixels: int = Limits.max_pixels
+    max_iter: int = Limits.max_iter
+    max_body_bytes: int = 64 * 1024
+    max_active_jobs_per_user: int = 8  # queued + pending + running
+    max_wait_seconds: float = 60.0  # cap on ?wait= long-polls
+    page_size_max: int = 100
+
+    # --- runner ------------------------------------------------------------------------------
+    runner: Literal["local", "kubernetes"] = "local"
+    local_max_concurrent: int = Field(2, description="jobs rendering at once; 2 cores here")
+    job_python: str = ""  # interpreter for local jobs; default: the API's own
+    job_timeout_seconds: int = 600  # local runner's and the Job's activeDeadlineSeconds
+    opencl_cache_dir: Path | None = None  # default: <data_dir>/opencl-cache (PoCL kernel cache)
+
+    # --- kubernetes runner -------------------------------------------------------------------
+    kubeconfig: str = ""  # default: standard lookup, then in-cluster service account
+    kube_namespace: str = "default"
+    job_image: str = "fractal-job:latest"
+    job_image_pull_policy: Literal["Always", "IfNotPresent", "Never"] = "IfNotPresent"
+    job_cpu_request: str = "500m"
+    job_cpu_limit: str = "2"
+    job_memory_request: str = "256Mi"
+    job_memory_limit: str = "1Gi"
+    job_gpu_resource: str = "nvidia.com/gpu"
+    job_gpu_node_selector: dict[str, str] = {}
+    job_gpu_tolerations: list[dict[str, str]] = []
+    job_backoff_limit: int = 1
+    job_ttl_seconds_after_finished: int = 3600
+    job_pending_deadline_seconds: int = Field(
+        300, description="a pod not started by then fails with the scheduler's reason"
+    )
+    minio_config_map: str = "minio-config"
+    minio_secret: str = "minio-secret"
+    kube_request_timeout: float = Field(10.0, description="every API call; a hung server is an error")
+    kube_watch_timeout_seconds: int = Field(
+        300, description="server-side watch length; the loop resumes from resourceVersion"
+    )
+
+    # --- callbacks -------------------------------------------------------------------------------
+    callback_allow_private: bool = False  # SSRF guard: refuse loopback/private targets by default
+    callback_timeout: float = 5.0
+    callback_attempts: int = 4
+
+    @model_validator(mode="after")
+    def _derive(self) -> Settings:
+        if not self.database_url:
+            self.database_url = f"sqlite:///{self.data_dir / 'scheduler.db'}"
+        if self.storage_dir is None:
+            self.storage_dir = self.data_dir / "results"
+        if self.opencl_cache_dir is None:
+            self.opencl_cache_dir = self.data_dir / "opencl-cache"
+        return self
+
+    @cached_property
+    def limits(self) -> Limits:
+        return Limits(max_pixels=self.max_pixels, max_iter=self.max_iter)
+
+    def storage_env(self) -> dict[str, str]:
+        """The storage part of a job's environment (the job contract's names)."""
+        if self.minio_endpoint:
+            return {
+                "MINIO_ENDPOINT": self.minio_endpoint,
+                "MINIO_BUCKET": self.minio_bucket,
+                "MINIO_ACCESS_KEY": self.minio_access_key,
+                "MINIO_SECRET_KEY": self.minio_secret_key,
+                "MINIO_SECURE": str(self.minio_secure).lower(),
+            }
+        return {"STORAGE_DIR": str(Path(self.storage_dir).resolve())}

@@ -1,0 +1,82 @@
+"""The runner interface: how the scheduler starts, tracks and stops jobs, whatever runs them.
+
+A runner never touches the database. It reports what it sees through the `report` callback
+it was built with; the scheduler's status tracker writes that to the DB. Routes only talk to
+the runner through the scheduler's job service, so a new runner needs no route changes.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Literal, Protocol
+
+from job_image.params import FractalParams
+
+RunnerStatus = Literal["pending", "running", "succeeded", "failed", "cancelled"]
+
+
+@dataclass(frozen=True)
+class JobSpec:
+    """Everything a runner needs to start one job."""
+
+    job_id: str  # 32 lowercase hex chars
+    owner: str
+    params: FractalParams
+    result_prefix: str  # e.g. "alice/<job_id>/"
+
+    def env(self) -> dict[str, str]:
+        """The job contract's per-job variables (storage variables come from settings)."""
+        return {
+            "JOB_ID": self.job_id,
+            "FRACTAL_PARAMS": self.params.model_dump_json(),
+            "RESULT_PREFIX": self.result_prefix,
+        }
+
+
+@dataclass(frozen=True)
+class StatusReport:
+    """One observed change of a job. Fields left None are unchanged."""
+
+    job_id: str
+    status: RunnerStatus
+    started_at: datetime | None = None
+    finished_at: datetime | None = None
+    error: str | None = None  # a human sentence: the job's last stderr line, OOMKilled, ...
+    message: str | None = None  # why it is waiting (pending), shown in the job document
+    progress: float | None = None  # 0..1 where the runner can tell
+    extra: dict[str, str] = field(default_factory=dict)
+
+
+Report = Callable[[StatusReport], Awaitable[None]]
+
+
+class RunnerUnavailable(Exception):
+    """The runner cannot take a job right now (e.g. API server down); the job stays queued."""
+
+
+class Runner(Protocol):
+    name: str
+
+    async def start(self, active: list[JobSpec]) -> None:
+        """Begin tracking. `active` are the jobs the DB believes were pending or running when
+        the service last stopped: re-adopt them, or report them failed with a reason."""
+
+    async def stop(self) -> None:
+        """Stop tracking (service shutdown). Running jobs are left alone where possible."""
+
+    def capacity(self) -> int:
+        """How many more jobs may be submitted now (the dispatcher keeps the rest queued)."""
+
+    async def submit(self, job: JobSpec) -> None:
+        """Start the job; raises RunnerUnavailable to keep it queued and retry later."""
+
+    async def cancel(self, job_id: str) -> None:
+        """Stop the job and remove its process/Job. Unknown ids are not an error."""
+
+    async def logs(self, job_id: str) -> str | None:
+        """The job's output while the runner still has it, else None (then storage is asked)."""
+
+    async def check(self) -> None:
+        """Raise with a sentence when the runner cannot work (for /readyz)."""

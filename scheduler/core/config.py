@@ -80,6 +80,15 @@ class Settings(BaseSettings):
     kube_watch_timeout_seconds: int = Field(
         300, description="server-side watch length; the loop resumes from resourceVersion"
     )
+    kube_reconnect_backoff_max: float = Field(
+        30.0, description="cap on the watch's reconnect backoff; an outage is retried at least this often"
+    )
+    kube_max_active_jobs: int = Field(
+        100, description="unfinished Jobs at once; keep it within the namespace's ResourceQuota"
+    )
+    kube_log_limit_bytes: int = Field(
+        1_048_576, description="pods/log reads are capped so one chatty job cannot fill memory"
+    )
 
     # --- callbacks -------------------------------------------------------------------------------
     callback_allow_private: bool = False  # SSRF guard: refuse loopback/private targets by default

@@ -1,0 +1,172 @@
+"""`python -m job_image`: render one fractal and store it (the job contract, DESIGN.md).
+
+Parameters come from FRACTAL_PARAMS (JSON) and/or flags (flags win); output goes to --out
+FILE (plus FILE's .json) or to storage (STORAGE_DIR or MINIO_*) under RESULT_PREFIX.
+Progress goes to stdout; stderr holds nothing but the one-line reason of a failure, because
+the scheduler shows its last line as the job's error.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import uuid
+import warnings
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any, NoReturn, TextIO, get_args
+
+from pydantic import ValidationError
+
+from .errors import InvalidParams, JobError, StorageFailed
+from .params import FractalParams, Limits, describe_error, parse_params
+from .settings import JobSettings
+from .storage import StorageError, storage_from_env
+
+# flag -> parameter field; values stay strings so pydantic reports every bad one the same way
+FLAGS = {
+    "--kind": "kind", "--width": "width", "--height": "height",
+    "--center-x": "center_x", "--center-y": "center_y", "--zoom": "zoom",
+    "--max-iter": "max_iter", "--julia-re": "julia_re", "--julia-im": "julia_im",
+    "--colormap": "colormap", "--precision": "precision", "--device": "device",
+    "--supersample": "supersample",
+}
+# Part of the API's request (DESIGN.md) but handled by the scheduler, not the render.
+SCHEDULER_ONLY = ("callback_url",)
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> NoReturn:  # one line and exit 2, not usage + message
+        raise InvalidParams(f"invalid arguments: {message}")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    ap = _Parser(prog="python -m job_image", description="Render a fractal with OpenCL and store it.")
+    for flag, field in FLAGS.items():
+        info = FractalParams.model_fields[field]
+        choices = get_args(info.annotation)
+        what = f"one of {', '.join(choices)}" if choices else info.description
+        ap.add_argument(flag, dest=field, metavar=field.upper().replace("_", "-"),
+                        help=f"{what} (default {info.default})")
+    ap.add_argument("--params", help="parameters as a JSON object (default: $FRACTAL_PARAMS)")
+    ap.add_argument("--job-id", help="job id (default: $JOB_ID, else a random id)")
+    ap.add_argument("--result-prefix", help="storage prefix (default: $RESULT_PREFIX, else JOB_ID/)")
+    ap.add_argument("--out", type=Path, help="write the PNG here and the result beside it (.json)")
+    ap.add_argument("--quiet", action="store_true", help="no progress lines")
+    return ap
+
+
+def gather_params(args: argparse.Namespace, env: dict[str, str] | os._Environ[str]) -> FractalParams:
+    """FRACTAL_PARAMS / --params, overlaid with explicit flags, validated with the env's limits."""
+    raw = args.params if args.params is not None else env.get("FRACTAL_PARAMS", "")
+    data: dict[str, Any] = {}
+    if raw.strip():
+        try:
+            data = json.loads(raw)
+        except json.JSONDecodeError as exc:
+            raise InvalidParams(f"invalid parameters: FRACTAL_PARAMS is not JSON ({exc.msg})") from exc
+        if not isinstance(data, dict):
+            raise InvalidParams("invalid parameters: FRACTAL_PARAMS must be a JSON object")
+    for name in SCHEDULER_ONLY:
+        data.pop(name, None)
+    data.update({f: getattr(args, f) for f in FLAGS.values() if getattr(args, f) is not None})
+    try:
+        limits = Limits.from_env(dict(env))
+    except ValueError as exc:
+        raise InvalidParams(f"invalid limits in the environment: {exc}") from exc
+    try:
+        return parse_params(data, limits)
+    except (ValidationError, ValueError) as exc:
+        raise InvalidParams(f"invalid parameters: {describe_error(exc)}") from exc
+
+
+def _progress(quiet: bool) -> Callable[[int], None]:
+    """Prints `progress N%` to stdout when N changes (flushed: the scheduler reads it live)."""
+    last = -1
+
+    def report(percent: int) -> None:
+        nonlocal last
+        if not quiet and percent != last:
+            last = percent
+            print(f"progress {percent}%", flush=True)
+
+    return report
+
+
+def _warnings_to_stdout() -> None:
+    # pyopencl reports compiler chatter as warnings; on stderr they would become the job's error.
+    def show(message: Warning | str, category: type[Warning], filename: str, lineno: int,
+             file: TextIO | None = None, line: str | None = None) -> None:
+        print(f"warning: {category.__name__}: {_one_line(str(message))}", flush=True)
+
+    warnings.showwarning = show
+
+
+def run(argv: Sequence[str] | None = None, env: dict[str, str] | None = None) -> int:
+    """Parse, render, store; returns the exit code. Raises JobError for contract failures."""
+    env = os.environ if env is None else env
+    args = build_parser().parse_args(argv)
+    params = gather_params(args, env)
+    job_id = args.job_id or env.get("JOB_ID") or uuid.uuid4().hex
+    try:
+        settings = JobSettings.from_env(dict(env))
+    except ValueError as exc:
+        raise InvalidParams(f"invalid settings: {exc}") from exc
+
+    storage = prefix = None
+    if args.out is None:
+        if not (env.get("MINIO_ENDPOINT") or env.get("STORAGE_DIR")):
+            raise InvalidParams("nowhere to write: give --out FILE, or set STORAGE_DIR or MINIO_ENDPOINT")
+        prefix = args.result_prefix or env.get("RESULT_PREFIX") or f"{job_id}/"
+        prefix = prefix if prefix.endswith("/") else prefix + "/"
+        try:
+            storage = storage_from_env(dict(env))
+        except StorageError as exc:
+            raise StorageFailed(f"storage failure: {exc}") from exc
+
+    # Imported late: pyopencl's import is the slow part, and bad input should fail fast.
+    from . import job, output
+
+    rendered = job.render(params, settings, _progress(args.quiet), env=dict(env))
+    doc = output.result_document(job_id, params, rendered)
+    if storage is None:
+        png_path, json_path = output.write_local(args.out, rendered.png, doc)
+        where = f"{png_path} and {json_path}"
+    else:
+        try:
+            keys = output.upload(storage, prefix, rendered.png, doc)
+        except ValueError as exc:  # an unsafe key, i.e. a bad RESULT_PREFIX
+            raise InvalidParams(f"invalid RESULT_PREFIX {prefix!r}: {exc}") from exc
+        where = ", ".join(keys)
+    print(
+        f"done {params.width}x{params.height} {params.kind} {params.precision} on {rendered.device}: "
+        f"{rendered.total_iterations} iterations, kernel {rendered.kernel_seconds:.3f} s, "
+        f"render {rendered.render_seconds:.3f} s, {len(rendered.png)} bytes -> {where}",
+        flush=True,
+    )
+    return 0
+
+
+def _one_line(text: str) -> str:
+    lines = [ln.strip() for ln in text.strip().splitlines() if ln.strip()]
+    return lines[0] if lines else "unknown error"
+
+
+def main(argv: Sequence[str] | None = None, env: dict[str, str] | None = None) -> int:
+    """Entry point: exit codes 0 done, 2 bad parameters, 3 no device, 4 storage, 1 other."""
+    _warnings_to_stdout()
+    try:
+        return run(argv, env)
+    except JobError as exc:
+        print(f"error: {_one_line(str(exc))}", file=sys.stderr, flush=True)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        print("error: interrupted", file=sys.stderr, flush=True)
+        return 130
+    except Exception as exc:  # the contract wants one line on stderr, never a traceback
+        print(f"error: {type(exc).__name__}: {_one_line(str(exc))}", file=sys.stderr, flush=True)
+        return 1
+
+

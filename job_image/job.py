@@ -1,0 +1,91 @@
+"""One render from parameters to PNG bytes: device -> kernel bands -> colour -> encode.
+
+Storage and the command line live elsewhere (output.py, cli.py), so this is what tests and
+benchmarks call in-process.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+
+import numpy as np
+
+from . import colour, device, png
+from .params import FractalParams
+from .render import FractalKernel, KernelShape
+from .settings import JobSettings, configure_opencl_cache
+
+
+@dataclass(frozen=True)
+class Rendered:
+    """The encoded image and what result.json reports about how it was made."""
+
+    png: bytes
+    device: str
+    platform: str
+    device_type: str
+    vector_width: int
+    in_flight: int
+    total_iterations: int
+    build_seconds: float
+    kernel_seconds: float  # kernel execution only (OpenCL profiling), summed over bands
+    colour_seconds: float
+    encode_seconds: float
+    render_seconds: float  # first band enqueued -> PNG encoded (kernels, copies, colour, encode)
+
+
+@lru_cache(maxsize=16)
+def _kernel(chosen: device.Chosen, kind: str, precision: str, shape: KernelShape,
+            cache_dir: Path | None) -> FractalKernel:
+    # One context and built program per configuration and process: repeated renders (tests,
+    # benchmarks) skip the context setup and build entirely.
+    return FractalKernel(chosen, kind, precision, shape, cache_dir)
+
+
+def render(p: FractalParams, settings: JobSettings, progress: Callable[[int], None] | None = None,
+           env: dict[str, str] | None = None) -> Rendered:
+    """Render `p`; `progress(percent)` is called after each band. Raises NoDevice (exit 3)."""
+    cache = configure_opencl_cache(settings.opencl_cache_dir)
+    chosen = device.choose(p.device, env)
+    if p.precision == "float64":
+        device.require_fp64(chosen)
+    shape = KernelShape.for_device(chosen.is_gpu, p.precision, settings.vector_width, settings.in_flight)
+    t_build = time.perf_counter()
+    kernel = _kernel(chosen, p.kind, p.precision, shape, cache)
+    build_seconds = time.perf_counter() - t_build
+
+    n = p.supersample
+    lut = colour.palette(p.colormap)
+    image = np.empty((p.height, p.width) if n == 1 else (p.height, p.width, 3), np.uint8)
+    total = 0
+    colour_seconds = 0.0
+    t0 = time.perf_counter()
+    for band in kernel.bands(p, settings.band_samples):
+        tc = time.perf_counter()
+        total += int(band.counts.sum(dtype=np.uint64))
+        r0, rows = band.row0 // n, band.counts.shape[0] // n
+        image[r0:r0 + rows] = band.shades if n == 1 else colour.downsample(band.shades, lut, n)
+        colour_seconds += time.perf_counter() - tc
+        if progress:
+            progress((band.row0 + band.counts.shape[0]) * 100 // (p.height * n))
+    te = time.perf_counter()
+    data = png.encode(image, lut if n == 1 else None, settings.png_compress_level)
+    done = time.perf_counter()
+    return Rendered(
+        png=data,
+        device=chosen.name,
+        platform=chosen.platform_name,
+        device_type="gpu" if chosen.is_gpu else "cpu",
+        vector_width=shape.vector_width,
+        in_flight=shape.in_flight,
+        total_iterations=total,
+        build_seconds=build_seconds,
+        kernel_seconds=kernel.kernel_seconds,
+        colour_seconds=colour_seconds,
+        encode_seconds=done - te,
+        render_seconds=done - t0,
+    )

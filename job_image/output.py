@@ -1,0 +1,82 @@
+"""Where a finished render goes: a local file pair (--out) or storage under RESULT_PREFIX.
+
+image.png is written first and result.json last, so a reader that sees result.json can
+rely on the image being there, and a storage outage never leaves a result without its image.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from .errors import StorageFailed
+from .job import Rendered
+from .params import FractalParams
+from .storage import Storage, StorageError, content_type_for
+
+IMAGE_NAME = "image.png"
+RESULT_NAME = "result.json"
+
+
+def result_document(job_id: str, p: FractalParams, r: Rendered) -> dict[str, Any]:
+    """The result.json content (fields fixed by DESIGN.md, plus timing detail)."""
+    return {
+        "job_id": job_id,
+        "params": p.model_dump(mode="json"),
+        "width": p.width,
+        "height": p.height,
+        "kind": p.kind,
+        "precision": p.precision,
+        "supersample": p.supersample,
+        "samples": p.width * p.height * p.supersample**2,
+        "device": r.device,
+        "platform": r.platform,
+        "device_type": r.device_type,
+        "vector_width": r.vector_width,
+        "in_flight": r.in_flight,
+        "total_iterations": r.total_iterations,
+        "kernel_seconds": round(r.kernel_seconds, 6),
+        "render_seconds": round(r.render_seconds, 6),
+        "build_seconds": round(r.build_seconds, 6),
+        "colour_seconds": round(r.colour_seconds, 6),
+        "encode_seconds": round(r.encode_seconds, 6),
+        "image": IMAGE_NAME,
+        "png_bytes": len(r.png),
+        "sha256": hashlib.sha256(r.png).hexdigest(),
+        "finished_at": datetime.now(UTC).isoformat(timespec="seconds"),
+    }
+
+
+def _json_bytes(doc: dict[str, Any]) -> bytes:
+    return (json.dumps(doc, indent=2) + "\n").encode()
+
+
+def write_local(out: Path, png: bytes, doc: dict[str, Any]) -> tuple[Path, Path]:
+    """Write `out` (the PNG) and the result beside it (`out` with suffix .json)."""
+    result = out.with_suffix(".json")
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        for path, data in ((out, png), (result, _json_bytes(doc))):
+            tmp = path.with_name(f".{path.name}.tmp")
+            tmp.write_bytes(data)
+            os.replace(tmp, path)  # never leave half a file under the real name
+    except OSError as exc:
+        raise StorageFailed(f"cannot write {exc.filename or out}: {exc.strerror or exc}") from exc
+    return out, result
+
+
+def upload(storage: Storage, prefix: str, png: bytes, doc: dict[str, Any]) -> list[str]:
+    """Store image.png, then result.json, under `prefix`; returns the keys written."""
+    keys = []
+    try:
+        for name, data in ((IMAGE_NAME, png), (RESULT_NAME, _json_bytes(doc))):
+            key = prefix + name
+            storage.put_bytes(key, data, content_type_for(name))
+            keys.append(key)
+    except StorageError as exc:
+        raise StorageFailed(f"storage failure: {exc}") from exc
+    return keys

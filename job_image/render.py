@@ -1,0 +1,185 @@
+"""The OpenCL stage: context -> program build -> kernel over bands -> copy back.
+
+A frame of W x H pixels with supersample n is a grid of (W*n) x (H*n) samples. Sample column
+X (0 <= X < W*n) lies at x = center_x + (X + 0.5 - W*n/2) * s/n with s = 3/zoom/W, and sample
+row Y at y = center_y - (Y + 0.5 - H*n/2) * s/n: the n x n samples of a pixel sit at the
+centres of an n x n grid inside it (for n = 1 this is exactly the pixel mapping of DESIGN.md).
+Coordinates are computed on the host in float64 and rounded once to the kernel's precision,
+so a float32 device without fp64 still gets the same sample positions.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pyopencl as cl
+
+from .device import Chosen
+from .params import FractalParams
+
+KERNEL_SOURCE = (Path(__file__).parent / "kernels" / "fractal.cl").read_text()
+KIND_CODES = {"mandelbrot": 0, "julia": 1, "burning_ship": 2}
+# Row strides are padded to this many samples: a multiple of every vector width * in-flight
+# count allowed below, and of a GPU warp, so loads stay aligned and coalesced.
+ROW_PAD = 64
+
+
+@dataclass(frozen=True)
+class KernelShape:
+    """How many samples one work-item handles: vector_width * in_flight, consecutive in a row."""
+
+    vector_width: int
+    in_flight: int
+    # Iterations per block between escape tests (see the kernel). 8 measured best on PoCL:
+    # 4 tests too often, 16 replays too much when a lane escapes.
+    check_every: int = 8
+
+    @classmethod
+    def for_device(cls, is_gpu: bool, precision: str, vector_width: int = 0,
+                   in_flight: int = 0) -> KernelShape:
+        """GPUs vectorise across work-items, so one sample each; CPUs want one full SIMD
+        register per vector (16 floats / 8 doubles on AVX-512) and four vectors in flight to
+        hide the latency of the dependent multiply-add chain (measured with PoCL on AVX-512:
+        two in flight reach about two thirds of the speed of four)."""
+        if is_gpu:
+            vw, inf = 1, 1
+        else:
+            vw, inf = (16 if precision == "float32" else 8), 4
+        vw, inf = vector_width or vw, in_flight or inf
+        if vw not in (1, 2, 4, 8, 16) or inf not in (1, 2, 4):
+            raise ValueError(f"vector width {vw} / in-flight {inf} unsupported (1-16 / 1, 2, 4)")
+        return cls(vw, inf)
+
+
+def sample_axes(p: FractalParams) -> tuple[np.ndarray, np.ndarray]:
+    """Float64 sample coordinates: x per sample column, y per sample row (see module doc)."""
+    n = p.supersample
+    s = 3.0 / p.zoom / p.width / n
+    wn, hn = p.width * n, p.height * n
+    xs = p.center_x + (np.arange(wn, dtype=np.float64) + 0.5 - wn / 2.0) * s
+    ys = p.center_y - (np.arange(hn, dtype=np.float64) + 0.5 - hn / 2.0) * s
+    return xs, ys
+
+
+@dataclass
+class Band:
+    """One band of sample rows; the arrays are reused, valid until the next band is requested."""
+
+    row0: int  # first sample row
+    counts: np.ndarray  # (rows, W*n) uint32 escape counts
+    shades: np.ndarray  # (rows, W*n) uint8 palette indices (smooth colouring, see colour.py)
+
+
+class FractalKernel:
+    """A built kernel for one device, kind and precision; keep it to render several frames."""
+
+    def __init__(self, chosen: Chosen, kind: str, precision: str, shape: KernelShape,
+                 cache_dir: Path | None = None) -> None:
+        self.chosen, self.kind, self.precision, self.shape = chosen, kind, precision, shape
+        self.real = np.float32 if precision == "float32" else np.float64
+        self.ctx = cl.Context([chosen.device])
+        self.queue = cl.CommandQueue(self.ctx, properties=cl.command_queue_properties.PROFILING_ENABLE)
+        double = precision == "float64"
+        options = [
+            f"-DREAL={'double' if double else 'float'}",
+            f"-DITYPE={'long' if double else 'int'}",
+            f"-DIS_DOUBLE={int(double)}",
+            f"-DVW={shape.vector_width}",
+            f"-DIF={shape.in_flight}",
+            f"-DCHECK={shape.check_every}",
+            f"-DKIND={KIND_CODES[kind]}",
+        ]
+        t0 = time.perf_counter()
+        program = cl.Program(self.ctx, KERNEL_SOURCE).build(
+            options, cache_dir=str(cache_dir) if cache_dir else None
+        )
+        self.kernel = program.escape
+        self._warm_up()
+        self.build_seconds = time.perf_counter() - t0
+        self.kernel_seconds = 0.0  # kernel execution time of the latest bands() call
+
+    def _local_size(self) -> tuple[int, int] | None:
+        # On a CPU, PoCL compiles the kernel once per work-group size, so a fixed (1, 1) lets
+        # every frame size reuse one cached binary; each work-item is already 64 samples wide.
+        # A GPU driver picks its own work-group size.
+        return None if self.chosen.is_gpu else (1, 1)
+
+    def _warm_up(self) -> None:
+        """Run once on a tiny frame: PoCL finishes compiling at the first launch (~0.3 s cold),
+        which belongs to the build, not to the first band's kernel time."""
+        per_item = self.shape.vector_width * self.shape.in_flight
+        flags = cl.mem_flags
+        coords = cl.Buffer(self.ctx, flags.READ_ONLY | flags.COPY_HOST_PTR,
+                           hostbuf=np.zeros(per_item, self.real))
+        out = cl.Buffer(self.ctx, flags.WRITE_ONLY, per_item * 4)
+        self.kernel(self.queue, (1, 1), self._local_size(), coords, coords, np.int32(0),
+                    np.int32(per_item), np.int32(1), self.real(0), self.real(0), np.float32(1),
+                    np.int32(0), out, out).wait()
+
+    @property
+    def name(self) -> str:
+        return f"{self.kind}/{self.precision}/vw{self.shape.vector_width}x{self.shape.in_flight}"
+
+    def bands(self, p: FractalParams, band_samples: int) -> Iterator[Band]:
+        """Render `p` band by band, yielding each band's escape counts and palette indices.
+
+        Two bands are in flight: the next band's kernel runs while the caller uses this one
+        (supersample averaging, copying into the image), and device plus host memory stay
+        bounded by two bands (5 bytes per sample each) whatever the frame size.
+        """
+        if (p.kind, p.precision) != (self.kind, self.precision):
+            raise ValueError(f"kernel {self.name} cannot render {p.kind}/{p.precision}")
+        self.kernel_seconds = 0.0
+        n = p.supersample
+        xs, ys = sample_axes(p)
+        wn, hn = xs.size, ys.size
+        stride = -(-wn // ROW_PAD) * ROW_PAD
+        xs_np = np.zeros(stride, self.real)
+        xs_np[:wn] = xs  # padding lanes compute harmless garbage that is never read
+        ys_np = ys.astype(self.real)
+        rows = min(hn, max(n, band_samples // stride // n * n))  # whole pixel rows per band
+
+        flags = cl.mem_flags
+        xs_g = cl.Buffer(self.ctx, flags.READ_ONLY | flags.COPY_HOST_PTR, hostbuf=xs_np)
+        ys_g = cl.Buffer(self.ctx, flags.READ_ONLY | flags.COPY_HOST_PTR, hostbuf=ys_np)
+        slots = []
+        for _ in range(2):
+            counts_g = cl.Buffer(self.ctx, flags.WRITE_ONLY, rows * stride * 4)
+            shades_g = cl.Buffer(self.ctx, flags.WRITE_ONLY, rows * stride)
+            counts_np = np.empty((rows, stride), np.uint32)
+            shades_np = np.empty((rows, stride), np.uint8)
+            slots.append((counts_g, shades_g, counts_np, shades_np))
+
+        per_item = self.shape.vector_width * self.shape.in_flight
+        groups = stride // per_item
+        local = self._local_size()
+        self.kernel.set_args(xs_g, ys_g, np.int32(0), np.int32(stride), np.int32(p.max_iter),
+                             self.real(p.julia_re), self.real(p.julia_im), np.float32(1.0 / p.max_iter),
+                             np.int32(0), None, None)
+
+        def enqueue(slot: int, row0: int) -> tuple[int, int, cl.Event, cl.Event]:
+            counts_g, shades_g, counts_np, shades_np = slots[slot]
+            band_rows = min(rows, hn - row0)
+            self.kernel.set_arg(2, np.int32(row0))
+            self.kernel.set_arg(9, counts_g)
+            self.kernel.set_arg(10, shades_g)
+            k_evt = cl.enqueue_nd_range_kernel(self.queue, self.kernel, (groups, band_rows), local)
+            c_evt = cl.enqueue_copy(self.queue, counts_np[:band_rows], counts_g, is_blocking=False)
+            s_evt = cl.enqueue_copy(self.queue, shades_np[:band_rows], shades_g, is_blocking=False)
+            return row0, band_rows, k_evt, cl.enqueue_marker(self.queue, wait_for=[c_evt, s_evt])
+
+        pending = [enqueue(0, 0)]
+        slot = 0
+        while pending:
+            row0, band_rows, k_evt, done = pending.pop(0)
+            if row0 + band_rows < hn:
+                pending.append(enqueue(1 - slot, row0 + band_rows))
+            done.wait()
+            self.kernel_seconds += (k_evt.profile.end - k_evt.profile.start) * 1e-9
+            _, _, counts_np, shades_np = slots[slot]
+            yield Band(row0, counts_np[:band_rows, :wn], shades_np[:band_rows, :wn])
+            slot = 1 - slot

@@ -1,0 +1,152 @@
+"""Pure builders for the Kubernetes objects the runner creates (no API calls, no file reads).
+
+Shape per shared/DESIGN.md ("Kubernetes objects"). Tested by comparing
+`ApiClient().sanitize_for_serialization(make_job(...))` with a literal dict.
+"""
+
+from __future__ import annotations
+
+from kubernetes import client as k
+
+from scheduler.core.config import Settings
+from scheduler.runners.base import JobSpec
+
+NAME_LABEL = "app.kubernetes.io/name"
+MANAGED_BY_LABEL = "app.kubernetes.io/managed-by"
+JOB_ID_LABEL = "fractal-scheduler/job-id"
+# Lets a restarted service save a Job's log beside its result without the DB.
+RESULT_PREFIX_ANNOTATION = "fractal-scheduler/result-prefix"
+APP_NAME = "fractal-job"
+MANAGER = "fractal-scheduler"
+CONTAINER = "render"
+
+# Every Job and Pod this service owns carries it; both watches use it.
+# https://kubernetes.io/docs/concepts/overview/working-with-objects/labels/#label-selectors
+SELECTOR = f"{NAME_LABEL}={APP_NAME},{MANAGED_BY_LABEL}={MANAGER}"
+
+# (api group, resource, verb) for every call the runner makes. serviceaccount/role.yaml grants
+# exactly these; the startup check asks a SelfSubjectAccessReview for each.
+API_ACCESS: tuple[tuple[str, str, str], ...] = (
+    ("batch", "jobs", "create"),  # submit
+    ("batch", "jobs", "get"),  # submit: a 409 is checked to be our own Job before adopting it
+    ("batch", "jobs", "list"),  # reflector: list
+    ("batch", "jobs", "watch"),  # reflector: watch
+    ("batch", "jobs", "delete"),  # cancel, pending deadline
+    ("", "pods", "get"),  # a Job's end can outrun its pod's last update: read the pod's final state
+    ("", "pods", "list"),  # reflector: list
+    ("", "pods", "watch"),  # reflector: watch
+    ("", "pods/log", "get"),  # logs(), and job.log saved when a Job ends
+    ("", "events", "list"),  # events.json saved when a Job ends
+)
+
+
+def job_name(job_id: str) -> str:
+    """The Job's name: `fractal-<job_id>` (40 chars, a valid DNS label)."""
+    return f"fractal-{job_id}"
+
+
+def job_labels(job_id: str) -> dict[str, str]:
+    return {NAME_LABEL: APP_NAME, MANAGED_BY_LABEL: MANAGER, JOB_ID_LABEL: job_id}
+
+
+def job_env(spec: JobSpec, settings: Settings) -> list[k.V1EnvVar]:
+    """Per-job variables; storage variables come from the ConfigMap/Secret via envFrom."""
+    env = spec.env() | {
+        "MAX_PIXELS": str(settings.max_pixels),
+        "MAX_ITER": str(settings.max_iter),
+        # The root filesystem may be read-only; PoCL caches compiled kernels here.
+        "OPENCL_CACHE_DIR": "/tmp/opencl-cache",
+        "POCL_CACHE_DIR": "/tmp/opencl-cache",
+    }
+    return [k.V1EnvVar(name=name, value=value) for name, value in env.items()]
+
+
+def _resources(spec: JobSpec, settings: Settings) -> k.V1ResourceRequirements:
+    requests = {"cpu": settings.job_cpu_request, "memory": settings.job_memory_request}
+    limits = {"cpu": settings.job_cpu_limit, "memory": settings.job_memory_limit}
+    if spec.params.device == "gpu":
+        # Extended resources are set in limits (requests default to them).
+        # https://kubernetes.io/docs/tasks/manage-gpus/scheduling-gpus/
+        limits[settings.job_gpu_resource] = "1"
+    return k.V1ResourceRequirements(requests=requests, limits=limits)
+
+
+def make_job(spec: JobSpec, settings: Settings) -> k.V1Job:
+    """The batch/v1 Job that renders one request."""
+    labels = job_labels(spec.job_id)
+    gpu = spec.params.device == "gpu"
+    container = k.V1Container(
+        name=CONTAINER,
+        image=settings.job_image,
+        image_pull_policy=settings.job_image_pull_policy,
+        command=["python", "-m", "job_image"],
+        env=job_env(spec, settings),
+        env_from=[
+            k.V1EnvFromSource(config_map_ref=k.V1ConfigMapEnvSource(name=settings.minio_config_map)),
+            k.V1EnvFromSource(secret_ref=k.V1SecretEnvSource(name=settings.minio_secret)),
+        ],
+        resources=_resources(spec, settings),
+        # Pod Security Standard "restricted".
+        # https://kubernetes.io/docs/concepts/security/pod-security-standards/#restricted
+        security_context=k.V1SecurityContext(
+            allow_privilege_escalation=False,
+            capabilities=k.V1Capabilities(drop=["ALL"]),
+            run_as_non_root=True,
+            seccomp_profile=k.V1SeccompProfile(type="RuntimeDefault"),
+        ),
+        # The last lines of the log become the termination message when the job fails
+        # without writing one: its own stderr line reaches the job's error.
+        # https://kubernetes.io/docs/tasks/debug/debug-application/determine-reason-pod-failure/
+        termination_message_policy="FallbackToLogsOnError",
+    )
+    pod_spec = k.V1PodSpec(
+        restart_policy="Never",
+        automount_service_account_token=False,  # the job never talks to the API server
+        containers=[container],
+        security_context=k.V1PodSecurityContext(
+            run_as_non_root=True, seccomp_profile=k.V1SeccompProfile(type="RuntimeDefault")
+        ),
+        node_selector=(dict(settings.job_gpu_node_selector) or None) if gpu else None,
+        # Written as in a manifest (camelCase keys), e.g. [{"key": "nvidia.com/gpu", "operator": "Exists"}].
+        tolerations=[k.V1Toleration.from_dict(t) for t in settings.job_gpu_tolerations]
+        if gpu and settings.job_gpu_tolerations
+        else None,
+    )
+    return k.V1Job(
+        api_version="batch/v1",
+        kind="Job",
+        metadata=k.V1ObjectMeta(
+            name=job_name(spec.job_id),
+            labels=labels,
+            annotations={RESULT_PREFIX_ANNOTATION: spec.result_prefix},
+        ),
+        spec=k.V1JobSpec(
+            # https://kubernetes.io/docs/concepts/workloads/controllers/job/#job-termination-and-cleanup
+            backoff_limit=settings.job_backoff_limit,
+            active_deadline_seconds=settings.job_timeout_seconds,
+            ttl_seconds_after_finished=settings.job_ttl_seconds_after_finished,
+            template=k.V1PodTemplateSpec(
+                metadata=k.V1ObjectMeta(labels=dict(labels)),
+                spec=pod_spec,
+            ),
+        ),
+    )
+
+
+def make_access_review(namespace: str, group: str, resource: str, verb: str) -> k.V1SelfSubjectAccessReview:
+    """A namespaced "may I?" question; needs no Role rule (every user may ask about itself).
+    https://kubernetes.io/docs/reference/access-authn-authz/authorization/#checking-api-access"""
+    resource, _, subresource = resource.partition("/")
+    return k.V1SelfSubjectAccessReview(
+        api_version="authorization.k8s.io/v1",
+        kind="SelfSubjectAccessReview",
+        spec=k.V1SelfSubjectAccessReviewSpec(
+            resource_attributes=k.V1ResourceAttributes(
+                namespace=namespace,
+                group=group,
+                resource=resource,
+                subresource=subresource or None,
+                verb=verb,
+            )
+        ),
+    )

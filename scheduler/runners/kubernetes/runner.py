@@ -1,0 +1,486 @@
+"""KubernetesRunner: one batch/v1 Job per request, status from two watches (Jobs, Pods).
+
+Client reads never reach the API server: the runner reports changes through `report` and the
+tracker writes them to the DB. API calls are: create/delete per job, one list + one long watch
+per kind (independent of how many clients poll), pods/log for /logs while a job runs, and, when
+a Job ends, one log read and one events list per pod so nothing vanishes with the pod.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import os
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from kubernetes import client as k
+from kubernetes import config as kube_config
+
+from job_image.storage import Storage, StorageError
+from scheduler.core.config import Settings
+from scheduler.runners.base import JobSpec, Report, RunnerUnavailable, StatusReport
+from scheduler.runners.kubernetes import errors, objects, reasons
+from scheduler.runners.kubernetes.reflector import Reflector
+from scheduler.runners.kubernetes.status import Observation, observe
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Tracked:
+    """What the runner knows about one job."""
+
+    job_id: str
+    prefix: str | None = None
+    job: k.V1Job | None = None
+    pods: dict[str, k.V1Pod] = field(default_factory=dict)  # kept after deletion: the last state
+    reported: tuple[Any, ...] | None = None
+    deleted: bool = False  # the Job is gone from the API server
+    cancelled: bool = False
+    ending: bool = False  # finalize started; watch events no longer change the outcome
+    done: bool = False  # the terminal status has been reported
+
+
+def api_client(settings: Settings) -> k.ApiClient:
+    """KUBECONFIG (or settings.kubeconfig), else ~/.kube/config, else the pod's service account.
+    https://kubernetes.io/docs/tasks/run-application/access-api-from-pod/"""
+    if settings.kubeconfig:
+        return kube_config.new_client_from_config(config_file=settings.kubeconfig)
+    if os.path.exists(os.path.expanduser(kube_config.KUBE_CONFIG_DEFAULT_LOCATION)):
+        return kube_config.new_client_from_config()
+    cfg = k.Configuration()
+    kube_config.load_incluster_config(client_configuration=cfg)
+    return k.ApiClient(cfg)
+
+
+class KubernetesRunner:
+    name = "kubernetes"
+
+    def __init__(self, settings: Settings, report: Report, storage: Storage) -> None:
+        self.settings = settings
+        self.report = report
+        self.storage = storage
+        self.namespace = settings.kube_namespace
+        self.timeout = settings.kube_request_timeout
+        self.jobs: dict[str, Tracked] = {}
+        self.api: k.ApiClient | None = None
+        self.batch: k.BatchV1Api | None = None
+        self.core: k.CoreV1Api | None = None
+        self.reflectors: list[Reflector] = []
+        self.denied: list[str] | None = None  # None until the access check has answered
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._active: list[JobSpec] = []
+        self._adopted = False
+
+    # --- lifecycle ----------------------------------------------------------------------------
+
+    def _connect(self) -> None:
+        if self.api is None:
+            try:
+                self.api = api_client(self.settings)
+            except (kube_config.ConfigException, OSError) as exc:
+                raise errors.KubeError(f"no usable Kubernetes configuration: {exc}") from exc
+            self.batch, self.core = k.BatchV1Api(self.api), k.CoreV1Api(self.api)
+
+    async def start(self, active: list[JobSpec]) -> None:
+        """Start both watches; once both have listed, adopt `active` (or report them)."""
+        self._loop = asyncio.get_running_loop()
+        await asyncio.to_thread(self._connect)
+        self._active = list(active)
+        for spec in active:
+            self._track(spec.job_id).prefix = spec.result_prefix
+        common: dict[str, Any] = {
+            "namespace": self.namespace,
+            "label_selector": objects.SELECTOR,
+            "request_timeout": self.timeout,
+            "watch_timeout": self.settings.kube_watch_timeout_seconds,
+            "backoff_max": self.settings.kube_reconnect_backoff_max,
+            "on_sync": self._synced,
+        }
+        self.reflectors = [
+            Reflector("pods", self.core.list_namespaced_pod, k.V1Pod, self._in_loop(self._on_pod), **common),
+            Reflector("jobs", self.batch.list_namespaced_job, k.V1Job, self._in_loop(self._on_job), **common),
+        ]
+        for r in self.reflectors:
+            r.start()
+        self._spawn(self._pending_deadlines())
+        try:
+            await self._check_access()
+        except errors.KubeError as exc:  # the watches keep retrying; /readyz says why
+            log.warning("kubernetes access check failed: %s", exc)
+
+    async def stop(self) -> None:
+        """Stop watching; Jobs keep running and are adopted on the next start."""
+        for task in list(self._tasks):
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        await asyncio.gather(*(asyncio.to_thread(r.stop) for r in self.reflectors))
+        self.reflectors = []
+        if self.api is not None:
+            await asyncio.to_thread(self.api.close)
+            self.api = None
+
+    def _spawn(self, coro: Any) -> None:
+        task = asyncio.ensure_future(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    def _in_loop(self, handler: Any) -> Any:
+        """Reflector threads hand events to the event loop; all state changes happen there."""
+
+        def call(kind: str, obj: Any) -> None:
+            loop = self._loop
+            if loop is not None and not loop.is_closed():
+                loop.call_soon_threadsafe(handler, kind, obj)
+
+        return call
+
+    def _synced(self) -> None:
+        if not self._adopted and all(r.synced.is_set() for r in self.reflectors):
+            self._adopted = True
+            loop = self._loop
+            if loop is not None and not loop.is_closed():
+                loop.call_soon_threadsafe(lambda: self._spawn(self._adopt()))
+
+    async def _adopt(self) -> None:
+        """Jobs the DB thinks are active: re-adopt by label, or say what became of them."""
+        for spec in self._active:
+            t = self._track(spec.job_id)
+            if t.job is not None:
+                log.info("adopted Job %s", objects.job_name(spec.job_id))
+                t.reported = None  # the DB's view may be stale: report once
+                self._update(t)
+                continue
+            if t.done or t.ending:
+                continue
+            t.ending = True
+            result = await asyncio.to_thread(self._stat, f"{spec.result_prefix}result.json")
+            if result:
+                obs = Observation("succeeded", finished_at=_now())
+            else:
+                obs = Observation(
+                    "failed",
+                    finished_at=_now(),
+                    error=f"Its Kubernetes Job {objects.job_name(spec.job_id)} no longer exists "
+                    "(removed while the service was down) and it left no result.",
+                )
+            await self._emit(t, obs)
+            t.done = True
+
+    def _stat(self, key: str) -> bool:
+        try:
+            return self.storage.stat(key) is not None
+        except StorageError as exc:
+            log.warning("cannot stat %s: %s", key, exc)
+            return False
+
+    # --- the Runner interface ------------------------------------------------------------------
+
+    def capacity(self) -> int:
+        active = sum(1 for t in self.jobs.values() if not t.done and not t.deleted and t.job is not None)
+        return max(0, self.settings.kube_max_active_jobs - active)
+
+    async def submit(self, job: JobSpec) -> None:
+        """Create the Job; RunnerUnavailable keeps the job queued while the API server is away."""
+        self._connect()
+        body = objects.make_job(job, self.settings)
+        t = self._track(job.job_id)
+        t.prefix = job.result_prefix
+        try:
+            await asyncio.to_thread(
+                errors.call, self.batch.create_namespaced_job, self.namespace, body,
+                _request_timeout=self.timeout,
+            )
+        except errors.Conflict:
+            # An earlier attempt went through (e.g. its answer timed out): adopt it if it is ours.
+            existing = await asyncio.to_thread(
+                errors.call, self.batch.read_namespaced_job, body.metadata.name, self.namespace,
+                _request_timeout=self.timeout,
+            )
+            if (existing.metadata.labels or {}).get(objects.JOB_ID_LABEL) != job.job_id:
+                raise errors.Conflict(f"a Job named {body.metadata.name} exists and is not ours") from None
+            log.info("Job %s already existed; adopted", body.metadata.name)
+        except (errors.Unreachable, errors.ServerError, errors.Unauthorized) as exc:
+            raise RunnerUnavailable(str(exc)) from exc
+        except errors.Forbidden as exc:
+            if exc.quota:  # the namespace's ResourceQuota is full: wait for a slot
+                raise RunnerUnavailable(str(exc)) from exc
+            raise
+        log.info("created Job %s", body.metadata.name)
+
+    async def cancel(self, job_id: str) -> None:
+        """Delete the Job and its pods (Background propagation; the default would orphan them)."""
+        self._connect()
+        t = self.jobs.get(job_id)  # None: unknown, or ended and already forgotten
+        if t is not None:
+            t.cancelled = True
+        try:
+            await asyncio.to_thread(self._delete, job_id)
+        except (errors.Unreachable, errors.ServerError) as exc:
+            raise RunnerUnavailable(str(exc)) from exc
+        if t is not None and not t.done and not t.ending:
+            t.ending = True
+            await self._emit(t, Observation("cancelled", finished_at=_now()))
+            t.done = True
+
+    def _delete(self, job_id: str) -> None:
+        # https://kubernetes.io/docs/concepts/architecture/garbage-collection/#cascading-deletion
+        with contextlib.suppress(errors.NotFound):  # already gone is what we wanted
+            errors.call(
+                self.batch.delete_namespaced_job, objects.job_name(job_id), self.namespace,
+                propagation_policy="Background", _request_timeout=self.timeout,
+            )
+
+    async def logs(self, job_id: str) -> str | None:
+        """The live pod's log; None once the Job has ended (then job.log in storage answers)."""
+        t = self.jobs.get(job_id)
+        pod = _newest_started(t.pods.values()) if t and not t.done else None
+        if pod is None or self.core is None:
+            return None
+        try:
+            return await asyncio.to_thread(self._read_log, pod.metadata.name)
+        except errors.KubeError as exc:
+            log.info("no live log for %s: %s", job_id, exc)
+            return None
+
+    def _read_log(self, pod_name: str) -> str:
+        text = errors.call(
+            self.core.read_namespaced_pod_log, pod_name, self.namespace,
+            container=objects.CONTAINER, limit_bytes=self.settings.kube_log_limit_bytes,
+            _request_timeout=self.timeout,
+        )
+        return text if isinstance(text, str) else str(text or "")
+
+    async def check(self) -> None:
+        """Raise a sentence when Jobs cannot be run: a missing verb, or no API server."""
+        if self.denied is None:
+            self._connect()
+            await self._check_access()
+        if self.denied:
+            raise errors.Forbidden(
+                f"the service account may not {', '.join(self.denied)} in namespace {self.namespace}"
+            )
+        jobs = next((r for r in self.reflectors if r.kind == "jobs"), None)
+        if jobs is not None and not jobs.healthy:
+            raise errors.Unreachable(jobs.last_error or "the Job watch has not listed yet")
+
+    async def _check_access(self) -> None:
+        """One SelfSubjectAccessReview per verb the code uses, in the namespace (no ClusterRole)."""
+
+        def ask() -> list[str]:
+            denied = []
+            for group, resource, verb in objects.API_ACCESS:
+                review = objects.make_access_review(self.namespace, group, resource, verb)
+                answer = errors.call(
+                    k.AuthorizationV1Api(self.api).create_self_subject_access_review, review,
+                    _request_timeout=self.timeout,
+                )
+                if not (answer.status and answer.status.allowed):
+                    denied.append(f"{verb} {resource}" + (f".{group}" if group else ""))
+            return denied
+
+        self.denied = await asyncio.to_thread(ask)
+        if self.denied:
+            log.error("service account lacks: %s", ", ".join(self.denied))
+
+    # --- events (on the loop) ------------------------------------------------------------------
+
+    def _track(self, job_id: str) -> Tracked:
+        t = self.jobs.get(job_id)
+        if t is None:
+            t = self.jobs[job_id] = Tracked(job_id)
+        return t
+
+    def _on_job(self, kind: str, job: k.V1Job) -> None:
+        job_id = (job.metadata.labels or {}).get(objects.JOB_ID_LABEL)
+        if not job_id:
+            return
+        t = self._track(job_id)
+        t.job = job
+        t.prefix = t.prefix or (job.metadata.annotations or {}).get(objects.RESULT_PREFIX_ANNOTATION)
+        if kind == "DELETED":
+            t.deleted = True
+            if t.done:  # removed by ttlSecondsAfterFinished (or cancel): forget it
+                del self.jobs[job_id]
+                return
+        self._update(t)
+
+    def _on_pod(self, kind: str, pod: k.V1Pod) -> None:
+        job_id = (pod.metadata.labels or {}).get(objects.JOB_ID_LABEL)
+        if not job_id:
+            return
+        t = self._track(job_id)
+        t.pods[pod.metadata.name] = pod
+        self._update(t)
+
+    def _update(self, t: Tracked) -> None:
+        if t.job is None or t.ending or t.done:
+            return
+        obs = observe(t.job, list(t.pods.values()))
+        if t.deleted and not obs.done:
+            if t.cancelled:
+                obs = Observation("cancelled", finished_at=_now())
+            else:
+                obs = Observation(
+                    "failed", started_at=obs.started_at, finished_at=_now(),
+                    error=f"Its Kubernetes Job {objects.job_name(t.job_id)} was deleted before it finished.",
+                )
+        if obs.done:
+            t.ending = True
+            self._spawn(self._finish(t, obs, derived=True))
+            return
+        key = (obs.status, obs.message, obs.started_at)
+        if key != t.reported:
+            t.reported = key
+            self._spawn(self._emit(t, obs))
+
+    async def _finish(self, t: Tracked, obs: Observation, derived: bool = False) -> None:
+        """Save the pod's log, its final state and the events, then report the end.
+        `derived`: obs came from the watches; recompute it once the pods' final states are in."""
+        if obs.status != "cancelled":
+            try:
+                await self._settle(t)
+                final_pods = await asyncio.to_thread(self._final_all, list(t.pods.values()))
+                t.pods.update((p.metadata.name, p) for p in final_pods)
+                if derived and t.job is not None:
+                    final = observe(t.job, list(t.pods.values()))
+                    obs = final if final.done else obs
+                await asyncio.to_thread(self._save_artifacts, t)
+            except Exception:  # noqa: BLE001 - the status must be reported whatever happens here
+                log.exception("could not save the artifacts of %s", t.job_id)
+        await self._emit(t, obs)
+        t.done = True
+        if t.deleted:
+            self.jobs.pop(t.job_id, None)
+
+    async def _emit(self, t: Tracked, obs: Observation) -> None:
+        pod = _newest(t.pods.values())
+        extra = {"kube_job": objects.job_name(t.job_id)}
+        if pod is not None:
+            extra["kube_pod"] = pod.metadata.name
+        try:
+            await self.report(StatusReport(
+                job_id=t.job_id, status=obs.status, started_at=obs.started_at,
+                finished_at=obs.finished_at, error=obs.error, message=obs.message, extra=extra,
+            ))
+        except Exception:  # noqa: BLE001 - a failing tracker must not stop the watch
+            log.exception("report for %s failed", t.job_id)
+
+    def _save_artifacts(self, t: Tracked) -> None:
+        """job.log, pod.json, events.json under the result prefix (survive the Job's TTL)."""
+        if not t.prefix:
+            log.warning("no result prefix for %s; its log is not saved", t.job_id)
+            return
+        sanitize = k.ApiClient().sanitize_for_serialization
+        pods = sorted(t.pods.values(), key=reasons.created)
+        names = [objects.job_name(t.job_id), *(p.metadata.name for p in pods)]
+        if pods:
+            try:
+                text = self._read_log(pods[-1].metadata.name)
+                self.storage.put_bytes(f"{t.prefix}job.log", text.encode(), "text/plain; charset=utf-8")
+            except errors.KubeError as exc:  # e.g. the pod was removed at the deadline
+                log.info("no log saved for %s: %s", t.job_id, exc)
+        state = {
+            "job": {"name": names[0], "status": sanitize(t.job.status) if t.job else None},
+            "pods": [{"name": p.metadata.name, "status": sanitize(p.status)} for p in pods],
+        }
+        self.storage.put_bytes(f"{t.prefix}pod.json", _json(state), "application/json")
+        events: list[Any] = []
+        for name in names:
+            try:
+                found = errors.call(
+                    self.core.list_namespaced_event, self.namespace,
+                    field_selector=f"involvedObject.name={name}", _request_timeout=self.timeout,
+                )
+                events.extend(found.items or [])
+            except errors.KubeError as exc:
+                log.info("no events saved for %s: %s", name, exc)
+        events.sort(key=lambda e: _iso(e.last_timestamp or e.event_time or e.metadata.creation_timestamp))
+        self.storage.put_bytes(f"{t.prefix}events.json", _json(sanitize(events)), "application/json")
+
+    async def _settle(self, t: Tracked, timeout: float = 1.0) -> None:
+        """Give the Pod watch a moment to deliver the final pod states (the Job watch is a
+        separate stream and often a few ms ahead); _final() reads what is still missing."""
+        deadline = asyncio.get_running_loop().time() + timeout
+        while asyncio.get_running_loop().time() < deadline and any(
+            reasons.terminated(p) is None and not p.metadata.deletion_timestamp for p in t.pods.values()
+        ):
+            await asyncio.sleep(0.02)
+
+    def _final_all(self, pods: list[k.V1Pod]) -> list[k.V1Pod]:
+        return [self._final(p) for p in pods]
+
+    def _final(self, pod: k.V1Pod) -> k.V1Pod:
+        """The pod's final state. Jobs and Pods are separate watch streams, so the Job's end can
+        arrive before its pod's last update: read the pod once more when the cache lags."""
+        if reasons.terminated(pod) is not None or (pod.metadata and pod.metadata.deletion_timestamp):
+            return pod
+        try:
+            fresh = errors.call(
+                self.core.read_namespaced_pod, pod.metadata.name, self.namespace,
+                _request_timeout=self.timeout,
+            )
+        except errors.KubeError as exc:  # gone (deadline, cancel): the cached state is the last one
+            log.info("pod %s not read: %s", pod.metadata.name, exc)
+            return pod
+        return fresh
+
+    async def _pending_deadlines(self) -> None:
+        """Fail jobs whose pod has not started within job_pending_deadline_seconds, with the
+        reason they were waiting (Kubernetes itself would leave them pending forever)."""
+        deadline = self.settings.job_pending_deadline_seconds
+        while True:
+            await asyncio.sleep(min(5.0, max(0.2, deadline / 10)))
+            now = _now()
+            for t in list(self.jobs.values()):
+                if t.job is None or t.ending or t.done or t.deleted:
+                    continue
+                obs = observe(t.job, list(t.pods.values()))
+                created = t.job.metadata.creation_timestamp
+                if obs.status != "pending" or created is None:
+                    continue
+                if (now - created).total_seconds() < deadline:
+                    continue
+                t.ending = True
+                obs = Observation(
+                    "failed", finished_at=now,
+                    error=f"The job did not start within {deadline} s: {obs.message}",
+                )
+                self._spawn(self._give_up(t, obs))
+
+    async def _give_up(self, t: Tracked, obs: Observation) -> None:
+        try:
+            await asyncio.to_thread(self._delete, t.job_id)
+        except errors.KubeError as exc:
+            log.warning("could not delete %s after its pending deadline: %s", t.job_id, exc)
+        await self._finish(t, obs)
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+def _iso(ts: datetime | None) -> str:
+    return ts.isoformat() if ts else ""
+
+
+def _newest(pods: Any) -> k.V1Pod | None:
+    return max(pods, key=reasons.created, default=None)
+
+
+def _newest_started(pods: Any) -> k.V1Pod | None:
+    started = [
+        p for p in pods
+        if any(cs.state and (cs.state.running or cs.state.terminated)
+               for cs in (p.status and p.status.container_statuses) or [])
+    ]
+    return _newest(started)
+
+
+def _json(data: Any) -> bytes:
+    return json.dumps(data, indent=2, default=str).encode()

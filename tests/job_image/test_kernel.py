@@ -1,0 +1,115 @@
+"""Kernel escape counts (and colour indices) against the NumPy reference, sample for sample.
+
+The kernel and the reference use the same rounding pattern (no FMA contraction; see
+reference.py), so counts must be EQUAL: zero differing samples are allowed, for every kind,
+precision and kernel shape (CPU-wide vectors, and the GPU's one-sample-per-work-item shape).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from job_image import colour, device, job
+from job_image.params import FractalParams
+from job_image.render import FractalKernel, KernelShape, sample_axes
+from job_image.settings import JobSettings, configure_opencl_cache
+
+from .reference import escape, sample_grid
+
+# Small frames whose widths are not multiples of the 64-sample row padding, centred where
+# counts vary a lot (set boundaries), with max_iter large enough to exercise many blocks.
+FRAMES = {
+    "mandelbrot": dict(kind="mandelbrot", width=101, height=67, center_x=-0.75, zoom=1.2, max_iter=300),
+    "julia": dict(kind="julia", width=90, height=70, center_x=0.0, zoom=1.1, max_iter=250),
+    "burning_ship": dict(kind="burning_ship", width=77, height=61, center_x=-1.76, center_y=-0.03,
+                         zoom=18, max_iter=200),
+}
+
+
+def kernel_counts(p: FractalParams, shape: KernelShape | None = None, band_samples: int = 1 << 20):
+    """Counts and palette indices for the whole frame, gathered band by band."""
+    settings = JobSettings.from_env()
+    cache = configure_opencl_cache(settings.opencl_cache_dir)
+    chosen = device.choose("cpu")
+    shape = shape or KernelShape.for_device(False, p.precision)
+    kernel = job._kernel(chosen, p.kind, p.precision, shape, cache)
+    counts, shades = [], []
+    for band in kernel.bands(p, band_samples):
+        counts.append(band.counts.copy())
+        shades.append(band.shades.copy())
+    return np.vstack(counts), np.vstack(shades)
+
+
+@pytest.mark.parametrize("precision", ["float32", "float64"])
+@pytest.mark.parametrize("kind", sorted(FRAMES))
+def test_counts_equal_reference(kind: str, precision: str) -> None:
+    p = FractalParams(**FRAMES[kind], precision=precision)
+    got, got_shade = kernel_counts(p)
+    want, want_mag = escape(p)
+    assert got.shape == (p.height, p.width)
+    assert 0 < want.min() < want.max() == p.max_iter  # the frame has escapes and interior
+    assert int((got != want).sum()) == 0
+    # Colour indices: the kernel's `shade` and colour.indices() do the same float32
+    # operations (bit-level log2, unfused polynomial, IEEE sqrt), so they agree exactly too.
+    want_shade = colour.indices(want, want_mag.astype(np.float32), p.max_iter)
+    assert int((got_shade != want_shade).sum()) == 0
+    assert np.array_equal(got_shade == 0, want == p.max_iter)
+
+
+@pytest.mark.parametrize("vw,inflight", [(1, 1), (4, 2), (8, 4)])
+def test_other_kernel_shapes_count_the_same(vw: int, inflight: int) -> None:
+    """(1, 1) is the GPU shape; run on the CPU it checks the scalar code path."""
+    p = FractalParams(**FRAMES["mandelbrot"], precision="float32")
+    got, _ = kernel_counts(p, KernelShape.for_device(False, "float32", vw, inflight))
+    want, _ = escape(p)
+    assert int((got != want).sum()) == 0
+
+
+def test_bands_do_not_change_counts() -> None:
+    p = FractalParams(**FRAMES["julia"])
+    whole, _ = kernel_counts(p)
+    banded, _ = kernel_counts(p, band_samples=3 * 128)  # 3 rows per band, 24 bands
+    assert np.array_equal(whole, banded)
+
+
+def test_max_iter_below_one_block() -> None:
+    p = FractalParams(**{**FRAMES["mandelbrot"], "max_iter": 5})
+    got, _ = kernel_counts(p)
+    assert np.array_equal(got, escape(p)[0])
+
+
+def test_pixel_mapping_matches_design() -> None:
+    p = FractalParams(width=8, height=6, center_x=-0.5, center_y=0.25, zoom=2.0)
+    xs, ys = sample_axes(p)
+    s = 3.0 / 2.0 / 8
+    assert xs[0] == -0.5 + (0 + 0.5 - 4) * s and xs[7] == -0.5 + (7 + 0.5 - 4) * s
+    assert ys[0] == 0.25 - (0 + 0.5 - 3) * s  # row 0 is the top: largest y
+    assert ys[0] > ys[-1]
+
+
+def test_supersample_samples_sub_pixel_centres() -> None:
+    p = FractalParams(width=4, height=2, zoom=1.0, center_x=0.0, supersample=2)
+    xs, ys = sample_axes(p)
+    s = 3.0 / 4
+    # pixel 0 spans [-2s, -s]; its two samples sit at 1/4 and 3/4 of it
+    assert xs[0] == pytest.approx(-2 * s + 0.25 * s) and xs[1] == pytest.approx(-2 * s + 0.75 * s)
+    gx, gy = sample_grid(p)
+    assert np.array_equal(gx[0], xs) and np.array_equal(gy[:, 0], ys)
+
+
+@pytest.mark.parametrize("supersample", [1, 2, 3])
+def test_total_iterations_is_the_sum_over_all_samples(supersample: int) -> None:
+    p = FractalParams(**{**FRAMES["burning_ship"], "supersample": supersample})
+    r = job.render(p, JobSettings.from_env())
+    want, _ = escape(p)
+    assert r.total_iterations == int(want.sum(dtype=np.uint64))
+    assert r.png.startswith(b"\x89PNG")
+
+
+def test_kernel_refuses_other_kind() -> None:
+    chosen = device.choose("cpu")
+    k: FractalKernel = job._kernel(chosen, "julia", "float32", KernelShape.for_device(False, "float32"),
+                                   configure_opencl_cache(JobSettings.from_env().opencl_cache_dir))
+    with pytest.raises(ValueError, match="cannot render"):
+        next(k.bands(FractalParams(kind="mandelbrot"), 1 << 20))

@@ -322,14 +322,14 @@ class KubernetesRunner:
         if t.job is None or t.ending or t.done:
             return
         obs = observe(t.job, list(t.pods.values()))
-        if t.deleted and not obs.done:
-            if t.cancelled:
-                obs = Observation("cancelled", finished_at=_now())
-            else:
-                obs = Observation(
-                    "failed", started_at=obs.started_at, finished_at=_now(),
-                    error=f"Its Kubernetes Job {objects.job_name(t.job_id)} was deleted before it finished.",
-                )
+        if t.cancelled and (obs.done or t.deleted):
+            # The pod may fail from our SIGTERM while the delete is in flight: still a cancel.
+            obs = Observation("cancelled", finished_at=_now())
+        elif t.deleted and not obs.done:
+            obs = Observation(
+                "failed", started_at=obs.started_at, finished_at=_now(),
+                error=f"Its Kubernetes Job {objects.job_name(t.job_id)} was deleted before it finished.",
+            )
         if obs.done:
             t.ending = True
             self._spawn(self._finish(t, obs, derived=True))

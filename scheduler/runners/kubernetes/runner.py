@@ -67,6 +67,7 @@ class KubernetesRunner:
         self.namespace = settings.kube_namespace
         self.timeout = settings.kube_request_timeout
         self.jobs: dict[str, Tracked] = {}
+        self._ended: set[str] = set()  # job ids whose end was reported
         self.api: k.ApiClient | None = None
         self.batch: k.BatchV1Api | None = None
         self.core: k.CoreV1Api | None = None
@@ -359,6 +360,11 @@ class KubernetesRunner:
             self.jobs.pop(t.job_id, None)
 
     async def _emit(self, t: Tracked, obs: Observation) -> None:
+        if obs.status in ("succeeded", "failed", "cancelled"):
+            # A job ends once: late watch events may re-create its tracking after it was forgotten.
+            if t.job_id in self._ended:
+                return
+            self._ended.add(t.job_id)
         pod = _newest(t.pods.values())
         extra = {"kube_job": objects.job_name(t.job_id)}
         if pod is not None:

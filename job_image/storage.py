@@ -261,7 +261,13 @@ class MinioStorage:
         self._retry(f"bucket {self.bucket}", lambda: self.client.bucket_exists(self.bucket))
 
 
-def storage_from_env(env: dict[str, str] | None = None, default_dir: str = "data/results") -> Storage:
+def storage_from_env(
+    env: dict[str, str] | None = None,
+    default_dir: str = "data/results",
+    *,
+    connect_timeout: float = 3.0,
+    read_timeout: float = 20.0,
+) -> Storage:
     """MinIO when MINIO_ENDPOINT is set, else the STORAGE_DIR directory (the job contract)."""
     env = os.environ if env is None else env
     if env.get("MINIO_ENDPOINT"):
@@ -279,5 +285,7 @@ def storage_from_env(env: dict[str, str] | None = None, default_dir: str = "data
             env["MINIO_ACCESS_KEY"],
             env["MINIO_SECRET_KEY"],
             secure=secure_flag,
+            connect_timeout=connect_timeout,
+            read_timeout=read_timeout,
         )
     return LocalStorage(env.get("STORAGE_DIR") or default_dir)

@@ -48,6 +48,7 @@ class Settings(BaseSettings):
     max_body_bytes: int = 64 * 1024
     max_active_jobs_per_user: int = 8  # queued + pending + running
     max_wait_seconds: float = 60.0  # cap on ?wait= long-polls
+    page_size_default: int = 20
     page_size_max: int = 100
 
     # --- runner ------------------------------------------------------------------------------
@@ -55,6 +56,10 @@ class Settings(BaseSettings):
     local_max_concurrent: int = Field(2, description="jobs rendering at once; 2 cores here")
     job_python: str = ""  # interpreter for local jobs; default: the API's own
     job_timeout_seconds: int = 600  # local runner's and the Job's activeDeadlineSeconds
+    job_max_attempts: int = Field(3, description="a job re-queued by restarts runs at most this often")
+    dispatch_retry_max_seconds: float = Field(
+        30.0, description="cap on the backoff while the runner refuses jobs (e.g. API server down)"
+    )
     opencl_cache_dir: Path | None = None  # default: <data_dir>/opencl-cache (PoCL kernel cache)
 
     # --- kubernetes runner -------------------------------------------------------------------

@@ -14,7 +14,9 @@ from typing import Literal, Protocol
 
 from job_image.params import FractalParams
 
-RunnerStatus = Literal["pending", "running", "succeeded", "failed", "cancelled"]
+# "queued" from a runner means: give the job back to the dispatcher (e.g. the local runner after a
+# service restart killed its process); the tracker re-queues it, up to a bounded number of attempts.
+RunnerStatus = Literal["queued", "pending", "running", "succeeded", "failed", "cancelled"]
 
 
 @dataclass(frozen=True)

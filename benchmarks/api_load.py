@@ -1,0 +1,96 @@
+"""Status reads under load: N concurrent clients polling GET /jobs/{id}.
+
+    .venv/bin/python benchmarks/api_load.py [--pollers 10 100 1000] [--seconds 10] [--interval 0.5]
+
+Starts `python -m scheduler` (one uvicorn process, SQLite), submits 20 jobs that stay queued
+(LOCAL_MAX_CONCURRENT=0, so the machine's cores serve requests, not renders), then for each N:
+  - paced: N pollers each GET a job every `--interval` seconds (what a polling client does);
+  - closed loop: N pollers each GET as fast as the server answers (the server's ceiling).
+Prints requests/s and p50/p99 latency. The load generator shares the 2 cores with the server.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import httpx
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from benchmarks.service import running_service, signed_in  # noqa: E402
+
+
+async def poll(
+    client: httpx.AsyncClient, paths: list[str], auth: dict[str, str], until: float, interval: float
+) -> tuple[list[float], int]:
+    latencies: list[float] = []
+    errors = 0
+    i = 0
+    while (now := time.perf_counter()) < until:
+        try:
+            response = await client.get(paths[i % len(paths)], headers=auth)
+            errors += response.status_code != 200
+        except httpx.HTTPError:
+            errors += 1
+        done = time.perf_counter()
+        latencies.append(done - now)
+        i += 1
+        if interval:
+            await asyncio.sleep(max(0.0, interval - (done - now)))
+    return latencies, errors
+
+
+async def run(
+    url: str, auth: dict[str, str], paths: list[str], pollers: int, seconds: float, interval: float
+) -> str:
+    limits = httpx.Limits(max_connections=pollers, max_keepalive_connections=pollers)
+    async with httpx.AsyncClient(base_url=url, limits=limits, timeout=30) as client:
+        until = time.perf_counter() + seconds
+
+        # stagger paced pollers over one interval, as independent clients would be
+        async def one(k: int) -> tuple[list[float], int]:
+            await asyncio.sleep(interval * k / pollers if interval else 0)
+            return await poll(client, paths, auth, until, interval)
+
+        results = await asyncio.gather(*(one(k) for k in range(pollers)))
+    latencies = sorted(x for lat, _ in results for x in lat)
+    errors = sum(e for _, e in results)
+    if not latencies:
+        return "no requests completed"
+    p50 = statistics.median(latencies) * 1000
+    p99 = latencies[min(len(latencies) - 1, int(len(latencies) * 0.99))] * 1000
+    return f"{len(latencies) / seconds:8.0f} req/s   p50 {p50:7.1f} ms   p99 {p99:7.1f} ms   errors {errors}"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--pollers", type=int, nargs="+", default=[10, 100, 1000])
+    parser.add_argument("--seconds", type=float, default=10.0)
+    parser.add_argument(
+        "--interval", type=float, default=0.5, help="seconds between a paced poller's requests"
+    )
+    args = parser.parse_args()
+    with running_service(LOCAL_MAX_CONCURRENT="0", MAX_ACTIVE_JOBS_PER_USER="100") as (url, _pid):
+        auth = signed_in(url)
+        ids = [
+            httpx.post(f"{url}/jobs", json={"width": 64, "height": 64}, headers=auth).json()["job_id"]
+            for _ in range(20)
+        ]
+        paths = [f"/jobs/{job_id}" for job_id in ids]
+        print(f"GET /jobs/{{id}} over 20 queued jobs, {args.seconds:g} s per run, one uvicorn process")
+        for n in args.pollers:
+            paced = asyncio.run(run(url, auth, paths, n, args.seconds, args.interval))
+            print(f"{n:5d} pollers, one request per {args.interval:g} s each: {paced}")
+            closed = asyncio.run(run(url, auth, paths, n, args.seconds, 0.0))
+            print(f"{n:5d} pollers, closed loop:                 {closed}")
+
+
+if __name__ == "__main__":
+    main()

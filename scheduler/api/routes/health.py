@@ -1,0 +1,33 @@
+"""Probes and metrics for the platform (no authentication)."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Response
+from fastapi.responses import JSONResponse
+
+from scheduler.api.deps import ServiceDep
+
+router = APIRouter(tags=["operations"])
+
+
+@router.get("/healthz")
+def healthz() -> dict[str, str]:
+    """The process is up (liveness)."""
+    return {"status": "ok"}
+
+
+@router.get("/readyz")
+async def readyz(service: ServiceDep) -> JSONResponse:
+    """Database, storage and runner all reachable (readiness); 503 says which is not."""
+    problems = await service.problems()
+    if problems:
+        detail = "Not ready: " + "; ".join(f"{part}: {why}" for part, why in problems.items())
+        return JSONResponse({"detail": detail, "problems": problems}, status_code=503)
+    return JSONResponse({"status": "ready", "runner": service.runner.name})
+
+
+@router.get("/metrics", response_class=Response)
+def metrics(service: ServiceDep) -> Response:
+    """Prometheus metrics: jobs by status, job durations, HTTP latency."""
+    body, content_type = service.metrics.render()
+    return Response(body, media_type=content_type)

@@ -1,0 +1,202 @@
+"""Jobs: submit, list, read (with long-poll), delete, logs, result files."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import re
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Body, Header, HTTPException, Query, status
+from fastapi.responses import PlainTextResponse, Response
+from pydantic import ValidationError
+
+from job_image.params import describe_error
+from job_image.storage import ObjectInfo, StorageError
+from scheduler import crud
+from scheduler.api.deps import CurrentUser, OwnedJob, ServiceDep, SessionDep
+from scheduler.api.streaming import storage_unavailable, stream_object
+from scheduler.callbacks import CallbackRefused, check_callback_url
+from scheduler.models import FileInfo, FilesPublic, Job, JobCreate, JobPublic, JobsPublic, JobStatus
+from scheduler.service import Service
+
+router = APIRouter(prefix="/jobs", tags=["jobs"])
+
+FILE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
+WaitQuery = Annotated[float, Query(ge=0, description="seconds to wait for the job to finish")]
+
+JOB_CREATE_BODY = {
+    "requestBody": {
+        "required": True,
+        "content": {
+            "application/json": {
+                "schema": JobCreate.model_json_schema(ref_template="#/components/schemas/{model}")
+            }
+        },
+    }
+}
+
+
+def unprocessable(detail: str) -> HTTPException:
+    return HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, detail)
+
+
+def check_wait(service: Service, wait: float) -> float:
+    if wait > service.settings.max_wait_seconds:
+        raise unprocessable(f"wait may be at most {service.settings.max_wait_seconds:g} seconds.")
+    return wait
+
+
+async def finished_or_current(service: Service, job: Job, wait: float) -> JobPublic:
+    check_wait(service, wait)
+    if wait <= 0:
+        return JobPublic.of(job)
+    doc = await service.tracker.wait_until_finished(job.id, job.owner, wait)
+    if doc is None:  # deleted while we waited
+        raise HTTPException(status.HTTP_404_NOT_FOUND, f"No job {job.id} here.")
+    return doc
+
+
+async def storage_call(fn: Any, *args: Any) -> Any:
+    try:
+        return await asyncio.to_thread(fn, *args)
+    except StorageError as exc:
+        raise storage_unavailable(exc) from exc
+
+
+@router.post("", status_code=status.HTTP_202_ACCEPTED, openapi_extra=JOB_CREATE_BODY)
+async def submit_job(
+    user: CurrentUser,
+    service: ServiceDep,
+    body: Annotated[dict[str, Any], Body(media_type="application/json")],
+) -> JobPublic:
+    """Ask for a fractal: validates the parameters, queues a job and returns its id at once."""
+    try:
+        request = JobCreate.model_validate(body, context={"limits": service.settings.limits})
+    except ValidationError as exc:
+        raise unprocessable(f"Invalid parameters: {describe_error(exc)}.") from exc
+    if request.callback_url is not None:
+        try:
+            check_callback_url(request.callback_url, service.settings.callback_allow_private)
+        except CallbackRefused as exc:
+            raise unprocessable(f"callback_url: {exc}") from exc
+    try:
+        job = service.submit(user.username, request)
+    except crud.TooManyActiveJobs as exc:
+        raise HTTPException(
+            status.HTTP_429_TOO_MANY_REQUESTS,
+            f"You have {exc} unfinished jobs, the most allowed; wait for one to finish or delete one.",
+        ) from exc
+    return JobPublic.of(job)
+
+
+@router.get("")
+def list_jobs(
+    user: CurrentUser,
+    service: ServiceDep,
+    session: SessionDep,
+    status_filter: Annotated[JobStatus | None, Query(alias="status")] = None,
+    limit: Annotated[int | None, Query(ge=1, description="page size")] = None,
+    offset: Annotated[int, Query(ge=0)] = 0,
+) -> JobsPublic:
+    """Your jobs, newest first; filter with ?status=, page with ?limit= and ?offset=."""
+    settings = service.settings
+    if limit is not None and limit > settings.page_size_max:
+        raise unprocessable(f"limit may be at most {settings.page_size_max}.")
+    limit = limit or settings.page_size_default
+    jobs, count = crud.list_jobs(
+        session, owner=user.username, status=status_filter, limit=limit, offset=offset
+    )
+    return JobsPublic(data=[JobPublic.of(job) for job in jobs], count=count, limit=limit, offset=offset)
+
+
+@router.get("/{job_id}")
+async def get_job(job: OwnedJob, service: ServiceDep, wait: WaitQuery = 0) -> JobPublic:
+    """The job document; ?wait=SECONDS blocks until the job has finished or the time is up."""
+    return await finished_or_current(service, job, wait)
+
+
+@router.delete("/{job_id}")
+async def delete_job(job: OwnedJob, service: ServiceDep) -> JobPublic:
+    """Cancel the job if it is active, remove its process or Kubernetes Job and its stored files."""
+    try:
+        return await service.delete(job)
+    except StorageError as exc:
+        raise storage_unavailable(exc) from exc
+
+
+@router.get("/{job_id}/logs", response_class=PlainTextResponse)
+async def job_logs(job: OwnedJob, service: ServiceDep) -> PlainTextResponse:
+    """The job's output (progress lines and its error line), while it runs and after."""
+    try:
+        text = await service.logs(job)
+    except StorageError as exc:
+        raise storage_unavailable(exc) from exc
+    if text is None:
+        detail = (
+            "The job has not started yet." if job.status in ("queued", "pending") else "No logs were kept."
+        )
+        raise HTTPException(status.HTTP_404_NOT_FOUND, detail)
+    return PlainTextResponse(text)
+
+
+@router.get("/{job_id}/result/list")
+async def list_result_files(job: OwnedJob, service: ServiceDep) -> FilesPublic:
+    """The job's stored files with their sizes (names for ?file=)."""
+    found: list[ObjectInfo] = await storage_call(service.storage.list, job.result_prefix)
+    files = [FileInfo(name=o.name, size=o.size, content_type=o.content_type) for o in found]
+    return FilesPublic(job_id=job.id, files=files)
+
+
+@router.get(
+    "/{job_id}/result",
+    response_class=Response,
+    responses={200: {"content": {"image/png": {}}, "description": "the PNG (or the file asked for)"}},
+)
+async def download_result(
+    job: OwnedJob,
+    service: ServiceDep,
+    wait: WaitQuery = 0,
+    file: Annotated[str, Query(description="a name from result/list")] = "image.png",
+    range_header: Annotated[str | None, Header(alias="Range")] = None,
+    if_none_match: Annotated[str | None, Header(alias="If-None-Match")] = None,
+) -> Response:
+    """The rendered PNG, streamed from storage (Range and If-None-Match supported); ?file= for others."""
+    if not FILE_NAME.match(file):
+        raise unprocessable("file must be a plain file name from result/list, e.g. result.json.")
+    doc = await finished_or_current(service, job, wait)
+    info: ObjectInfo | None = await storage_call(service.storage.stat, job.result_prefix + file)
+    if info is None:
+        if doc.status != "succeeded":
+            reason = f": {doc.error}" if doc.error else ""
+            raise HTTPException(
+                status.HTTP_409_CONFLICT, f"The job is {doc.status}{reason}; it has no {file} yet."
+            )
+        raise HTTPException(status.HTTP_404_NOT_FOUND, f"The job has no file {file}; see result/list.")
+    etag = await image_etag(service, job) if file == "image.png" else None
+    return await stream_object(
+        service.storage,
+        job.result_prefix + file,
+        info,
+        etag=etag,
+        range_header=range_header,
+        if_none_match=if_none_match,
+        filename=f"{job.id}-{file}",
+    )
+
+
+async def image_etag(service: Service, job: Job) -> str | None:
+    """The PNG's sha256 as recorded by the job in result.json."""
+    key = job.result_prefix + "result.json"
+
+    def read() -> str | None:
+        if service.storage.stat(key) is None:
+            return None
+        data = json.loads(b"".join(service.storage.iter_bytes(key)))
+        return data.get("sha256")
+
+    try:
+        sha = await storage_call(read)
+    except ValueError:  # not JSON: serve without an ETag rather than fail
+        return None
+    return f'"{sha}"' if sha else None

@@ -1,0 +1,100 @@
+"""Streaming a stored object to the client: Content-Length, ETag/304 and single byte ranges.
+
+Bytes are passed through in the storage's chunks (256 KiB), so memory does not grow with the
+object's size. The first chunk is fetched before the headers go out: a dead store is then
+still a clean 503 instead of a response cut short.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import re
+from collections.abc import Iterator
+
+from fastapi import HTTPException, status
+from fastapi.responses import Response, StreamingResponse
+
+from job_image.storage import ObjectInfo, Storage, StorageError
+
+RANGE = re.compile(r"^bytes=(\d*)-(\d*)$")
+
+
+class RangeNotSatisfiable(Exception):
+    pass
+
+
+def parse_range(header: str | None, size: int) -> tuple[int, int] | None:
+    """The inclusive (first, last) byte of a single `Range: bytes=` header, or None for the
+    whole object. Multiple ranges and other units are ignored (answered with the whole
+    object, which RFC 9110 allows); an unsatisfiable range raises RangeNotSatisfiable."""
+    if not header:
+        return None
+    match = RANGE.match(header.strip())
+    if match is None:
+        return None
+    first, last = match.groups()
+    if not first and not last:
+        return None
+    if not first:  # suffix range: the last N bytes
+        length = int(last)
+        if length == 0 or size == 0:
+            raise RangeNotSatisfiable(header)
+        return max(0, size - length), size - 1
+    start = int(first)
+    end = min(int(last), size - 1) if last else size - 1
+    if start >= size or (last and int(last) < start):
+        raise RangeNotSatisfiable(header)
+    return start, end
+
+
+def etag_matches(if_none_match: str | None, etag: str) -> bool:
+    if not if_none_match:
+        return False
+    tags = [t.strip().removeprefix("W/") for t in if_none_match.split(",")]
+    return "*" in tags or etag in tags
+
+
+def storage_unavailable(exc: Exception) -> HTTPException:
+    return HTTPException(status.HTTP_503_SERVICE_UNAVAILABLE, f"Result storage is unavailable: {exc}")
+
+
+async def stream_object(
+    storage: Storage,
+    key: str,
+    info: ObjectInfo,
+    *,
+    etag: str | None,
+    range_header: str | None,
+    if_none_match: str | None,
+    filename: str,
+) -> Response:
+    headers = {"Accept-Ranges": "bytes", "Content-Disposition": f'inline; filename="{filename}"'}
+    if etag:
+        headers["ETag"] = etag
+        if etag_matches(if_none_match, etag):
+            return Response(status_code=status.HTTP_304_NOT_MODIFIED, headers=headers)
+    try:
+        span = parse_range(range_header, info.size)
+    except RangeNotSatisfiable:
+        return Response(
+            status_code=status.HTTP_416_RANGE_NOT_SATISFIABLE,
+            headers={"Content-Range": f"bytes */{info.size}"},
+        )
+    start, end = span if span else (0, info.size - 1)
+    length = max(0, end - start + 1)
+    chunks = storage.iter_bytes(key, start, length)
+    try:
+        first = await asyncio.to_thread(next, chunks, b"")
+    except StorageError as exc:
+        raise storage_unavailable(exc) from exc
+    headers["Content-Length"] = str(length)
+    if span:
+        headers["Content-Range"] = f"bytes {start}-{end}/{info.size}"
+    body: Iterator[bytes] = itertools.chain([first], chunks)
+    return StreamingResponse(
+        body,
+        status_code=status.HTTP_206_PARTIAL_CONTENT if span else status.HTTP_200_OK,
+        media_type=info.content_type,
+        headers=headers,
+    )

@@ -1,0 +1,112 @@
+"""The dispatcher: hands queued jobs to the runner, oldest first, while it has capacity.
+
+A job is marked `pending` before the runner sees it, so a status report racing the submit
+never finds it still `queued`. When the runner refuses (RunnerUnavailable, e.g. the API server
+is down) the job goes back to `queued` with the reason and the dispatcher retries with backoff.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+
+from sqlalchemy import Engine
+from sqlmodel import Session
+
+from job_image.params import FractalParams
+from scheduler import crud
+from scheduler.models import Job
+from scheduler.runners.base import JobSpec, Runner, RunnerUnavailable, StatusReport
+from scheduler.tracker import Tracker
+
+log = logging.getLogger(__name__)
+
+FIRST_RETRY_SECONDS = 0.5
+
+
+def job_spec(job: Job) -> JobSpec:
+    return JobSpec(
+        job_id=job.id,
+        owner=job.owner,
+        params=FractalParams.model_validate(job.params),
+        result_prefix=job.result_prefix,
+    )
+
+
+class Dispatcher:
+    def __init__(self, engine: Engine, runner: Runner, tracker: Tracker, *, retry_max_seconds: float) -> None:
+        self.engine, self.runner, self.tracker = engine, runner, tracker
+        self.retry_max_seconds = retry_max_seconds
+        self._wake = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+
+    def wake(self) -> None:
+        """Something changed (a job was queued or a slot freed): look at the queue again."""
+        self._wake.set()
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._loop(), name="dispatcher")
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+
+    async def _loop(self) -> None:
+        delay = FIRST_RETRY_SECONDS
+        while True:
+            self._wake.clear()
+            try:
+                await self.dispatch()
+                delay = FIRST_RETRY_SECONDS
+                await self._wake.wait()
+            except RunnerUnavailable:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._wake.wait(), delay)
+                delay = min(delay * 2, self.retry_max_seconds)
+            except Exception:  # a bug here must not stop every future job
+                log.exception("dispatcher failed; retrying")
+                await asyncio.sleep(delay)
+
+    async def dispatch(self) -> None:
+        """Submit queued jobs while the runner has room; raises RunnerUnavailable to back off."""
+        while self.runner.capacity() > 0:
+            with Session(self.engine, expire_on_commit=False) as session:
+                queued = crud.jobs_with_status(session, statuses=("queued",), limit=1)
+                if not queued:
+                    return
+                job = queued[0]
+                job.status, job.message, job.attempts = "pending", "starting", job.attempts + 1
+                session.add(job)
+                session.commit()
+            await self._submit(job)
+
+    async def _submit(self, job: Job) -> None:
+        try:
+            await self.runner.submit(job_spec(job))
+        except RunnerUnavailable as exc:
+            log.warning("runner refused job %s: %s", job.id, exc)
+            await self._requeue(job, str(exc))
+            raise
+        except Exception as exc:
+            log.exception("could not start job %s", job.id)
+            await self.tracker.report(
+                StatusReport(job.id, "failed", error=f"the job could not be started: {exc}")
+            )
+            return
+        with Session(self.engine) as session:
+            deleted = session.get(Job, job.id) is None
+        if deleted:  # DELETE arrived while it was being submitted: don't leave it running
+            await self.runner.cancel(job.id)
+
+    async def _requeue(self, job: Job, reason: str) -> None:
+        with Session(self.engine) as session:
+            current = session.get(Job, job.id)
+            if current is not None and current.status == "pending":
+                current.status, current.attempts = "queued", current.attempts - 1
+                current.message = f"waiting for the runner: {reason}"
+                session.add(current)
+                session.commit()
+        self.tracker.notify(job.id)

@@ -1,0 +1,155 @@
+"""The job service: everything a route needs beyond one DB read, wired once per app.
+
+Routes call this; this calls the runner, the storage and the tracker. Swapping the runner
+(RUNNER=local|kubernetes) changes nothing above this module.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+from sqlmodel import Session
+
+from job_image.storage import Storage, storage_from_env
+from scheduler import crud, db
+from scheduler.callbacks import CallbackSender
+from scheduler.core.config import Settings
+from scheduler.core.jwt import load_secret
+from scheduler.core.ratelimit import RateLimiter
+from scheduler.dispatcher import Dispatcher, job_spec
+from scheduler.metrics import Metrics
+from scheduler.models import ACTIVE, FINISHED, Job, JobCreate, JobPublic
+from scheduler.runners import make_runner
+from scheduler.runners.base import StatusReport
+from scheduler.tracker import Tracker, seconds_between
+
+log = logging.getLogger(__name__)
+
+
+class Service:
+    def __init__(self, settings: Settings, storage: Storage | None = None) -> None:
+        self.settings = settings
+        self.jwt_secret = load_secret(settings)  # refuses to start with a short secret
+        self.engine = db.make_engine(settings.database_url)
+        self.storage = storage or storage_from_env(
+            settings.storage_env(),
+            connect_timeout=settings.storage_connect_timeout,
+            read_timeout=settings.storage_read_timeout,
+        )
+        self.metrics = Metrics(job_counts=self.job_counts)
+        self.callbacks = CallbackSender(settings)
+        self.tracker = Tracker(
+            self.engine,
+            max_attempts=settings.job_max_attempts,
+            on_started=self._started,
+            on_finished=self._finished,
+            on_requeued=lambda job: self.dispatcher.wake(),
+        )
+        self.runner = make_runner(settings, self.tracker.report, self.storage)
+        self.dispatcher = Dispatcher(
+            self.engine, self.runner, self.tracker, retry_max_seconds=settings.dispatch_retry_max_seconds
+        )
+        self.signins_per_user = RateLimiter(settings.signin_attempts_per_minute)
+        self.signins_per_client = RateLimiter(settings.signin_attempts_per_minute)
+
+    # --- lifecycle ----------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Create tables, let the runner re-adopt what was running, then start queued jobs."""
+        await asyncio.to_thread(db.init_db, self.engine)
+        with Session(self.engine) as session:
+            active = crud.jobs_with_status(session, statuses=("pending", "running"))
+        if active:
+            log.info("%d jobs were active when the service stopped; handing them to the runner", len(active))
+        await self.runner.start([job_spec(job) for job in active])
+        self.dispatcher.start()
+        self.dispatcher.wake()
+
+    async def stop(self) -> None:
+        await self.dispatcher.stop()
+        await self.runner.stop()
+        await self.callbacks.aclose()
+        self.engine.dispose()
+
+    # --- jobs ---------------------------------------------------------------------------------
+
+    def submit(self, owner: str, request: JobCreate) -> Job:
+        """Record the job as queued; the dispatcher starts it when the runner has room."""
+        with Session(self.engine, expire_on_commit=False) as session:
+            job = crud.create_job(
+                session,
+                owner=owner,
+                params=request.params().model_dump(mode="json"),
+                callback_url=request.callback_url,
+                runner=self.runner.name,
+                max_active=self.settings.max_active_jobs_per_user,
+            )
+        log.info("job %s queued for %s", job.id, owner)
+        self.metrics.job_submitted()
+        self.dispatcher.wake()
+        return job
+
+    async def delete(self, job: Job) -> JobPublic:
+        """Cancel it if active, remove its process/Job and stored objects, then the record."""
+        if job.status in ("pending", "running"):
+            await self.runner.cancel(job.id)
+        if job.status in ACTIVE:  # queued, or a runner that reported nothing: it ends here
+            await self.tracker.report(StatusReport(job.id, "cancelled"))
+        with Session(self.engine) as session:
+            final = JobPublic.of(session.get(Job, job.id) or job)
+        await asyncio.to_thread(self.storage.delete_prefix, job.result_prefix)
+        forget = getattr(self.runner, "forget", None)
+        if forget is not None:
+            forget(job.id)
+        with Session(self.engine) as session:
+            crud.delete_job(session, job_id=job.id)
+        self.tracker.notify(job.id)
+        log.info("job %s deleted", job.id)
+        return final
+
+    async def logs(self, job: Job) -> str | None:
+        """The runner's copy while it has one, else the `job.log` saved beside the result."""
+        text = await self.runner.logs(job.id)
+        if text is not None:
+            return text
+        key = f"{job.result_prefix}job.log"
+
+        def read() -> str | None:
+            if self.storage.stat(key) is None:
+                return None
+            return b"".join(self.storage.iter_bytes(key)).decode("utf-8", "replace")
+
+        return await asyncio.to_thread(read)
+
+    # --- operations ---------------------------------------------------------------------------
+
+    def job_counts(self) -> dict[str, int]:
+        with Session(self.engine) as session:
+            return crud.count_by_status(session)
+
+    async def problems(self) -> dict[str, str]:
+        """What /readyz reports: a sentence per part that cannot work, none when ready."""
+        found: dict[str, str] = {}
+        checks = {
+            "database": asyncio.to_thread(db.ping, self.engine),
+            "storage": asyncio.to_thread(self.storage.check),
+            "runner": self.runner.check(),
+        }
+        for name, check in checks.items():
+            try:
+                await asyncio.wait_for(check, self.settings.storage_read_timeout)
+            except Exception as exc:  # whatever the failure, the answer is "not ready, because ..."
+                found[name] = str(exc) or type(exc).__name__
+        return found
+
+    def _started(self, job: Job) -> None:
+        queued = seconds_between(job.created_at, job.started_at)
+        if queued is not None:
+            self.metrics.job_started(queued)
+
+    def _finished(self, job: Job) -> None:
+        self.metrics.job_finished(job.status, seconds_between(job.started_at, job.finished_at))
+        self.dispatcher.wake()  # a slot is free
+        if job.callback_url and job.status in FINISHED:
+            self.callbacks.send(job.callback_url, JobPublic.of(job).model_dump(mode="json"))

@@ -1,0 +1,141 @@
+"""Sign-up, sign-in (JSON and Basic), token checks and sign-in rate limits, through the app."""
+
+from __future__ import annotations
+
+import base64
+import json
+import time
+
+import pytest
+from fastapi.testclient import TestClient
+
+from scheduler.core.jwt import issue_token
+from tests.scheduler.conftest import Client, sign_up_and_in
+
+CREDS = {"username": "alice", "password": "correct-horse"}
+
+
+def b64url(data: dict[str, object]) -> str:
+    return base64.urlsafe_b64encode(json.dumps(data).encode()).rstrip(b"=").decode()
+
+
+def test_sign_up_then_sign_in_with_json_and_basic(client: TestClient) -> None:
+    created = client.post("/auth/sign-up", json=CREDS)
+    assert created.status_code == 201
+    assert created.json()["username"] == "alice" and "password" not in created.text
+    by_json = client.post("/auth/sign-in", json=CREDS)
+    by_basic = client.post("/auth/sign-in", auth=("alice", "correct-horse"))
+    for response in (by_json, by_basic):
+        assert response.status_code == 200, response.text
+        token = response.json()
+        assert token["token_type"] == "bearer" and token["expires_in"] == 3600
+        me = client.get("/jobs", headers={"Authorization": f"Bearer {token['access_token']}"})
+        assert me.status_code == 200
+
+
+def test_duplicate_username_is_409(client: TestClient) -> None:
+    assert client.post("/auth/sign-up", json=CREDS).status_code == 201
+    again = client.post("/auth/sign-up", json={**CREDS, "password": "another-one"})
+    assert again.status_code == 409 and "taken" in again.json()["detail"]
+
+
+@pytest.mark.parametrize(
+    ("body", "words"),
+    [
+        ({"username": "Al", "password": "correct-horse"}, "username"),
+        ({"username": "../etc", "password": "correct-horse"}, "username"),
+        ({"username": "alice", "password": "short"}, "8"),
+        ({"username": "alice", "password": "é" * 37}, "72"),  # 74 bytes: bcrypt's limit
+        ({"username": "alice"}, "password"),
+        ({"username": "alice", "password": "correct-horse", "is_admin": True}, "is_admin"),
+    ],
+)
+def test_bad_sign_up_is_422_with_a_sentence(client: TestClient, body: dict[str, object], words: str) -> None:
+    response = client.post("/auth/sign-up", json=body)
+    assert response.status_code == 422, response.text
+    detail = response.json()["detail"]
+    assert isinstance(detail, str) and words in detail
+
+
+def test_password_of_exactly_72_bytes_works(client: TestClient) -> None:
+    creds = {"username": "carol", "password": "é" * 36}
+    assert client.post("/auth/sign-up", json=creds).status_code == 201
+    assert client.post("/auth/sign-in", json=creds).status_code == 200
+
+
+def test_wrong_password_and_unknown_user_get_the_same_answer(client: TestClient) -> None:
+    client.post("/auth/sign-up", json=CREDS)
+    wrong = client.post("/auth/sign-in", json={**CREDS, "password": "wrong-horse"})
+    unknown = client.post("/auth/sign-in", json={"username": "nobody", "password": "wrong-horse"})
+    too_long = client.post("/auth/sign-in", json={**CREDS, "password": "x" * 200})
+    assert wrong.status_code == unknown.status_code == too_long.status_code == 401
+    assert wrong.json() == unknown.json() == too_long.json()
+
+
+def test_sign_in_without_credentials_is_401(client: TestClient) -> None:
+    response = client.post("/auth/sign-in")
+    assert response.status_code == 401 and response.headers["WWW-Authenticate"] == "Basic"
+
+
+def test_sign_in_is_rate_limited_per_user(make_client: Client) -> None:
+    client = make_client(signin_attempts_per_minute=3)
+    client.post("/auth/sign-up", json=CREDS)
+    codes = [
+        client.post("/auth/sign-in", json={**CREDS, "password": "wrong-horse"}).status_code for _ in range(3)
+    ]
+    assert codes == [401, 401, 401]
+    blocked = client.post("/auth/sign-in", json=CREDS)  # even the right password, for now
+    assert blocked.status_code == 429
+    assert int(blocked.headers["Retry-After"]) >= 1 and "try again" in blocked.json()["detail"]
+
+
+def test_sign_in_is_rate_limited_per_client(make_client: Client) -> None:
+    client = make_client(signin_attempts_per_minute=3)
+    codes = [
+        client.post("/auth/sign-in", json={"username": f"user{i}", "password": "wrong-horse"}).status_code
+        for i in range(4)
+    ]
+    assert codes == [401, 401, 401, 429]
+
+
+@pytest.mark.parametrize("header", ["", "Bearer", "Bearer not-a-token", "Basic YWxpY2U6eA==", "Bearer a.b.c"])
+def test_missing_or_malformed_token_is_401(client: TestClient, header: str) -> None:
+    response = client.get("/jobs", headers={"Authorization": header} if header else {})
+    assert response.status_code == 401
+    assert isinstance(response.json()["detail"], str)
+
+
+def test_forged_tokens_are_401(client: TestClient, settings: object) -> None:
+    auth = sign_up_and_in(client, "alice")
+    good = auth["Authorization"].split()[1]
+    header, payload, signature = good.split(".")
+    now = int(time.time())
+    claims = {"sub": "alice", "iat": now, "exp": now + 600}
+    forged = {
+        "alg none": f"{b64url({'alg': 'none', 'typ': 'JWT'})}.{b64url(claims)}.",
+        "tampered": f"{header}.{b64url({**claims, 'sub': 'bob'})}.{signature}",
+        "wrong key": issue_token("alice", "another-secret-" + "y" * 40, 600),
+        "expired": issue_token("alice", client.app.state.service.jwt_secret, -10),
+    }
+    for name, token in forged.items():
+        response = client.get("/jobs", headers={"Authorization": f"Bearer {token}"})
+        assert response.status_code == 401, name
+    assert client.get("/jobs", headers=auth).status_code == 200
+
+
+def test_token_of_a_user_that_does_not_exist_is_401(client: TestClient) -> None:
+    token = issue_token("ghost", client.app.state.service.jwt_secret, 600)
+    response = client.get("/jobs", headers={"Authorization": f"Bearer {token}"})
+    assert response.status_code == 401
+
+
+def test_short_jwt_secret_refuses_to_start(make_client: Client) -> None:
+    with pytest.raises(ValueError, match="JWT_SECRET"):
+        make_client(jwt_secret="too-short")
+
+
+def test_generated_secret_is_kept_across_restarts(make_client: Client) -> None:
+    first = make_client(jwt_secret="")
+    auth = sign_up_and_in(first, "alice")
+    second = make_client(jwt_secret="")
+    assert second.get("/jobs", headers=auth).status_code == 200

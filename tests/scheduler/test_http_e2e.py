@@ -1,0 +1,124 @@
+"""The README's curl workflow over real HTTP: `python -m scheduler` under uvicorn on 127.0.0.1,
+and a crash (SIGKILL) of the service in the middle of a render."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+
+from tests.conftest import free_port
+from tests.scheduler.conftest import LONG, TINY
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@contextlib.contextmanager
+def serve(data_dir: Path, opencl_cache: Path) -> Iterator[tuple[httpx.Client, subprocess.Popen[bytes]]]:
+    port = free_port()
+    env = {
+        **{k: v for k, v in os.environ.items() if not k.startswith(("MINIO_", "JWT_", "DATABASE_"))},
+        "DATA_DIR": str(data_dir),
+        "BCRYPT_ROUNDS": "4",
+        "OPENCL_CACHE_DIR": str(opencl_cache),
+    }
+    log = open(data_dir.parent / f"server-{port}.log", "wb")  # noqa: SIM115 - closed below
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "scheduler", "--port", str(port)], cwd=ROOT, env=env, stdout=log, stderr=log
+    )
+    client = httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=30)
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            assert proc.poll() is None, (data_dir.parent / f"server-{port}.log").read_text()
+            with contextlib.suppress(httpx.TransportError):
+                if client.get("/healthz").status_code == 200:
+                    break
+            assert time.monotonic() < deadline, "the service did not come up in 30 s"
+            time.sleep(0.1)
+        yield client, proc
+    finally:
+        client.close()
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+            try:
+                proc.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+        log.close()
+
+
+def running(pid: int) -> bool:
+    """Alive and not a zombie (an orphan whose parent was killed may stay unreaped here)."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except FileNotFoundError:
+        return False
+
+
+def sign_in(client: httpx.Client) -> dict[str, str]:
+    assert client.post(
+        "/auth/sign-up", json={"username": "alice", "password": "correct-horse"}
+    ).status_code in (201, 409)
+    token = client.post("/auth/sign-in", auth=("alice", "correct-horse")).json()["access_token"]
+    return {"Authorization": f"Bearer {token}"}
+
+
+def wait_status(client: httpx.Client, job_id: str, auth: dict[str, str], wanted: tuple[str, ...]) -> dict:
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        doc = client.get(f"/jobs/{job_id}", params={"wait": 1}, headers=auth).json()
+        if doc["status"] in wanted:
+            return doc
+    raise AssertionError(f"job {job_id} never reached {wanted}")
+
+
+def test_curl_workflow_over_http(tmp_path: Path, opencl_cache: Path) -> None:
+    with serve(tmp_path / "data", opencl_cache) as (client, _proc):
+        auth = sign_in(client)
+        job_id = client.post("/jobs", json=TINY, headers=auth).json()["job_id"]
+        done = client.get(f"/jobs/{job_id}", params={"wait": 60}, headers=auth).json()
+        assert done["status"] == "succeeded", done
+        png = client.get(f"/jobs/{job_id}/result", headers=auth)
+        assert png.status_code == 200 and png.content.startswith(b"\x89PNG")
+        assert int(png.headers["content-length"]) == len(png.content)
+        assert [j["job_id"] for j in client.get("/jobs", headers=auth).json()["data"]] == [job_id]
+        assert "progress 100%" in client.get(f"/jobs/{job_id}/logs", headers=auth).text
+        assert client.delete(f"/jobs/{job_id}", headers=auth).status_code == 200
+        assert client.get(f"/jobs/{job_id}", headers=auth).status_code == 404
+        assert (tmp_path / "data" / "jwt_secret").stat().st_mode & 0o777 == 0o600
+
+
+def test_service_killed_mid_render_reruns_the_job(tmp_path: Path, opencl_cache: Path) -> None:
+    data = tmp_path / "data"
+    orphan = None
+    try:
+        with serve(data, opencl_cache) as (client, proc):
+            auth = sign_in(client)
+            job_id = client.post("/jobs", json=LONG, headers=auth).json()["job_id"]
+            wait_status(client, job_id, auth, ("running",))
+            orphan = int((data / "local-jobs" / f"{job_id}.pid").read_text())
+            proc.kill()  # no shutdown: the render goes on without anyone tracking it
+            proc.wait()
+
+        with serve(data, opencl_cache) as (client, _proc):
+            doc = wait_status(client, job_id, auth, ("running", "failed", "succeeded"))
+            assert doc["status"] == "running", doc
+            assert not running(orphan)  # the untracked render is gone (killed, or its pipe broke)
+            rerun = int((data / "local-jobs" / f"{job_id}.pid").read_text())
+            assert rerun != orphan
+            deleted = client.delete(f"/jobs/{job_id}", headers=auth)
+            assert deleted.status_code == 200 and deleted.json()["status"] == "cancelled"
+            assert not running(rerun)
+    finally:
+        if orphan is not None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(orphan, signal.SIGKILL)

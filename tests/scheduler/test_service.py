@@ -1,0 +1,122 @@
+"""State that survives restarts, probes, metrics, the MinIO path and callbacks, through the app."""
+
+from __future__ import annotations
+
+import json
+
+import httpx
+import respx
+from fastapi.testclient import TestClient
+from sqlmodel import Session
+
+from scheduler.core.config import Settings
+from scheduler.models import Job
+from tests.conftest import free_port
+from tests.scheduler.conftest import Client, sign_up_and_in, submit, wait_for
+
+
+def set_job(client: TestClient, job_id: str, **fields: object) -> None:
+    """Rewrite a job record as a crashed service would have left it."""
+    with Session(client.app.state.service.engine) as session:
+        job = session.get(Job, job_id)
+        for name, value in fields.items():
+            setattr(job, name, value)
+        session.add(job)
+        session.commit()
+
+
+def test_queued_jobs_start_after_a_restart(make_client: Client) -> None:
+    first = make_client(local_max_concurrent=0)
+    alice = sign_up_and_in(first, "alice")
+    job_id = submit(first, alice)["job_id"]
+    first.__exit__(None, None, None)
+
+    second = make_client()
+    assert wait_for(second, job_id, alice)["status"] == "succeeded"
+
+
+def test_a_job_running_when_the_service_stopped_runs_again(make_client: Client) -> None:
+    first = make_client(local_max_concurrent=0)
+    alice = sign_up_and_in(first, "alice")
+    job_id = submit(first, alice)["job_id"]
+    first.__exit__(None, None, None)
+    set_job(first, job_id, status="running", attempts=1)  # as a crash mid-render leaves it
+
+    second = make_client()
+    doc = wait_for(second, job_id, alice)
+    assert doc["status"] == "succeeded", doc
+
+
+def test_a_job_interrupted_too_often_fails_with_a_reason(make_client: Client, settings: Settings) -> None:
+    first = make_client(local_max_concurrent=0)
+    alice = sign_up_and_in(first, "alice")
+    job_id = submit(first, alice)["job_id"]
+    first.__exit__(None, None, None)
+    set_job(first, job_id, status="running", attempts=settings.job_max_attempts)
+
+    second = make_client()
+    doc = wait_for(second, job_id, alice)
+    assert doc["status"] == "failed" and "interrupted" in doc["error"]
+
+
+def test_probes_and_metrics(client: TestClient, alice: dict[str, str]) -> None:
+    assert client.get("/healthz").json() == {"status": "ok"}
+    ready = client.get("/readyz")
+    assert ready.status_code == 200 and ready.json()["runner"] == "local"
+    job_id = submit(client, alice)["job_id"]
+    wait_for(client, job_id, alice, ("succeeded",))
+    client.get(f"/jobs/{job_id}", headers=alice)
+    text = client.get("/metrics").text
+    assert 'fractal_jobs{status="succeeded"} 1.0' in text
+    assert "fractal_jobs_submitted_total 1.0" in text
+    assert 'fractal_job_duration_seconds_count{status="succeeded"} 1.0' in text
+    assert 'route="/jobs/{job_id}"' in text and job_id not in text
+    assert client.get("/docs").status_code == 200
+    schema = client.get("/openapi.json").json()
+    body = schema["paths"]["/jobs"]["post"]["requestBody"]["content"]["application/json"]["schema"]
+    assert "max_iter" in json.dumps(body)
+
+
+def test_readyz_is_503_when_storage_is_down(make_client: Client) -> None:
+    client = make_client(
+        minio_endpoint=f"127.0.0.1:{free_port()}",  # nothing listens there
+        minio_access_key="k",
+        minio_secret_key="s",
+        storage_connect_timeout=0.5,
+    )
+    ready = client.get("/readyz")
+    assert ready.status_code == 503 and "storage" in ready.json()["problems"]
+    assert "storage" in ready.json()["detail"]
+
+
+def test_minio_path_renders_and_streams_through_s3(make_client: Client, minio_env: dict[str, str]) -> None:
+    client = make_client(
+        minio_endpoint=minio_env["MINIO_ENDPOINT"],
+        minio_bucket=minio_env["MINIO_BUCKET"],
+        minio_access_key=minio_env["MINIO_ACCESS_KEY"],
+        minio_secret_key=minio_env["MINIO_SECRET_KEY"],
+    )
+    alice = sign_up_and_in(client, "alice")
+    job_id = submit(client, alice)["job_id"]
+    assert wait_for(client, job_id, alice)["status"] == "succeeded"
+    png = client.get(f"/jobs/{job_id}/result", headers=alice)
+    assert png.status_code == 200 and png.content.startswith(b"\x89PNG")
+    part = client.get(f"/jobs/{job_id}/result", headers={**alice, "Range": "bytes=1-3"})
+    assert part.status_code == 206 and part.content == b"PNG"
+    names = {f["name"] for f in client.get(f"/jobs/{job_id}/result/list", headers=alice).json()["files"]}
+    assert {"image.png", "result.json", "job.log"} <= names
+    assert client.delete(f"/jobs/{job_id}", headers=alice).status_code == 200
+    assert client.app.state.service.storage.list(f"alice/{job_id}/") == []
+
+
+def test_callback_gets_the_final_document(make_client: Client) -> None:
+    with respx.mock(assert_all_called=False) as mock:
+        hook = mock.post("http://hooks.example.test/done").mock(return_value=httpx.Response(204))
+        client = make_client(callback_allow_private=True)
+        alice = sign_up_and_in(client, "alice")
+        job_id = submit(client, alice, callback_url="http://hooks.example.test/done")["job_id"]
+        final = wait_for(client, job_id, alice)
+        client.__exit__(None, None, None)  # shutdown waits for pending deliveries
+        assert hook.call_count == 1
+        sent = json.loads(hook.calls[0].request.content)
+        assert sent["job_id"] == job_id and sent["status"] == final["status"] == "succeeded"

@@ -72,6 +72,10 @@ class Service:
         await self.callbacks.aclose()
         self.engine.dispose()
 
+    def session(self) -> Session:
+        """A short session; loaded objects stay readable after it closes."""
+        return Session(self.engine, expire_on_commit=False)
+
     # --- jobs ---------------------------------------------------------------------------------
 
     def submit(self, owner: str, request: JobCreate) -> Job:

@@ -1,13 +1,15 @@
-"""Route dependencies as `Annotated` aliases: the service, a DB session, the signed-in user."""
+"""Route dependencies as `Annotated` aliases: the service, the signed-in user, their job.
+
+There is no request-wide DB session: each read opens a short session (`service.session()`),
+so a long-poll, a bcrypt hash or a streamed download never holds a pooled connection.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from typing import Annotated
 
 from fastapi import Depends, HTTPException, Request, status
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
-from sqlmodel import Session
 
 from scheduler import crud
 from scheduler.core.jwt import TokenError, token_subject
@@ -15,19 +17,12 @@ from scheduler.models import Job, User
 from scheduler.service import Service
 
 
-def get_service(request: Request) -> Service:
+async def get_service(request: Request) -> Service:
     return request.app.state.service
 
 
 ServiceDep = Annotated[Service, Depends(get_service)]
 
-
-def get_session(service: ServiceDep) -> Iterator[Session]:
-    with Session(service.engine, expire_on_commit=False) as session:
-        yield session
-
-
-SessionDep = Annotated[Session, Depends(get_session)]
 
 bearer = HTTPBearer(auto_error=False, description="the access_token from POST /auth/sign-in")
 
@@ -36,9 +31,8 @@ def unauthorized(detail: str) -> HTTPException:
     return HTTPException(status.HTTP_401_UNAUTHORIZED, detail, headers={"WWW-Authenticate": "Bearer"})
 
 
-def get_current_user(
+async def get_current_user(
     service: ServiceDep,
-    session: SessionDep,
     credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)],
 ) -> User:
     if credentials is None:
@@ -47,7 +41,8 @@ def get_current_user(
         username = token_subject(credentials.credentials, service.jwt_secret)
     except TokenError as exc:
         raise unauthorized(f"{str(exc).capitalize().rstrip('.')}; sign in again.") from exc
-    user = crud.get_user(session, username=username)
+    with service.session() as session:
+        user = crud.get_user(session, username=username)
     if user is None:  # the account was removed after the token was issued
         raise unauthorized("The token's user no longer exists; sign in again.")
     return user
@@ -56,9 +51,10 @@ def get_current_user(
 CurrentUser = Annotated[User, Depends(get_current_user)]
 
 
-def get_owned_job(job_id: str, user: CurrentUser, session: SessionDep) -> Job:
+async def get_owned_job(job_id: str, user: CurrentUser, service: ServiceDep) -> Job:
     """The caller's job; someone else's is a 404 exactly like a missing one."""
-    job = crud.get_job(session, job_id=job_id, owner=user.username)
+    with service.session() as session:
+        job = crud.get_job(session, job_id=job_id, owner=user.username)
     if job is None:
         raise HTTPException(status.HTTP_404_NOT_FOUND, f"No job {job_id} here.")
     return job

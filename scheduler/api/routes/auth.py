@@ -9,7 +9,7 @@ from fastapi import APIRouter, Depends, HTTPException, Request, status
 from fastapi.security import HTTPBasic, HTTPBasicCredentials
 
 from scheduler import crud
-from scheduler.api.deps import ServiceDep, SessionDep
+from scheduler.api.deps import ServiceDep
 from scheduler.core.jwt import issue_token
 from scheduler.core.security import hash_password, password_problem, username_problem, verify_password
 from scheduler.models import Credentials, Token, UserPublic
@@ -21,19 +21,22 @@ BAD_CREDENTIALS = "Wrong username or password."
 
 
 @router.post("/sign-up", status_code=status.HTTP_201_CREATED)
-async def sign_up(body: Credentials, service: ServiceDep, session: SessionDep) -> UserPublic:
+async def sign_up(body: Credentials, service: ServiceDep) -> UserPublic:
     """Create an account."""
     settings = service.settings
     problem = username_problem(body.username, settings) or password_problem(body.password, settings)
     if problem:
         raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, problem)
-    if crud.get_user(session, username=body.username) is not None:
-        raise HTTPException(status.HTTP_409_CONFLICT, f"The username {body.username!r} is taken.")
+    taken = HTTPException(status.HTTP_409_CONFLICT, f"The username {body.username!r} is taken.")
+    with service.session() as session:
+        if crud.get_user(session, username=body.username) is not None:
+            raise taken
     password_hash = await hash_password(body.password, settings.bcrypt_rounds)
     try:
-        user = crud.create_user(session, username=body.username, password_hash=password_hash)
+        with service.session() as session:
+            user = crud.create_user(session, username=body.username, password_hash=password_hash)
     except crud.UsernameTaken as exc:
-        raise HTTPException(status.HTTP_409_CONFLICT, f"The username {body.username!r} is taken.") from exc
+        raise taken from exc
     return UserPublic(username=user.username, created_at=user.created_at)
 
 
@@ -41,7 +44,6 @@ async def sign_up(body: Credentials, service: ServiceDep, session: SessionDep) -
 async def sign_in(
     request: Request,
     service: ServiceDep,
-    session: SessionDep,
     basic_credentials: Annotated[HTTPBasicCredentials | None, Depends(basic)],
     body: Credentials | None = None,
 ) -> Token:
@@ -68,7 +70,8 @@ async def sign_in(
                 f"Too many sign-in attempts; try again in {math.ceil(wait)} seconds.",
                 headers={"Retry-After": str(math.ceil(wait))},
             )
-    user = crud.get_user(session, username=username)
+    with service.session() as session:
+        user = crud.get_user(session, username=username)
     # an unknown user is checked against a dummy hash: same answer, similar time
     if not await verify_password(
         password, user.password_hash if user else None, service.settings.bcrypt_rounds

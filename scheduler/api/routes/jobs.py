@@ -14,7 +14,7 @@ from pydantic import ValidationError
 from job_image.params import describe_error
 from job_image.storage import ObjectInfo, StorageError
 from scheduler import crud
-from scheduler.api.deps import CurrentUser, OwnedJob, ServiceDep, SessionDep
+from scheduler.api.deps import CurrentUser, OwnedJob, ServiceDep
 from scheduler.api.streaming import storage_unavailable, stream_object
 from scheduler.callbacks import CallbackRefused, check_callback_url
 from scheduler.models import FileInfo, FilesPublic, Job, JobCreate, JobPublic, JobsPublic, JobStatus
@@ -91,10 +91,9 @@ async def submit_job(
 
 
 @router.get("")
-def list_jobs(
+async def list_jobs(
     user: CurrentUser,
     service: ServiceDep,
-    session: SessionDep,
     status_filter: Annotated[JobStatus | None, Query(alias="status")] = None,
     limit: Annotated[int | None, Query(ge=1, description="page size")] = None,
     offset: Annotated[int, Query(ge=0)] = 0,
@@ -104,9 +103,10 @@ def list_jobs(
     if limit is not None and limit > settings.page_size_max:
         raise unprocessable(f"limit may be at most {settings.page_size_max}.")
     limit = limit or settings.page_size_default
-    jobs, count = crud.list_jobs(
-        session, owner=user.username, status=status_filter, limit=limit, offset=offset
-    )
+    with service.session() as session:
+        jobs, count = crud.list_jobs(
+            session, owner=user.username, status=status_filter, limit=limit, offset=offset
+        )
     return JobsPublic(data=[JobPublic.of(job) for job in jobs], count=count, limit=limit, offset=offset)
 
 

@@ -19,7 +19,7 @@ from scheduler.core.jwt import load_secret
 from scheduler.core.ratelimit import RateLimiter
 from scheduler.dispatcher import Dispatcher, job_spec
 from scheduler.metrics import Metrics
-from scheduler.models import ACTIVE, FINISHED, Job, JobCreate, JobPublic
+from scheduler.models import ACTIVE, FINISHED, Job, JobCreate, JobPublic, User
 from scheduler.runners import make_runner
 from scheduler.runners.base import StatusReport
 from scheduler.tracker import Tracker, seconds_between
@@ -50,6 +50,7 @@ class Service:
         self.dispatcher = Dispatcher(
             self.engine, self.runner, self.tracker, retry_max_seconds=settings.dispatch_retry_max_seconds
         )
+        self._users: dict[str, User] = {}  # accounts are never removed, so a hit stays true
         self.signins_per_user = RateLimiter(settings.signin_attempts_per_minute)
         self.signins_per_client = RateLimiter(settings.signin_attempts_per_minute)
 
@@ -75,6 +76,17 @@ class Service:
     def session(self) -> Session:
         """A short session; loaded objects stay readable after it closes."""
         return Session(self.engine, expire_on_commit=False)
+
+    def known_user(self, username: str) -> User | None:
+        """The account, from memory after the first look-up: every request checks its token's
+        user, and this saves that query on the hot path (GET /jobs/{id} polling)."""
+        user = self._users.get(username)
+        if user is None:
+            with self.session() as session:
+                user = crud.get_user(session, username=username)
+            if user is not None:
+                self._users[username] = user
+        return user
 
     # --- jobs ---------------------------------------------------------------------------------
 

@@ -41,10 +41,9 @@ async def get_current_user(
         username = token_subject(credentials.credentials, service.jwt_secret)
     except TokenError as exc:
         raise unauthorized(f"{str(exc).capitalize().rstrip('.')}; sign in again.") from exc
-    with service.session() as session:
-        user = crud.get_user(session, username=username)
-    if user is None:  # the account was removed after the token was issued
-        raise unauthorized("The token's user no longer exists; sign in again.")
+    user = service.known_user(username)
+    if user is None:  # e.g. a token from before the database was reset
+        raise unauthorized("The token's user does not exist; sign in again.")
     return user
 
 

@@ -68,8 +68,17 @@ def find_reference(workdir: Path) -> Path | None:
 
 
 def run_reference(exe: Path, precision: str, reps: int) -> dict:
-    args = [str(exe), "2048", "2048", "-0.75", "0", "1.2", "500", "f32" if precision == "float32" else "f64",
-            str(reps)]
+    args = [
+        str(exe),
+        "2048",
+        "2048",
+        "-0.75",
+        "0",
+        "1.2",
+        "500",
+        "f32" if precision == "float32" else "f64",
+        str(reps),
+    ]
     out = subprocess.run(args, capture_output=True, text=True, check=True).stdout
     return json.loads(out.strip().splitlines()[-1])
 
@@ -108,15 +117,21 @@ def kernel_figures(settings: JobSettings, reps: int, ref_exe: Path | None) -> No
                 r = run_reference(ref_exe, precision, reps)
                 ref = r if ref is None or r["seconds"] < ref["seconds"] else ref
         gips = total / seconds / 1e9
-        print(f"{precision}: {gips:6.2f} G iter/s  kernel {seconds * 1e3:7.2f} ms  total_iterations {total}  "
-              f"(vector {shape.vector_width} x {shape.in_flight} in flight, best of {3 * reps})")
+        print(
+            f"{precision}: {gips:6.2f} G iter/s  kernel {seconds * 1e3:7.2f} ms  total_iterations {total}  "
+            f"(vector {shape.vector_width} x {shape.in_flight} in flight, best of {3 * reps})"
+        )
         if ref is not None:
-            print(f"{'':9}C reference: {ref['giter_per_s']:6.2f} G iter/s  {ref['seconds'] * 1e3:7.2f} ms  "
-                  f"total_iterations {ref['total_iterations']}  "
-                  f"({ref['threads']} threads, best of {3 * reps})")
-            print(f"{'':9}ratio to reference: {gips / ref['giter_per_s']:.2f}x  "
-                  f"(totals differ by {total - ref['total_iterations']:+d}: the reference's "
-                  "gcc contracts a*b+c into FMA, the kernel forbids it)")
+            print(
+                f"{'':9}C reference: {ref['giter_per_s']:6.2f} G iter/s  {ref['seconds'] * 1e3:7.2f} ms  "
+                f"total_iterations {ref['total_iterations']}  "
+                f"({ref['threads']} threads, best of {3 * reps})"
+            )
+            print(
+                f"{'':9}ratio to reference: {gips / ref['giter_per_s']:.2f}x  "
+                f"(totals differ by {total - ref['total_iterations']:+d}: the reference's "
+                "gcc contracts a*b+c into FMA, the kernel forbids it)"
+            )
     if ref_exe is None:
         print("(no gcc or reference source: ratio not measured)")
 
@@ -133,11 +148,13 @@ def whole_render_figures(settings: JobSettings, reps: int) -> None:
             output.upload(storage, f"bench/{side}/", r.png, doc)
             upload = time.perf_counter() - t0
             whole = r.render_seconds + upload
-            print(f"{side}^2: kernel {r.kernel_seconds * 1e3:6.1f} ms | "
-                  f"colour {r.colour_seconds * 1e3:6.1f} ms | "
-                  f"PNG encode {r.encode_seconds * 1e3:6.1f} ms | upload {upload * 1e3:5.1f} ms | "
-                  f"whole {whole * 1e3:6.1f} ms | kernel share {r.kernel_seconds / whole:4.0%} | "
-                  f"PNG {len(r.png) / 1e3:.0f} kB")
+            print(
+                f"{side}^2: kernel {r.kernel_seconds * 1e3:6.1f} ms | "
+                f"colour {r.colour_seconds * 1e3:6.1f} ms | "
+                f"PNG encode {r.encode_seconds * 1e3:6.1f} ms | upload {upload * 1e3:5.1f} ms | "
+                f"whole {whole * 1e3:6.1f} ms | kernel share {r.kernel_seconds / whole:4.0%} | "
+                f"PNG {len(r.png) / 1e3:.0f} kB"
+            )
 
 
 def encode_figures(settings: JobSettings) -> None:
@@ -167,8 +184,9 @@ def build_figures() -> None:
         env = {**os.environ, "OPENCL_CACHE_DIR": cache, "PYTHONPATH": str(REPO)}
         env.pop("POCL_CACHE_DIR", None)
         for label in ("cold", "warm"):
-            out = subprocess.run([sys.executable, "-c", COLD_WARM], env=env, capture_output=True, text=True,
-                                 check=True).stdout
+            out = subprocess.run(
+                [sys.executable, "-c", COLD_WARM], env=env, capture_output=True, text=True, check=True
+            ).stdout
             t = json.loads(out.strip().splitlines()[-1])
             print(f"{label}: build {t['build']:.3f} s + first run {t['first_run']:.3f} s")
 

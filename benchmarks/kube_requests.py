@@ -54,7 +54,9 @@ async def main(args: argparse.Namespace) -> None:
         api.default_command = [sys.executable, STANDIN, "wait-file", str(go)]
         storage = MinioStorage(minio["MINIO_ENDPOINT"], "bench", *keys.values())
         settings = Settings(
-            data_dir=tmp, runner="kubernetes", kube_namespace="bench",
+            data_dir=tmp,
+            runner="kubernetes",
+            kube_namespace="bench",
             kubeconfig=str(api.write_kubeconfig(tmp / "kubeconfig")),
             kube_watch_timeout_seconds=args.watch_timeout,
         )
@@ -96,16 +98,20 @@ async def main(args: argparse.Namespace) -> None:
         busy, polls = await window(args.pollers)
         print(f"{args.jobs} running jobs, {args.seconds:.0f} s windows, watch timeout {args.watch_timeout} s")
         print(f"  no pollers:        {sum(idle.values()):4d} API requests {dict(idle)}")
-        print(f"  {args.pollers} pollers:       {sum(busy.values()):4d} API requests {dict(busy)}"
-              f"  ({polls} polls served)")
+        print(
+            f"  {args.pollers} pollers:       {sum(busy.values()):4d} API requests {dict(busy)}"
+            f"  ({polls} polls served)"
+        )
 
         go.touch()  # all jobs finish now
         deadline = time.monotonic() + 120
         while len(reported_at) < len(ids) and time.monotonic() < deadline:
             await asyncio.sleep(0.01)
         lat = sorted(reported_at[i] - api.ended_at[f"fractal-{i}"] for i in ids if i in reported_at)
-        print(f"Job Complete -> 'succeeded' reported ({len(lat)} jobs finishing together): "
-              f"median {statistics.median(lat) * 1000:.0f} ms, max {lat[-1] * 1000:.0f} ms")
+        print(
+            f"Job Complete -> 'succeeded' reported ({len(lat)} jobs finishing together): "
+            f"median {statistics.median(lat) * 1000:.0f} ms, max {lat[-1] * 1000:.0f} ms"
+        )
         end = Counter(api.requests) - busy - idle
         print(f"  requests outside the windows (start, submits, ends): {dict(end)}")
 
@@ -119,8 +125,10 @@ async def main(args: argparse.Namespace) -> None:
                 await asyncio.sleep(0.005)
             alone.append(reported_at[job_id] - api.ended_at[f"fractal-{job_id}"])
         if alone:
-            print(f"Job Complete -> 'succeeded' reported (one job at a time, {len(alone)} runs): "
-                  f"median {statistics.median(alone) * 1000:.0f} ms, max {max(alone) * 1000:.0f} ms")
+            print(
+                f"Job Complete -> 'succeeded' reported (one job at a time, {len(alone)} runs): "
+                f"median {statistics.median(alone) * 1000:.0f} ms, max {max(alone) * 1000:.0f} ms"
+            )
         await runner.stop()
     finally:
         api.close()

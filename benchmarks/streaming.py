@@ -2,43 +2,48 @@
 
     .venv/bin/python benchmarks/streaming.py [--sizes 5 50 200] [--repeat 3]
 
-Starts moto's S3 server on 127.0.0.1 and `python -m scheduler` with MINIO_* pointing at it.
-For each size (MB) an object is put beside a job's result (under the job's prefix) and
-downloaded with `GET /jobs/{id}/result?file=...`, and directly with the `minio` client in the
-same 256 KiB reads. Prints MB/s for both, the ratio, and the API process's peak RSS after each
+Starts moto's S3 server (its own process, as MinIO would be) on 127.0.0.1 and
+`python -m scheduler` with MINIO_* pointing at it. For each size (MB) an object is put beside a
+job's result (under the job's prefix) and downloaded with `GET /jobs/{id}/result?file=...`, and
+directly with the `minio` client; both read with urllib3 in 256 KiB pieces. Prints MB/s for
+both, their ratio, the API process's CPU seconds per GB streamed, and its peak RSS after each
 size (VmHWM only grows, so a flat value means memory does not grow with object size).
+On 2 cores the API path runs three busy processes (S3, API, client) where the direct path runs two.
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import socket
 import statistics
+import subprocess
 import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
 
 import httpx
+import urllib3
 from minio import Minio
-from moto.server import ThreadedMotoServer
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks.service import free_port, peak_rss_mib, running_service, signed_in  # noqa: E402
+from benchmarks.service import cpu_seconds, free_port, peak_rss_mib, running_service, signed_in  # noqa: E402
 from job_image.storage import MinioStorage  # noqa: E402
 
 CHUNK = 256 * 1024
 BUCKET = "bench"
 
 
-def via_api(client: httpx.Client, path: str, name: str, auth: dict[str, str]) -> int:
-    got = 0
-    with client.stream("GET", path, params={"file": name}, headers=auth) as response:
-        response.raise_for_status()
-        for chunk in response.iter_raw(CHUNK):
-            got += len(chunk)
-    return got
+def via_api(http: urllib3.PoolManager, url: str, auth: dict[str, str]) -> int:
+    """Read with urllib3, the library the minio client uses, so both paths have the same client."""
+    response = http.request("GET", url, headers=auth, preload_content=False)
+    try:
+        assert response.status == 200, response.status
+        return sum(len(chunk) for chunk in response.stream(CHUNK))
+    finally:
+        response.release_conn()
 
 
 def via_s3(direct: Minio, key: str) -> int:
@@ -60,6 +65,18 @@ def seconds_per_download(download: Callable[[], int], size: int, repeat: int) ->
     return statistics.median(times)
 
 
+def wait_for_port(port: int, seconds: float = 30) -> None:
+    deadline = time.monotonic() + seconds
+    while True:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+            return
+        except OSError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.1)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -69,8 +86,12 @@ def main() -> None:
     args = parser.parse_args()
 
     port = free_port()
-    s3 = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
-    s3.start()
+    # its own process, as MinIO would be: the S3 server then competes with neither client
+    s3 = subprocess.Popen(
+        [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     endpoint = f"127.0.0.1:{port}"
     env = {
         "MINIO_ENDPOINT": endpoint,
@@ -79,31 +100,33 @@ def main() -> None:
         "MINIO_SECRET_KEY": "bench-secret",
     }
     try:
+        wait_for_port(port)
         storage = MinioStorage(endpoint, BUCKET, "bench", "bench-secret")
         direct = Minio(endpoint, "bench", "bench-secret", secure=False)
         with running_service(LOCAL_MAX_CONCURRENT="0", **env) as (url, pid):
             auth = signed_in(url)
             job_id = httpx.post(f"{url}/jobs", json={"width": 8, "height": 8}, headers=auth).json()["job_id"]
             prefix = f"bench/{job_id}/"
-            print(f"{'size':>6} {'direct MB/s':>12} {'API MB/s':>9} {'ratio':>6} {'API peak RSS':>13}")
-            with httpx.Client(base_url=url, timeout=120) as client:
-                for size_mb in args.sizes:
-                    name = f"blob-{size_mb}mb.bin"
-                    storage.put_bytes(
-                        prefix + name, os.urandom(size_mb * 1_000_000), "application/octet-stream"
-                    )
-
-                    size = size_mb * 1_000_000
-                    s3_t = seconds_per_download(lambda n=name: via_s3(direct, prefix + n), size, args.repeat)
-                    api_t = seconds_per_download(
-                        lambda n=name: via_api(client, f"/jobs/{job_id}/result", n, auth), size, args.repeat
-                    )
-                    print(
-                        f"{size_mb:4d}MB {size_mb / s3_t:12.0f} {size_mb / api_t:9.0f} {s3_t / api_t:6.2f}"
-                        f" {peak_rss_mib(pid):10.0f} MiB"
-                    )
+            print(
+                f"{'size':>6} {'direct MB/s':>12} {'API MB/s':>9} {'ratio':>6}"
+                f" {'API CPU s/GB':>13} {'API peak RSS':>13}"
+            )
+            http = urllib3.PoolManager()
+            for size_mb in args.sizes:
+                name, size = f"blob-{size_mb}mb.bin", size_mb * 1_000_000
+                storage.put_bytes(prefix + name, os.urandom(size), "application/octet-stream")
+                s3_t = seconds_per_download(lambda n=name: via_s3(direct, prefix + n), size, args.repeat)
+                cpu_before = cpu_seconds(pid)
+                api_url = f"{url}/jobs/{job_id}/result?file={name}"
+                api_t = seconds_per_download(lambda u=api_url: via_api(http, u, auth), size, args.repeat)
+                cpu_per_gb = (cpu_seconds(pid) - cpu_before) / (size * args.repeat / 1e9)
+                print(
+                    f"{size_mb:4d}MB {size_mb / s3_t:12.0f} {size_mb / api_t:9.0f} {s3_t / api_t:6.2f}"
+                    f" {cpu_per_gb:13.2f} {peak_rss_mib(pid):9.0f} MiB"
+                )
     finally:
-        s3.stop()
+        s3.terminate()
+        s3.wait(timeout=10)
 
 
 if __name__ == "__main__":

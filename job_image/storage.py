@@ -19,7 +19,7 @@ import urllib3
 from minio import Minio
 from minio.error import MinioException, S3Error
 
-CHUNK = 256 * 1024
+CHUNK = 1024 * 1024  # large reads: fewer thread hops per MB when the API streams a download
 T = TypeVar("T")
 
 

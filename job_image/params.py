@@ -83,6 +83,7 @@ def describe_error(exc: ValidationError | ValueError) -> str:
         return str(exc)
     parts = []
     for err in exc.errors():
-        where = ".".join(str(p) for p in err["loc"]) or "parameters"
-        parts.append(f"{where}: {err['msg']}")
+        where = ".".join(str(p) for p in err["loc"])
+        message = err["msg"].removeprefix("Value error, ")  # our own validators' sentences
+        parts.append(f"{where}: {message}" if where else message)
     return "; ".join(parts)

@@ -14,7 +14,7 @@ def describe_validation(errors: list[dict[str, Any]]) -> str:
     parts = []
     for err in errors:
         where = ".".join(str(p) for p in err.get("loc", ()) if p != "body") or "body"
-        parts.append(f"{where}: {err.get('msg', 'invalid')}")
+        parts.append(f"{where}: {str(err.get('msg', 'invalid')).removeprefix('Value error, ')}")
     return "Invalid request: " + "; ".join(parts) + "."
 
 

@@ -61,7 +61,8 @@ async def main(args: argparse.Namespace) -> None:
         api.put_config("minio-config", minio)
         api.put_secret("minio-secret", keys)
         go = tmp / "go"
-        api.default_command = [sys.executable, STANDIN, "wait-file", str(go)]
+        hold = str(3 * args.seconds + 120)  # the stand-in gives up waiting after this
+        api.default_command = [sys.executable, STANDIN, "wait-file", str(go), hold]
         settings = Settings(
             data_dir=tmp,
             runner="kubernetes",

@@ -1,7 +1,8 @@
 """A tiny stand-in for `python -m job_image`, for runner tests that need no render.
 
 Modes (argv[1]): ok (uploads image.png + result.json like the real job), fail (one stderr
-line, exit 2), sleep (runs until killed), wait-file PATH (runs until PATH exists, then ok).
+line, exit 2), sleep (runs until killed), wait-file PATH [SECONDS] (runs until PATH exists
+or SECONDS, default 60, have passed; then ok).
 """
 
 from __future__ import annotations
@@ -32,7 +33,7 @@ def main() -> int:
     if mode == "sleep":
         time.sleep(600)
     if mode == "wait-file":
-        deadline = time.monotonic() + 60
+        deadline = time.monotonic() + (float(sys.argv[3]) if len(sys.argv) > 3 else 60)
         while not Path(sys.argv[2]).exists() and time.monotonic() < deadline:
             time.sleep(0.02)
     upload()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import socket
 
 import httpx
 import respx
@@ -120,3 +121,24 @@ def test_callback_gets_the_final_document(make_client: Client) -> None:
         assert hook.call_count == 1
         sent = json.loads(hook.calls[0].request.content)
         assert sent["job_id"] == job_id and sent["status"] == final["status"] == "succeeded"
+
+
+def test_hung_storage_is_a_503_not_a_stuck_request(make_client: Client) -> None:
+    """A store that accepts connections and never answers: the read timeout turns it into a 503."""
+    with socket.socket() as hung:
+        hung.bind(("127.0.0.1", 0))
+        hung.listen(16)
+        client = make_client(
+            minio_endpoint=f"127.0.0.1:{hung.getsockname()[1]}",
+            minio_access_key="k",
+            minio_secret_key="s",
+            storage_read_timeout=0.3,
+            local_max_concurrent=0,
+        )
+        alice = sign_up_and_in(client, "alice")
+        job_id = submit(client, alice)["job_id"]
+        for path in ("/result", "/result/list"):
+            response = client.get(f"/jobs/{job_id}{path}", headers=alice)
+            assert response.status_code == 503, path
+            assert "storage" in response.json()["detail"].lower()
+        assert client.get("/readyz").status_code == 503

@@ -126,7 +126,11 @@ class Service:
 
     async def logs(self, job: Job) -> str | None:
         """The runner's copy while it has one, else the `job.log` saved beside the result."""
-        text = await self.runner.logs(job.id)
+        try:
+            text = await self.runner.logs(job.id)
+        except Exception as exc:  # e.g. the API server is away: the saved copy may still answer
+            log.warning("job %s: live log unavailable: %s", job.id, exc)
+            text = None
         if text is not None:
             return text
         key = f"{job.result_prefix}job.log"

@@ -4,12 +4,16 @@ scheduler app (scheduler.main.create_app) exists; skipped before."""
 
 from __future__ import annotations
 
+import sys
 import time
+from collections.abc import Callable
+from typing import Any
 
 import pytest
 
 from scheduler.core.config import Settings
 from tests.kubernetes.apiserver import FakeApiServer
+from tests.kubernetes.conftest import STANDIN
 
 main = pytest.importorskip("scheduler.main", reason="the scheduler app is not there yet")
 create_app = getattr(main, "create_app", None)
@@ -43,3 +47,61 @@ def test_render_through_the_api(settings: Settings, apiserver: FakeApiServer) ->
         assert png.status_code == 200 and png.content.startswith(b"\x89PNG\r\n\x1a\n")
         logs = client.get(f"/jobs/{job_id}/logs", headers=auth)
         assert logs.status_code == 200
+
+
+@pytest.mark.skipif(create_app is None, reason="scheduler.main has no create_app(settings)")
+def test_api_server_down_keeps_jobs_queued_and_refuses_cancel_cleanly(
+    settings: Settings, apiserver: FakeApiServer
+) -> None:
+    from fastapi.testclient import TestClient
+
+    settings = settings.model_copy(
+        update={"jwt_secret": "x" * 48, "bcrypt_rounds": 4, "dispatch_retry_max_seconds": 0.5}
+    )
+    with TestClient(create_app(settings)) as client:
+        creds = {"username": "alice", "password": "correct-horse"}
+        client.post("/auth/sign-up", json=creds)
+        auth = {"Authorization": f"Bearer {client.post('/auth/sign-in', json=creds).json()['access_token']}"}
+        running = client.post("/jobs", json={"width": 8, "height": 8}, headers=auth).json()["job_id"]
+        apiserver.default_command = [sys.executable, STANDIN, "sleep"]
+        sleeper = client.post("/jobs", json={"width": 8, "height": 8}, headers=auth).json()["job_id"]
+        poll_until(client, sleeper, auth, ("running",))
+        poll_until(client, running, auth, ("succeeded",))
+
+        apiserver.down()
+        created = client.post("/jobs", json={"width": 8, "height": 8}, headers=auth)
+        assert created.status_code == 202  # the user gets a job id, not a 500
+        new_id = created.json()["job_id"]
+        waiting = poll_until(client, new_id, auth, ("queued",), lambda doc: bool(doc["message"]))
+        assert "waiting for the runner" in waiting["message"]
+        refused = client.delete(f"/jobs/{sleeper}", headers=auth)
+        assert refused.status_code == 503 and "try again" in refused.json()["detail"]
+        assert client.get(f"/jobs/{sleeper}", headers=auth).json()["status"] == "running"  # nothing lost
+
+        apiserver.default_command = [sys.executable, STANDIN, "ok"]
+        apiserver.up()
+        assert poll_until(client, new_id, auth, FINISHED)["status"] == "succeeded"
+        deleted = client.delete(f"/jobs/{sleeper}", headers=auth)
+        assert deleted.status_code == 200 and deleted.json()["status"] == "cancelled"
+        assert apiserver.job(sleeper) is None
+
+
+FINISHED = ("succeeded", "failed", "cancelled")
+
+
+def poll_until(
+    client: Any,
+    job_id: str,
+    auth: dict[str, str],
+    statuses: tuple[str, ...],
+    where: Callable[[dict[str, Any]], bool] = bool,
+) -> dict[str, Any]:
+    """The job's document once it has one of `statuses` (and `where` holds), within 90 s."""
+    deadline = time.monotonic() + 90
+    doc: dict[str, Any] = {}
+    while time.monotonic() < deadline:
+        doc = client.get(f"/jobs/{job_id}", headers=auth).json()
+        if doc["status"] in statuses and where(doc):
+            return doc
+        time.sleep(0.05)
+    raise AssertionError(f"job {job_id} never reached {statuses}: {doc}")

@@ -18,6 +18,7 @@ from scheduler.api.deps import CurrentUser, OwnedJob, ServiceDep
 from scheduler.api.streaming import storage_unavailable, stream_object
 from scheduler.callbacks import CallbackRefused, check_callback_url
 from scheduler.models import FileInfo, FilesPublic, Job, JobCreate, JobPublic, JobsPublic, JobStatus
+from scheduler.runners.base import RunnerUnavailable
 from scheduler.service import Service
 
 router = APIRouter(prefix="/jobs", tags=["jobs"])
@@ -123,6 +124,10 @@ async def delete_job(job: OwnedJob, service: ServiceDep) -> JobPublic:
         return await service.delete(job)
     except StorageError as exc:
         raise storage_unavailable(exc) from exc
+    except RunnerUnavailable as exc:  # e.g. the API server is down: nothing was removed
+        raise HTTPException(
+            status.HTTP_503_SERVICE_UNAVAILABLE, f"The job cannot be cancelled right now: {exc}; try again."
+        ) from exc
 
 
 @router.get("/{job_id}/logs", response_class=PlainTextResponse)

@@ -223,6 +223,8 @@ class KubernetesRunner:
         try:
             await asyncio.to_thread(self._delete, job_id)
         except (errors.Unreachable, errors.ServerError) as exc:
+            if t is not None:  # nothing was deleted: the job's own end still counts
+                t.cancelled = False
             raise RunnerUnavailable(str(exc)) from exc
         if t is not None and not t.done and not t.ending:
             t.ending = True

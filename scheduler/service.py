@@ -133,14 +133,14 @@ class Service:
             text = None
         if text is not None:
             return text
-        key = f"{job.result_prefix}job.log"
+        saved = await asyncio.to_thread(self.read_object, f"{job.result_prefix}job.log")
+        return saved.decode("utf-8", "replace") if saved is not None else None
 
-        def read() -> str | None:
-            if self.storage.stat(key) is None:
-                return None
-            return b"".join(self.storage.iter_bytes(key)).decode("utf-8", "replace")
-
-        return await asyncio.to_thread(read)
+    def read_object(self, key: str) -> bytes | None:
+        """A small stored object whole (logs, result.json), or None when there is none."""
+        if self.storage.stat(key) is None:
+            return None
+        return b"".join(self.storage.iter_bytes(key))
 
     # --- operations ---------------------------------------------------------------------------
 

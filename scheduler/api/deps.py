@@ -50,12 +50,16 @@ async def get_current_user(
 CurrentUser = Annotated[User, Depends(get_current_user)]
 
 
+def job_not_found(job_id: str) -> HTTPException:
+    return HTTPException(status.HTTP_404_NOT_FOUND, f"No job {job_id} here.")
+
+
 async def get_owned_job(job_id: str, user: CurrentUser, service: ServiceDep) -> Job:
     """The caller's job; someone else's is a 404 exactly like a missing one."""
     with service.session() as session:
         job = crud.get_job(session, job_id=job_id, owner=user.username)
     if job is None:
-        raise HTTPException(status.HTTP_404_NOT_FOUND, f"No job {job_id} here.")
+        raise job_not_found(job_id)
     return job
 
 

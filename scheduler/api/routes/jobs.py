@@ -14,7 +14,7 @@ from pydantic import ValidationError
 from job_image.params import describe_error
 from job_image.storage import ObjectInfo, StorageError
 from scheduler import crud
-from scheduler.api.deps import CurrentUser, OwnedJob, ServiceDep
+from scheduler.api.deps import CurrentUser, OwnedJob, ServiceDep, job_not_found
 from scheduler.api.streaming import storage_unavailable, stream_object
 from scheduler.callbacks import CallbackRefused, check_callback_url
 from scheduler.models import FileInfo, FilesPublic, Job, JobCreate, JobPublic, JobsPublic, JobStatus
@@ -42,19 +42,15 @@ def unprocessable(detail: str) -> HTTPException:
     return HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, detail)
 
 
-def check_wait(service: Service, wait: float) -> float:
+async def finished_or_current(service: Service, job: Job, wait: float) -> JobPublic:
+    """The job's document, after waiting up to `wait` seconds for it to finish."""
     if wait > service.settings.max_wait_seconds:
         raise unprocessable(f"wait may be at most {service.settings.max_wait_seconds:g} seconds.")
-    return wait
-
-
-async def finished_or_current(service: Service, job: Job, wait: float) -> JobPublic:
-    check_wait(service, wait)
     if wait <= 0:
         return JobPublic.of(job)
     doc = await service.tracker.wait_until_finished(job.id, job.owner, wait)
     if doc is None:  # deleted while we waited
-        raise HTTPException(status.HTTP_404_NOT_FOUND, f"No job {job.id} here.")
+        raise job_not_found(job.id)
     return doc
 
 
@@ -175,7 +171,7 @@ async def download_result(
         if doc.status != "succeeded":
             reason = f": {doc.error}" if doc.error else ""
             raise HTTPException(
-                status.HTTP_409_CONFLICT, f"The job is {doc.status}{reason}; it has no {file} yet."
+                status.HTTP_409_CONFLICT, f"The job is {doc.status}{reason}; there is no {file}."
             )
         raise HTTPException(status.HTTP_404_NOT_FOUND, f"The job has no file {file}; see result/list.")
     etag = await image_etag(service, job) if file == "image.png" else None
@@ -192,16 +188,9 @@ async def download_result(
 
 async def image_etag(service: Service, job: Job) -> str | None:
     """The PNG's sha256 as recorded by the job in result.json."""
-    key = job.result_prefix + "result.json"
-
-    def read() -> str | None:
-        if service.storage.stat(key) is None:
-            return None
-        data = json.loads(b"".join(service.storage.iter_bytes(key)))
-        return data.get("sha256")
-
+    data = await storage_call(service.read_object, job.result_prefix + "result.json")
     try:
-        sha = await storage_call(read)
-    except ValueError:  # not JSON: serve without an ETag rather than fail
+        sha = json.loads(data).get("sha256") if data else None
+    except (ValueError, AttributeError):  # not a JSON object: serve without an ETag rather than fail
         return None
     return f'"{sha}"' if sha else None

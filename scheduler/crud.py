@@ -5,7 +5,7 @@ from __future__ import annotations
 import uuid
 from typing import Any
 
-from sqlalchemy import func
+from sqlalchemy import func, update
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, col, select
 
@@ -94,6 +94,23 @@ def jobs_with_status(session: Session, *, statuses: tuple[str, ...], limit: int 
     if limit is not None:
         query = query.limit(limit)
     return list(session.exec(query).all())
+
+
+def claim_next_queued(session: Session) -> Job | None:
+    """Mark the oldest queued job `pending` and return it. The update is conditional on the job
+    still being queued, so two dispatchers sharing a database never both start one job."""
+    while True:
+        queued = jobs_with_status(session, statuses=("queued",), limit=1)
+        if not queued:
+            return None
+        claimed = session.execute(
+            update(Job)
+            .where(col(Job.id) == queued[0].id, col(Job.status) == "queued")
+            .values(status="pending", message="starting", attempts=Job.attempts + 1)
+        )
+        session.commit()
+        if claimed.rowcount == 1:
+            return session.get(Job, queued[0].id, populate_existing=True)
 
 
 def count_by_status(session: Session) -> dict[str, int]:

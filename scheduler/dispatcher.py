@@ -74,13 +74,9 @@ class Dispatcher:
         """Submit queued jobs while the runner has room; raises RunnerUnavailable to back off."""
         while self.runner.capacity() > 0:
             with Session(self.engine, expire_on_commit=False) as session:
-                queued = crud.jobs_with_status(session, statuses=("queued",), limit=1)
-                if not queued:
-                    return
-                job = queued[0]
-                job.status, job.message, job.attempts = "pending", "starting", job.attempts + 1
-                session.add(job)
-                session.commit()
+                job = crud.claim_next_queued(session)
+            if job is None:
+                return
             await self._submit(job)
 
     async def _submit(self, job: Job) -> None:

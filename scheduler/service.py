@@ -59,7 +59,7 @@ class Service:
     async def start(self) -> None:
         """Create tables, let the runner re-adopt what was running, then start queued jobs."""
         await asyncio.to_thread(db.init_db, self.engine)
-        with Session(self.engine) as session:
+        with self.session() as session:
             active = crud.jobs_with_status(session, statuses=("pending", "running"))
         if active:
             log.info("%d jobs were active when the service stopped; handing them to the runner", len(active))
@@ -92,7 +92,7 @@ class Service:
 
     def submit(self, owner: str, request: JobCreate) -> Job:
         """Record the job as queued; the dispatcher starts it when the runner has room."""
-        with Session(self.engine, expire_on_commit=False) as session:
+        with self.session() as session:
             job = crud.create_job(
                 session,
                 owner=owner,
@@ -112,13 +112,13 @@ class Service:
             await self.runner.cancel(job.id)
         if job.status in ACTIVE:  # queued, or a runner that reported nothing: it ends here
             await self.tracker.report(StatusReport(job.id, "cancelled"))
-        with Session(self.engine) as session:
+        with self.session() as session:
             final = JobPublic.of(session.get(Job, job.id) or job)
         await asyncio.to_thread(self.storage.delete_prefix, job.result_prefix)
         forget = getattr(self.runner, "forget", None)
         if forget is not None:
             forget(job.id)
-        with Session(self.engine) as session:
+        with self.session() as session:
             crud.delete_job(session, job_id=job.id)
         self.tracker.notify(job.id)
         log.info("job %s deleted", job.id)
@@ -145,7 +145,7 @@ class Service:
     # --- operations ---------------------------------------------------------------------------
 
     def job_counts(self) -> dict[str, int]:
-        with Session(self.engine) as session:
+        with self.session() as session:
             return crud.count_by_status(session)
 
     async def problems(self) -> dict[str, str]:

@@ -23,6 +23,7 @@ from scheduler.tracker import Tracker
 log = logging.getLogger(__name__)
 
 FIRST_RETRY_SECONDS = 0.5
+IDLE_RECHECK_SECONDS = 5.0  # jobs queued through another replica are seen within this
 
 
 def job_spec(job: Job) -> JobSpec:
@@ -61,7 +62,8 @@ class Dispatcher:
             try:
                 await self.dispatch()
                 delay = FIRST_RETRY_SECONDS
-                await self._wake.wait()
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._wake.wait(), IDLE_RECHECK_SECONDS)
             except RunnerUnavailable:
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._wake.wait(), delay)

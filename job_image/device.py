@@ -34,6 +34,11 @@ class Chosen:
     def fp64(self) -> bool:
         return bool(self.device.double_fp_config) or "cl_khr_fp64" in self.device.extensions
 
+    def native_vector_width(self, precision: str) -> int:
+        """Lanes of one SIMD register for the precision, as the driver reports them."""
+        d = self.device
+        return d.native_vector_width_double if precision == "float64" else d.native_vector_width_float
+
 
 def _kind(dev: cl.Device) -> str:
     t = dev.type

@@ -53,7 +53,7 @@ def render(p: FractalParams, settings: JobSettings, progress: Callable[[int], No
     chosen = device.choose(p.device, env)
     if p.precision == "float64":
         device.require_fp64(chosen)
-    shape = KernelShape.for_device(chosen.is_gpu, p.precision, settings.vector_width, settings.in_flight)
+    shape = KernelShape.for_device(chosen, p.precision, settings.vector_width, settings.in_flight)
     t_build = time.perf_counter()
     kernel = _kernel(chosen, p.kind, p.precision, shape, cache)
     build_seconds = time.perf_counter() - t_build

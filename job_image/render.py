@@ -39,16 +39,17 @@ class KernelShape:
     check_every: int = 8
 
     @classmethod
-    def for_device(cls, is_gpu: bool, precision: str, vector_width: int = 0,
+    def for_device(cls, chosen: Chosen, precision: str, vector_width: int = 0,
                    in_flight: int = 0) -> KernelShape:
-        """GPUs vectorise across work-items, so one sample each; CPUs want one full SIMD
-        register per vector (16 floats / 8 doubles on AVX-512) and four vectors in flight to
-        hide the latency of the dependent multiply-add chain (measured with PoCL on AVX-512:
-        two in flight reach about two thirds of the speed of four)."""
-        if is_gpu:
+        """GPUs vectorise across work-items, so one sample each; CPUs want one SIMD register
+        per vector (the device's native width: 8 floats / 4 doubles on AVX2, 16 / 8 on
+        AVX-512; wider vectors spill and PoCL warns about the ABI) and four vectors in flight
+        to hide the latency of the dependent multiply-add chain (measured with PoCL: two in
+        flight reach about two thirds of the speed of four)."""
+        if chosen.is_gpu:
             vw, inf = 1, 1
         else:
-            vw, inf = (16 if precision == "float32" else 8), 4
+            vw, inf = min(max(chosen.native_vector_width(precision), 1), 16), 4
         vw, inf = vector_width or vw, in_flight or inf
         if vw not in (1, 2, 4, 8, 16) or inf not in (1, 2, 4):
             raise ValueError(f"vector width {vw} / in-flight {inf} unsupported (1-16 / 1, 2, 4)")

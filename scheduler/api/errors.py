@@ -13,6 +13,9 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 def describe_validation(errors: list[dict[str, Any]]) -> str:
     parts = []
     for err in errors:
+        if err.get("type") == "json_invalid":  # loc is ("body", character offset)
+            reason = (err.get("ctx") or {}).get("error", "JSON decode error")
+            return f"The body is not valid JSON: {reason} at character {err['loc'][-1]}."
         where = ".".join(str(p) for p in err.get("loc", ()) if p != "body") or "body"
         parts.append(f"{where}: {str(err.get('msg', 'invalid')).removeprefix('Value error, ')}")
     return "Invalid request: " + "; ".join(parts) + "."
@@ -21,9 +24,10 @@ def describe_validation(errors: list[dict[str, Any]]) -> str:
 def install_handlers(app: FastAPI) -> None:
     @app.exception_handler(RequestValidationError)
     async def _validation(_request: Request, exc: RequestValidationError) -> JSONResponse:
-        errors = [{k: v for k, v in e.items() if k in ("loc", "msg", "type")} for e in exc.errors()]
+        raw = exc.errors()
+        errors = [{k: v for k, v in e.items() if k in ("loc", "msg", "type")} for e in raw]
         return JSONResponse(
-            {"detail": describe_validation(errors), "errors": errors},
+            {"detail": describe_validation(raw), "errors": errors},
             status_code=status.HTTP_422_UNPROCESSABLE_CONTENT,
         )
 

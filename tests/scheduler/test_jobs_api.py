@@ -94,6 +94,14 @@ def test_body_that_is_not_an_object_is_422(client: TestClient, alice: dict[str, 
     assert response.status_code == 422 and isinstance(response.json()["detail"], str)
 
 
+def test_broken_json_says_where(client: TestClient, alice: dict[str, str]) -> None:
+    raw = b'{"width": 64,, }'
+    response = client.post("/jobs", content=raw, headers={**alice, "Content-Type": "application/json"})
+    assert response.status_code == 422
+    assert response.json()["detail"].startswith("The body is not valid JSON: ")
+    assert response.json()["detail"].endswith(f"at character {raw.index(b',,') + 1}.")
+
+
 def test_limits_are_settings(make_client: Client) -> None:
     client = make_client(max_pixels=100, max_iter=10, max_body_bytes=200)
     auth = sign_up_and_in(client, "alice")

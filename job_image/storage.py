@@ -267,6 +267,7 @@ def storage_from_env(
     *,
     connect_timeout: float = 3.0,
     read_timeout: float = 20.0,
+    attempts: int = 3,
 ) -> Storage:
     """MinIO when MINIO_ENDPOINT is set, else the STORAGE_DIR directory (the job contract)."""
     env = os.environ if env is None else env
@@ -287,5 +288,6 @@ def storage_from_env(
             secure=secure_flag,
             connect_timeout=connect_timeout,
             read_timeout=read_timeout,
+            attempts=attempts,
         )
     return LocalStorage(env.get("STORAGE_DIR") or default_dir)

@@ -29,7 +29,15 @@ def main(argv: list[str] | None = None) -> int:
     except (ValidationError, ValueError, OSError, StorageError) as exc:
         print(f"fractal-scheduler: cannot start: {exc}", file=sys.stderr)
         return 2
-    uvicorn.run(app, host=args.host, port=args.port, log_config=None, access_log=False)
+    uvicorn.run(
+        app,
+        host=args.host,
+        port=args.port,
+        log_config=None,
+        access_log=False,
+        proxy_headers=True,
+        forwarded_allow_ips=settings.forwarded_allow_ips,
+    )
     return 0
 
 

@@ -36,6 +36,7 @@ class Service:
             settings.storage_env(),
             connect_timeout=settings.storage_connect_timeout,
             read_timeout=settings.storage_read_timeout,
+            attempts=settings.storage_attempts,
         )
         self.metrics = Metrics(job_counts=self.job_counts)
         self.callbacks = CallbackSender(settings)
@@ -53,6 +54,7 @@ class Service:
         self._users: dict[str, User] = {}  # accounts are never removed, so a hit stays true
         self.signins_per_user = RateLimiter(settings.signin_attempts_per_minute)
         self.signins_per_client = RateLimiter(settings.signin_attempts_per_minute)
+        self.signups_per_client = RateLimiter(settings.signups_per_minute)
 
     # --- lifecycle ----------------------------------------------------------------------------
 

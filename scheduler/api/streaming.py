@@ -83,8 +83,8 @@ async def stream_object(
         )
     start, end = span if span else (0, info.size - 1)
     length = max(0, end - start + 1)
-    chunks = storage.iter_bytes(key, start, length)
-    try:
+    try:  # opening the download is network I/O too: off the event loop, and a 503 if it fails
+        chunks = await asyncio.to_thread(storage.iter_bytes, key, start, length)
         first = await asyncio.to_thread(next, chunks, b"")
     except StorageError as exc:
         raise storage_unavailable(exc) from exc

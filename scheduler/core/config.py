@@ -30,10 +30,16 @@ class Settings(BaseSettings):
     minio_secret_key: str = ""
     minio_secure: bool = False
     storage_connect_timeout: float = Field(3.0, description="a reachable store answers in ms")
-    storage_read_timeout: float = Field(20.0, description="bounds a stuck read; 503 instead")
+    storage_read_timeout: float = Field(
+        5.0, description="longest silence on one storage read; with the attempts, bounds a 503"
+    )
+    storage_attempts: int = Field(
+        2, ge=1, description="tries per storage call: a hung store is a 503 after ~2 x 5 s, not minutes"
+    )
 
     # --- auth ------------------------------------------------------------------------------
-    jwt_secret: str = ""  # default: generated once, kept in <data_dir>/jwt_secret
+    # unset: generated once, kept in <data_dir>/jwt_secret; set but empty or short: refused
+    jwt_secret: str | None = None
     jwt_ttl_seconds: int = 3600
     jwt_min_secret_bytes: int = 32
     bcrypt_rounds: int = 12
@@ -41,6 +47,10 @@ class Settings(BaseSettings):
     password_min_length: int = 8
     password_max_bytes: int = 72  # bcrypt's own input limit; longer is a 422, never truncated
     signin_attempts_per_minute: int = 10  # per username and per client address (429 past it)
+    signups_per_minute: int = 5  # per client address: each sign-up costs a bcrypt hash
+    # Proxies whose X-Forwarded-For names the client (uvicorn's forwarded_allow_ips): the
+    # per-client sign-in limit must see clients, not the Ingress controller.
+    forwarded_allow_ips: str = "127.0.0.1"
 
     # --- request limits ----------------------------------------------------------------------
     max_pixels: int = Limits.max_pixels
@@ -73,7 +83,7 @@ class Settings(BaseSettings):
     job_memory_limit: str = "1Gi"
     job_gpu_resource: str = "nvidia.com/gpu"
     job_gpu_node_selector: dict[str, str] = {}
-    job_gpu_tolerations: list[dict[str, str]] = []
+    job_gpu_tolerations: list[dict[str, str | int]] = []  # e.g. tolerationSeconds: 300
     job_backoff_limit: int = 1
     job_ttl_seconds_after_finished: int = 3600
     job_pending_deadline_seconds: int = Field(

@@ -51,7 +51,7 @@ def load_secret(settings: Settings) -> str:
     even between creation and a chmod. A short secret refuses to start the service: an HS256 key
     that can be guessed lets anyone forge tokens for any user.
     """
-    if settings.jwt_secret:
+    if settings.jwt_secret is not None:
         return _checked(settings.jwt_secret, settings.jwt_min_secret_bytes, source=None)
     path = Path(settings.data_dir) / SECRET_FILE
     secret = _read_or_create(path, max(_GENERATED_BYTES, settings.jwt_min_secret_bytes))

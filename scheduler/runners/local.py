@@ -115,7 +115,10 @@ class LocalRunner:
         self.report = report
         self.storage = storage
         self.data_dir = Path(settings.data_dir)
-        self.jobs: dict[str, _Running] = {}
+        self.jobs: dict[str, _Running] = {}  # live processes: each holds a slot
+        # Exited, their log not yet saved nor their end reported: a DELETE now must wait for
+        # that, or the late job.log would land under a prefix that was just removed.
+        self.finishing: dict[str, _Running] = {}
 
     def _python(self) -> str:
         return self.settings.job_python or sys.executable
@@ -206,13 +209,15 @@ class LocalRunner:
         running.task = asyncio.create_task(self._supervise(running), name=f"local-job-{job.job_id}")
 
     async def cancel(self, job_id: str) -> None:
-        """Stop the process group and return once `cancelled` has been reported."""
-        job = self.jobs.get(job_id)
+        """Stop the process group and return once its end has been reported (`cancelled`,
+        or what it ended with when it had already exited)."""
+        job = self.jobs.get(job_id) or self.finishing.get(job_id)
         if job is None:
             return
-        job.stopping = "cancelled"
-        log.info("job %s: cancelling process %d", job_id, job.process.pid)
-        await self._terminate(job, CANCEL_GRACE_SECONDS)
+        if job_id in self.jobs:
+            job.stopping = "cancelled"
+            log.info("job %s: cancelling process %d", job_id, job.process.pid)
+            await self._terminate(job, CANCEL_GRACE_SECONDS)
         if job.task is not None:
             await asyncio.shield(job.task)  # a cancelled caller must not cancel the report
 
@@ -268,6 +273,15 @@ class LocalRunner:
             self.jobs.pop(job_id, None)  # the slot is free before the end is reported
         if job.stopping == "shutdown":
             return
+        self.finishing[job_id] = job
+        try:
+            await self._finish(job)
+        finally:
+            del self.finishing[job_id]
+
+    async def _finish(self, job: _Running) -> None:
+        """Save the log beside the result and report how the process ended."""
+        job_id, process, timeout = job.spec.job_id, job.process, self.settings.job_timeout_seconds
         code = process.returncode
         end = StatusReport(job_id, "succeeded", finished_at=_now())
         if job.stopping == "cancelled":
@@ -278,7 +292,9 @@ class LocalRunner:
         elif code != 0:
             error = job.last_error or describe_exit(code)
             end = StatusReport(job_id, "failed", finished_at=end.finished_at, error=error)
-        if end.status != "cancelled":  # a cancelled job's objects are removed with it
+        if end.status == "cancelled":  # only a DELETE cancels: the log goes with the job
+            self.forget(job_id)
+        else:
             await self._save_log(job)
         log.info("job %s: %s (exit code %s)", job_id, end.status, code)
         await self._emit(end)

@@ -33,6 +33,21 @@ def test_sign_up_then_sign_in_with_json_and_basic(client: TestClient) -> None:
         assert me.status_code == 200
 
 
+def test_basic_sign_in_takes_utf8_passwords(client: TestClient) -> None:
+    creds = {"username": "carol", "password": "gâteau-crème-brûlée"}
+    assert client.post("/auth/sign-up", json=creds).status_code == 201
+    raw = base64.b64encode(f"carol:{creds['password']}".encode()).decode()
+    response = client.post("/auth/sign-in", headers={"Authorization": f"Basic {raw}"})
+    assert response.status_code == 200, response.text
+
+
+@pytest.mark.parametrize("value", ["Basic %%%", "Basic " + base64.b64encode(b"no-colon").decode(),
+                                   "Basic " + base64.b64encode(b"carol:\xff\xfe").decode()])
+def test_malformed_basic_credentials_are_401_with_a_sentence(client: TestClient, value: str) -> None:
+    response = client.post("/auth/sign-in", headers={"Authorization": value})
+    assert response.status_code == 401 and "Basic credentials" in response.json()["detail"]
+
+
 def test_duplicate_username_is_409(client: TestClient) -> None:
     assert client.post("/auth/sign-up", json=CREDS).status_code == 201
     again = client.post("/auth/sign-up", json={**CREDS, "password": "another-one"})
@@ -98,6 +113,13 @@ def test_sign_in_is_rate_limited_per_client(make_client: Client) -> None:
     assert codes == [401, 401, 401, 429]
 
 
+def test_sign_up_is_rate_limited_per_client(make_client: Client) -> None:
+    client = make_client(signups_per_minute=2)
+    codes = [client.post("/auth/sign-up", json={**CREDS, "username": f"user{i}"}).status_code for i in range(3)]
+    assert codes == [201, 201, 429]
+    assert client.post("/auth/sign-up", json={**CREDS, "username": "user0"}).status_code == 409  # no hash
+
+
 @pytest.mark.parametrize("header", ["", "Bearer", "Bearer not-a-token", "Basic YWxpY2U6eA==", "Bearer a.b.c"])
 def test_missing_or_malformed_token_is_401(client: TestClient, header: str) -> None:
     response = client.get("/jobs", headers={"Authorization": header} if header else {})
@@ -107,6 +129,7 @@ def test_missing_or_malformed_token_is_401(client: TestClient, header: str) -> N
 
 def test_forged_tokens_are_401(client: TestClient, settings: object) -> None:
     auth = sign_up_and_in(client, "alice")
+    sign_up_and_in(client, "bob")  # so a token tampered into bob's is refused for its signature
     good = auth["Authorization"].split()[1]
     header, payload, signature = good.split(".")
     now = int(time.time())
@@ -129,13 +152,14 @@ def test_token_of_a_user_that_does_not_exist_is_401(client: TestClient) -> None:
     assert response.status_code == 401
 
 
-def test_short_jwt_secret_refuses_to_start(make_client: Client) -> None:
-    with pytest.raises(ValueError, match="JWT_SECRET"):
-        make_client(jwt_secret="too-short")
+@pytest.mark.parametrize("secret", ["too-short", ""])
+def test_short_or_empty_jwt_secret_refuses_to_start(make_client: Client, secret: str) -> None:
+    with pytest.raises(ValueError, match="JWT_SECRET must be at least 32 bytes"):
+        make_client(jwt_secret=secret)
 
 
 def test_generated_secret_is_kept_across_restarts(make_client: Client) -> None:
-    first = make_client(jwt_secret="")
+    first = make_client(jwt_secret=None)  # unset: generated into DATA_DIR
     auth = sign_up_and_in(first, "alice")
-    second = make_client(jwt_secret="")
+    second = make_client(jwt_secret=None)
     assert second.get("/jobs", headers=auth).status_code == 200

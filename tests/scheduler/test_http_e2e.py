@@ -13,6 +13,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
+import pytest
 
 from tests.conftest import free_port
 from tests.scheduler.conftest import LONG, TINY
@@ -21,13 +22,16 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 @contextlib.contextmanager
-def serve(data_dir: Path, opencl_cache: Path) -> Iterator[tuple[httpx.Client, subprocess.Popen[bytes]]]:
+def serve(
+    data_dir: Path, opencl_cache: Path, **settings: str
+) -> Iterator[tuple[httpx.Client, subprocess.Popen[bytes]]]:
     port = free_port()
     env = {
         **{k: v for k, v in os.environ.items() if not k.startswith(("MINIO_", "JWT_", "DATABASE_"))},
         "DATA_DIR": str(data_dir),
         "BCRYPT_ROUNDS": "4",
         "OPENCL_CACHE_DIR": str(opencl_cache),
+        **settings,
     }
     log = open(data_dir.parent / f"server-{port}.log", "wb")  # noqa: SIM115 - closed below
     proc = subprocess.Popen(
@@ -95,6 +99,22 @@ def test_curl_workflow_over_http(tmp_path: Path, opencl_cache: Path) -> None:
         assert client.delete(f"/jobs/{job_id}", headers=auth).status_code == 200
         assert client.get(f"/jobs/{job_id}", headers=auth).status_code == 404
         assert (tmp_path / "data" / "jwt_secret").stat().st_mode & 0o777 == 0o600
+
+
+@pytest.mark.parametrize("trusted", ["127.0.0.1", ""])
+def test_sign_in_limit_counts_clients_behind_a_trusted_proxy(
+    tmp_path: Path, opencl_cache: Path, trusted: str
+) -> None:
+    """Behind the Ingress every request comes from its address: X-Forwarded-For names the client,
+    but only when the proxy is in FORWARDED_ALLOW_IPS (otherwise anyone could pick a fresh one)."""
+    limits = {"SIGNIN_ATTEMPTS_PER_MINUTE": "2", "FORWARDED_ALLOW_IPS": trusted}
+    with serve(tmp_path / "data", opencl_cache, **limits) as (client, _proc):
+        def attempt(client_ip: str, user: str) -> int:
+            body = {"username": user, "password": "wrong-horse"}
+            return client.post("/auth/sign-in", json=body, headers={"X-Forwarded-For": client_ip}).status_code
+
+        assert [attempt("203.0.113.7", f"user{i}") for i in range(3)] == [401, 401, 429]
+        assert attempt("203.0.113.8", "user9") == (401 if trusted else 429)
 
 
 def test_service_killed_mid_render_reruns_the_job(tmp_path: Path, opencl_cache: Path) -> None:

@@ -111,6 +111,12 @@ def test_limits_are_settings(make_client: Client) -> None:
     assert too_many.status_code == 422 and "limit of 10" in too_many.json()["detail"]
     huge = client.post("/jobs", content=json.dumps({"colormap": "x" * 300}), headers=auth)
     assert huge.status_code == 413 and "200 bytes" in huge.json()["detail"]
+    chunked = client.post(  # no Content-Length: the limit still holds
+        "/jobs", content=iter([b'{"colormap": "', b"x" * 300, b'"}']),
+        headers={**auth, "Content-Type": "application/json"},
+    )
+    assert chunked.status_code == 413 and "200 bytes" in chunked.json()["detail"]
+    assert client.get("/jobs", headers=auth).json()["count"] == 0
 
 
 def test_active_jobs_per_user_are_capped(make_client: Client) -> None:
@@ -139,6 +145,7 @@ def test_list_is_newest_first_paginated_and_filtered(make_client: Client) -> Non
     assert client.get("/jobs", params={"status": "bogus"}, headers=alice).status_code == 422
     assert client.get("/jobs", params={"limit": 101}, headers=alice).status_code == 422
     assert client.get("/jobs", params={"offset": -1}, headers=alice).status_code == 422
+    assert client.get("/jobs", params={"offset": 10**20}, headers=alice).status_code == 422
 
 
 def test_queued_job_has_no_result_yet(make_client: Client) -> None:

@@ -11,6 +11,7 @@ import contextlib
 import os
 import signal
 import subprocess
+import threading
 import uuid
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -232,6 +233,45 @@ def test_cancel_stops_the_group_and_reports_cancelled_once(make_settings: Callab
     assert h.of(job.job_id, "cancelled")[0].finished_at is not None
     assert len(h.reports) == len(h.of(job.job_id))
     assert not (h.settings.data_dir / "local-jobs" / f"{job.job_id}.pid").exists()
+
+
+class HeldLogStorage(LocalStorage):
+    """Holds the job.log upload until released: the moment a DELETE can race a job's end."""
+
+    def __init__(self, root: Path) -> None:
+        super().__init__(root)
+        self.uploading, self.release = threading.Event(), threading.Event()
+
+    def put_bytes(self, key: str, data: bytes, content_type: str = "") -> None:
+        if key.endswith("job.log"):
+            self.uploading.set()
+            assert self.release.wait(30), "never released"
+        super().put_bytes(key, data, content_type)
+
+
+def test_cancel_of_a_job_that_is_finishing_waits_for_its_end(
+    tmp_path: Path, make_settings: Callable[..., Settings]
+) -> None:
+    """A DELETE arriving after the process exited but before its log was saved must not return
+    before the save: it then removes the prefix, and nothing lands there afterwards."""
+    job = spec(TINY)
+
+    async def scenario(h: Harness) -> None:
+        h.runner.storage = storage = HeldLogStorage(h.settings.storage_dir)
+        await h.runner.submit(job)
+        assert await asyncio.to_thread(storage.uploading.wait, 60)
+        assert job.job_id not in h.runner.jobs and job.job_id in h.runner.finishing
+        cancel = asyncio.create_task(h.runner.cancel(job.job_id))
+        for _ in range(20):  # loop turns enough for a cancel that (wrongly) returns at once
+            await asyncio.sleep(0)
+        assert not cancel.done()
+        storage.release.set()
+        await asyncio.wait_for(cancel, 30)
+        assert h.of(job.job_id, "succeeded")  # it had finished: that is its end, not cancelled
+        storage.delete_prefix(job.result_prefix)  # what the service does next
+        assert storage.list(job.result_prefix) == [] and not h.runner.finishing
+
+    run(make_settings(), scenario)
 
 
 def test_timeout_stops_the_job(make_settings: Callable[..., Settings]) -> None:

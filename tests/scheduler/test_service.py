@@ -10,7 +10,9 @@ import respx
 from fastapi.testclient import TestClient
 from sqlmodel import Session
 
+from job_image.storage import LocalStorage
 from scheduler.core.config import Settings
+from scheduler.main import create_app
 from scheduler.models import Job
 from tests.conftest import free_port
 from tests.scheduler.conftest import Client, sign_up_and_in, submit, wait_for
@@ -142,3 +144,21 @@ def test_hung_storage_is_a_503_not_a_stuck_request(make_client: Client) -> None:
             assert response.status_code == 503, path
             assert "storage" in response.json()["detail"].lower()
         assert client.get("/readyz").status_code == 503
+
+
+class VanishingStorage(LocalStorage):
+    """Objects are deleted between `stat` and the download, as a DELETE racing a GET does."""
+
+    def iter_bytes(self, key: str, start: int = 0, length: int | None = None):  # noqa: ANN201
+        self.delete_prefix(key.rsplit("/", 1)[0])
+        return super().iter_bytes(key, start, length)
+
+
+def test_a_download_that_fails_to_open_is_a_503(settings: Settings) -> None:
+    storage = VanishingStorage(settings.storage_dir)
+    with TestClient(create_app(settings, storage)) as client:
+        alice = sign_up_and_in(client, "alice")
+        job_id = submit(client, alice)["job_id"]
+        wait_for(client, job_id, alice, ("succeeded",))
+        response = client.get(f"/jobs/{job_id}/result", headers=alice)
+        assert response.status_code == 503 and "storage" in response.json()["detail"].lower()

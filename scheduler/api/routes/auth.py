@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import base64
+import binascii
 import math
 from typing import Annotated
 
@@ -11,17 +13,60 @@ from fastapi.security import HTTPBasic, HTTPBasicCredentials
 from scheduler import crud
 from scheduler.api.deps import ServiceDep
 from scheduler.core.jwt import issue_token
+from scheduler.core.ratelimit import RateLimiter
 from scheduler.core.security import hash_password, password_problem, username_problem, verify_password
 from scheduler.models import Credentials, Token, UserPublic
 
 router = APIRouter(prefix="/auth", tags=["auth"])
-basic = HTTPBasic(auto_error=False, description="username and password, as an alternative to the JSON body")
 
 BAD_CREDENTIALS = "Wrong username or password."
+NO_CREDENTIALS = "Send a username and password as a JSON body or with HTTP Basic."
+
+
+def unauthorized(detail: str) -> HTTPException:
+    return HTTPException(status.HTTP_401_UNAUTHORIZED, detail, headers={"WWW-Authenticate": "Basic"})
+
+
+class Utf8Basic(HTTPBasic):
+    """HTTP Basic decoded as UTF-8 (RFC 7617; curl sends the bytes it was given), where
+    FastAPI's decodes ASCII only: any password that sign-up accepts also signs in with -u."""
+
+    async def __call__(self, request: Request) -> HTTPBasicCredentials | None:  # type: ignore[override]
+        scheme, _, encoded = request.headers.get("Authorization", "").partition(" ")
+        if scheme.lower() != "basic":
+            return None
+        try:
+            decoded = base64.b64decode(encoded.strip(), validate=True).decode()
+        except (binascii.Error, UnicodeDecodeError) as exc:
+            raise unauthorized("The Basic credentials are not base64 of UTF-8 'username:password'.") from exc
+        username, sep, password = decoded.partition(":")
+        if not sep:
+            raise unauthorized("The Basic credentials have no ':' between username and password.")
+        return HTTPBasicCredentials(username=username, password=password)
+
+
+basic = Utf8Basic(auto_error=False, description="username and password, as an alternative to the JSON body")
+
+
+def throttle(*checks: tuple[RateLimiter, str]) -> None:
+    """429 with Retry-After when any limiter refuses its key."""
+    for limiter, key in checks:
+        wait = limiter.hit(key)
+        if wait is not None:
+            raise HTTPException(
+                status.HTTP_429_TOO_MANY_REQUESTS,
+                f"Too many attempts; try again in {math.ceil(wait)} seconds.",
+                headers={"Retry-After": str(math.ceil(wait))},
+            )
+
+
+def client_address(request: Request) -> str:
+    # behind a proxy listed in FORWARDED_ALLOW_IPS, uvicorn has put X-Forwarded-For here
+    return request.client.host if request.client else "unknown"
 
 
 @router.post("/sign-up", status_code=status.HTTP_201_CREATED)
-async def sign_up(body: Credentials, service: ServiceDep) -> UserPublic:
+async def sign_up(body: Credentials, request: Request, service: ServiceDep) -> UserPublic:
     """Create an account."""
     settings = service.settings
     problem = username_problem(body.username, settings) or password_problem(body.password, settings)
@@ -31,6 +76,7 @@ async def sign_up(body: Credentials, service: ServiceDep) -> UserPublic:
     with service.session() as session:
         if crud.get_user(session, username=body.username) is not None:
             raise taken
+    throttle((service.signups_per_client, client_address(request)))  # each hash costs ~0.2 s of CPU
     password_hash = await hash_password(body.password, settings.bcrypt_rounds)
     try:
         with service.session() as session:
@@ -48,36 +94,22 @@ async def sign_in(
     body: Credentials | None = None,
 ) -> Token:
     """Exchange a username and password (JSON body or HTTP Basic) for a bearer token."""
-    if body is None and basic_credentials is None:
-        raise HTTPException(
-            status.HTTP_401_UNAUTHORIZED,
-            "Send a username and password as a JSON body or with HTTP Basic.",
-            headers={"WWW-Authenticate": "Basic"},
-        )
-    username, password = (
-        (body.username, body.password)
-        if body
-        else (
-            basic_credentials.username,
-            basic_credentials.password,  # type: ignore[union-attr]
-        )
+    if body is not None:
+        username, password = body.username, body.password
+    elif basic_credentials is not None:
+        username, password = basic_credentials.username, basic_credentials.password
+    else:
+        raise unauthorized(NO_CREDENTIALS)
+    throttle(
+        (service.signins_per_client, client_address(request)),
+        (service.signins_per_user, username),
     )
-    client = request.client.host if request.client else "unknown"
-    for wait in (service.signins_per_client.hit(client), service.signins_per_user.hit(username)):
-        if wait is not None:
-            raise HTTPException(
-                status.HTTP_429_TOO_MANY_REQUESTS,
-                f"Too many sign-in attempts; try again in {math.ceil(wait)} seconds.",
-                headers={"Retry-After": str(math.ceil(wait))},
-            )
     with service.session() as session:
         user = crud.get_user(session, username=username)
     # an unknown user is checked against a dummy hash: same answer, similar time
     if not await verify_password(
         password, user.password_hash if user else None, service.settings.bcrypt_rounds
     ):
-        raise HTTPException(
-            status.HTTP_401_UNAUTHORIZED, BAD_CREDENTIALS, headers={"WWW-Authenticate": "Basic"}
-        )
+        raise unauthorized(BAD_CREDENTIALS)
     ttl = service.settings.jwt_ttl_seconds
     return Token(access_token=issue_token(username, service.jwt_secret, ttl), expires_in=ttl)

@@ -93,7 +93,7 @@ async def list_jobs(
     service: ServiceDep,
     status_filter: Annotated[JobStatus | None, Query(alias="status")] = None,
     limit: Annotated[int | None, Query(ge=1, description="page size")] = None,
-    offset: Annotated[int, Query(ge=0)] = 0,
+    offset: Annotated[int, Query(ge=0, le=2**31 - 1)] = 0,  # beyond: a DB integer overflow
 ) -> JobsPublic:
     """Your jobs, newest first; filter with ?status=, page with ?limit= and ?offset=."""
     settings = service.settings

@@ -115,7 +115,8 @@ def test_sign_in_is_rate_limited_per_client(make_client: Client) -> None:
 
 def test_sign_up_is_rate_limited_per_client(make_client: Client) -> None:
     client = make_client(signups_per_minute=2)
-    codes = [client.post("/auth/sign-up", json={**CREDS, "username": f"user{i}"}).status_code for i in range(3)]
+    bodies = [{**CREDS, "username": f"user{i}"} for i in range(3)]
+    codes = [client.post("/auth/sign-up", json=body).status_code for body in bodies]
     assert codes == [201, 201, 429]
     assert client.post("/auth/sign-up", json={**CREDS, "username": "user0"}).status_code == 409  # no hash
 

@@ -1,0 +1,223 @@
+"""The service on a real PostgreSQL server (DATABASE_URL), as several replicas run it: the whole
+flow through the app, two replicas sharing one database, the dispatcher's claim under
+contention, and a restart. Each test gets a database of its own on one server per session.
+
+Skips (with the reason) where the PostgreSQL server binaries are absent; CI installs them
+through `scripts/setup requirements-dev.txt`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import threading
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+from fastapi.testclient import TestClient
+from sqlalchemy import Engine
+from sqlmodel import Session, select
+
+from scheduler import crud, db
+from scheduler.models import Job
+from tests.postgres import PostgresServer, Unavailable, running_postgres
+from tests.scheduler.conftest import TINY, Client, sign_up_and_in, submit, wait_for
+
+CLOCK_SLACK = timedelta(minutes=2)  # generous: a time-zone mistake is hours, not minutes
+
+
+@pytest.fixture(scope="session")
+def postgres_server() -> Iterator[PostgresServer]:
+    pytest.importorskip("psycopg", reason="the PostgreSQL driver psycopg is not installed")
+    with contextlib.ExitStack() as stack:
+        try:
+            server = stack.enter_context(running_postgres())
+        except Unavailable as exc:
+            if os.environ.get("REQUIRE_POSTGRES") == "1":  # CI installs it: a skip there is a failure
+                pytest.fail(f"REQUIRE_POSTGRES=1 but {exc}")
+            pytest.skip(str(exc))
+        yield server
+
+
+@pytest.fixture
+def database_url(postgres_server: PostgresServer) -> Iterator[str]:
+    """A fresh, empty database for this test only."""
+    with postgres_server.fresh_database() as url:
+        yield url
+
+
+@pytest.fixture
+def make_pg_client(database_url: str, make_client: Client) -> Client:
+    """make_client on this test's PostgreSQL database. Depends on database_url first, so the
+    apps are shut down before the database is dropped."""
+
+    def make(**overrides: Any) -> TestClient:
+        return make_client(database_url=database_url, **overrides)
+
+    return make
+
+
+def engine_of(client: TestClient) -> Engine:
+    return client.app.state.service.engine
+
+
+def jobs_in_db(engine: Engine) -> dict[str, Job]:
+    with Session(engine) as session:
+        return {job.id: job for job in session.exec(select(Job)).all()}
+
+
+def parse_ts(value: str) -> datetime:
+    return datetime.fromisoformat(value.replace("Z", "+00:00"))
+
+
+def test_whole_flow_on_postgres(make_pg_client: Client) -> None:
+    client = make_pg_client()
+    assert client.get("/readyz").status_code == 200
+
+    creds = {"username": "alice", "password": "correct-horse"}
+    assert client.post("/auth/sign-up", json=creds).status_code == 201
+    assert client.post("/auth/sign-up", json=creds).status_code == 409  # PostgreSQL's unique index
+    assert client.post("/auth/sign-in", json={**creds, "password": "wrong-horse"}).status_code == 401
+    alice = sign_up_and_in(client, "alice")
+    bob = sign_up_and_in(client, "bob")
+
+    before = datetime.now(UTC)
+    ids = [submit(client, alice, kind=kind)["job_id"] for kind in ("mandelbrot", "julia", "burning_ship")]
+    docs = [wait_for(client, job_id, alice) for job_id in ids]
+    after = datetime.now(UTC)
+    for doc in docs:
+        assert doc["status"] == "succeeded", doc
+        assert doc["error"] is None and doc["progress"] == 1.0
+        stamps = [doc[k] for k in ("created_at", "started_at", "finished_at")]
+        # Stored and read back as UTC whatever the server's time zone (the test server's is +05:30),
+        # in the same form as on SQLite.
+        assert all(ts.endswith("Z") for ts in stamps), doc
+        created, started, finished = map(parse_ts, stamps)
+        assert before - CLOCK_SLACK <= created <= after + CLOCK_SLACK, doc
+        assert created <= started <= finished <= after + CLOCK_SLACK, doc
+
+    png = client.get(f"/jobs/{ids[0]}/result", headers=alice)
+    assert png.status_code == 200 and png.headers["content-type"] == "image/png"
+    assert png.content.startswith(b"\x89PNG\r\n\x1a\n")
+    assert png.headers["etag"] == f'"{hashlib.sha256(png.content).hexdigest()}"'
+    meta = client.get(f"/jobs/{ids[0]}/result", params={"file": "result.json"}, headers=alice).json()
+    assert meta["job_id"] == ids[0] and meta["width"] == TINY["width"]
+
+    # newest first, filtered by status, paginated; count is all matches, not the page
+    page = client.get("/jobs", params={"status": "succeeded", "limit": 2}, headers=alice).json()
+    assert page["count"] == 3 and [d["job_id"] for d in page["data"]] == [ids[2], ids[1]]
+    rest = client.get("/jobs", params={"status": "succeeded", "limit": 2, "offset": 2}, headers=alice).json()
+    assert rest["count"] == 3 and [d["job_id"] for d in rest["data"]] == [ids[0]]
+    none = client.get("/jobs", params={"status": "queued"}, headers=alice).json()
+    assert none["count"] == 0 and none["data"] == []
+    assert client.get("/jobs", params={"status": "done"}, headers=alice).status_code == 422
+    far = client.get("/jobs", params={"offset": 2**31 - 1}, headers=alice)  # the largest allowed
+    assert far.status_code == 200 and far.json()["count"] == 3 and far.json()["data"] == []
+    assert client.get("/jobs", headers=bob).json()["count"] == 0
+    assert client.get(f"/jobs/{ids[0]}", headers=bob).status_code == 404
+
+    deleted = client.delete(f"/jobs/{ids[1]}", headers=alice)
+    assert deleted.status_code == 200 and deleted.json()["status"] == "succeeded"
+    assert client.get(f"/jobs/{ids[1]}", headers=alice).status_code == 404
+    assert client.get(f"/jobs/{ids[1]}/result", headers=alice).status_code == 404
+    left = client.get("/jobs", headers=alice).json()
+    assert left["count"] == 2 and [d["job_id"] for d in left["data"]] == [ids[2], ids[0]]
+
+
+def test_two_replicas_run_each_job_exactly_once(make_pg_client: Client, tmp_path: Path) -> None:
+    """Two apps, each with its own local runner and DATA_DIR, share the database and the result
+    storage. Each runner writes `<its DATA_DIR>/logs/<job_id>.log` for every job it starts."""
+    results = tmp_path / "results"
+    replicas = {name: make_pg_client(data_dir=tmp_path / name, storage_dir=results) for name in ("a", "b")}
+    a, b = replicas["a"], replicas["b"]
+    alice = sign_up_and_in(a, "alice")  # one account and one secret: the token works on both
+
+    ids = [submit(client, alice)["job_id"] for client in (a, b) * 3]  # both dispatchers wake
+    for i, job_id in enumerate(ids):
+        doc = wait_for((a, b)[i % 2], job_id, alice)
+        assert doc["status"] == "succeeded", doc
+
+    ran_by = {
+        job_id: [name for name in replicas if (tmp_path / name / "logs" / f"{job_id}.log").exists()]
+        for job_id in ids
+    }
+    assert all(len(names) == 1 for names in ran_by.values()), ran_by  # no job started by both
+    assert {names[0] for names in ran_by.values()} == {"a", "b"}, ran_by  # and both took work
+    stored = jobs_in_db(engine_of(a))
+    assert {job_id: stored[job_id].attempts for job_id in ids} == dict.fromkeys(ids, 1)
+    for job_id in ids:
+        meta = json.loads((results / "alice" / job_id / "result.json").read_text())
+        assert meta["job_id"] == job_id
+        # either replica serves any job's result: the record and the storage are shared
+        assert b.get(f"/jobs/{job_id}/result", headers=alice).status_code == 200
+
+
+def test_concurrent_claims_hand_out_each_job_once(database_url: str) -> None:
+    """The dispatcher's conditional UPDATE, raced by four engines (four replicas) at once."""
+    workers, count = 4, 40
+    engines = [db.make_engine(database_url) for _ in range(workers)]
+    try:
+        db.init_db(engines[0])
+        with Session(engines[0]) as session:
+            ids = {
+                crud.create_job(
+                    session, owner="alice", params=TINY, callback_url=None, runner="local", max_active=count
+                ).id
+                for _ in range(count)
+            }
+        start = threading.Barrier(workers)
+
+        def claim_all(engine: Engine) -> list[str]:
+            start.wait(timeout=30)
+            claimed = []
+            while True:
+                with Session(engine, expire_on_commit=False) as session:
+                    job = crud.claim_next_queued(session)
+                if job is None:
+                    return claimed
+                assert job.status == "pending" and job.attempts == 1, job
+                claimed.append(job.id)
+
+        with ThreadPoolExecutor(workers) as pool:
+            claims = [job_id for got in pool.map(claim_all, engines) for job_id in got]
+        assert len(claims) == len(set(claims)) == count and set(claims) == ids  # each exactly once
+        stored = jobs_in_db(engines[0]).values()
+        assert {(job.status, job.attempts) for job in stored} == {("pending", 1)}
+    finally:
+        for engine in engines:
+            engine.dispose()
+
+
+def test_restart_keeps_accounts_tokens_and_queued_jobs(make_pg_client: Client, tmp_path: Path) -> None:
+    """All state lives in PostgreSQL: the new app has a different, empty DATA_DIR."""
+    secret = "postgres-restart-secret-" + "z" * 40
+    first = make_pg_client(jwt_secret=secret, local_max_concurrent=0, data_dir=tmp_path / "first")
+    alice = sign_up_and_in(first, "alice")
+    queued, interrupted = (submit(first, alice)["job_id"] for _ in range(2))
+    first.__exit__(None, None, None)
+    with Session(engine_of(first)) as session:  # as a crash mid-render leaves a running job
+        job = session.get(Job, interrupted)
+        job.status, job.attempts = "running", 1
+        session.add(job)
+        session.commit()
+
+    second = make_pg_client(jwt_secret=secret, data_dir=tmp_path / "second")
+    listed = second.get("/jobs", headers=alice)  # the token from before the restart
+    assert listed.status_code == 200, listed.text
+    assert {d["job_id"] for d in listed.json()["data"]} == {queued, interrupted}
+    creds = {"username": "alice", "password": "correct-horse"}
+    assert second.post("/auth/sign-up", json=creds).status_code == 409
+    assert second.post("/auth/sign-in", json=creds).status_code == 200
+
+    for job_id in (queued, interrupted):
+        doc = wait_for(second, job_id, alice)
+        assert doc["status"] == "succeeded", doc
+        assert second.get(f"/jobs/{job_id}/result", headers=alice).status_code == 200
+    stored = jobs_in_db(engine_of(second))
+    assert (stored[queued].attempts, stored[interrupted].attempts) == (1, 2)

@@ -14,6 +14,7 @@ from sqlmodel import Session
 from job_image.storage import Storage, storage_from_env
 from scheduler import crud, db
 from scheduler.callbacks import CallbackSender
+from scheduler.core import security
 from scheduler.core.config import Settings
 from scheduler.core.jwt import load_secret
 from scheduler.core.ratelimit import RateLimiter
@@ -61,6 +62,7 @@ class Service:
     async def start(self) -> None:
         """Create tables, let the runner re-adopt what was running, then start queued jobs."""
         await asyncio.to_thread(db.init_db, self.engine)
+        await security.prepare(self.settings.bcrypt_rounds)
         with self.session() as session:
             active = crud.jobs_with_status(session, statuses=("pending", "running"))
         if active:

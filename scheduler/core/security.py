@@ -66,6 +66,12 @@ async def verify_password(password: str, hashed: str | None, rounds: int) -> boo
     return await asyncio.to_thread(_verify, password, hashed, rounds)
 
 
+async def prepare(rounds: int) -> None:
+    """Make the dummy hash now (at start-up), so the first unknown-user sign-in is not the one
+    request that takes two hashes' time."""
+    await asyncio.to_thread(_dummy_hash, rounds)
+
+
 def _hash(password: str, rounds: int) -> str:
     return bcrypt.hashpw(password.encode("utf-8"), bcrypt.gensalt(rounds)).decode("ascii")
 

@@ -1,6 +1,7 @@
 # The API image: scheduler + job_image (the scheduler imports the job's parameter model, and the
 # local runner runs `python -m job_image`). The job image is job_image/Dockerfile.
 #   docker build -t fractal-scheduler:latest .
+# The context is what .dockerignore allows (an allowlist): a new COPY source goes there too.
 FROM python:3.11-slim
 
 ENV PYTHONDONTWRITEBYTECODE=1 \

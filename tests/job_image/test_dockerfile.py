@@ -21,7 +21,8 @@ def test_opencl_for_cpu_and_nvidia() -> None:
     assert "pocl-opencl-icd" in DOCKERFILE and "ocl-icd-libopencl1" in DOCKERFILE
     assert re.search(r"libnvidia-opencl\.so\.1.*> /etc/OpenCL/vendors/nvidia\.icd", DOCKERFILE)
     assert "NVIDIA_DRIVER_CAPABILITIES=compute,utility" in DOCKERFILE
-    assert "NVIDIA_VISIBLE_DEVICES=all" in DOCKERFILE
+    # The device plugin sets NVIDIA_VISIBLE_DEVICES for pods that request a GPU; the image must not.
+    assert not re.search(r"NVIDIA_VISIBLE_DEVICES\s*=", DOCKERFILE)
 
 
 def test_runs_the_job_as_a_numeric_non_root_user() -> None:

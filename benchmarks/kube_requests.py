@@ -81,7 +81,13 @@ async def main(args: argparse.Namespace) -> None:
             uvicorn.Config(create_app(settings), host="127.0.0.1", port=http_port, log_level="warning")
         )
         serving = asyncio.create_task(server.serve())
+        start_by = time.monotonic() + 30
         while not server.started:
+            if serving.done():  # e.g. the port was taken: say why instead of waiting forever
+                serving.result()
+                raise SystemExit("the API server exited before it started")
+            if time.monotonic() > start_by:
+                raise SystemExit("the API server did not start within 30 s")
             await asyncio.sleep(0.05)
         url = f"http://127.0.0.1:{http_port}"
         async with httpx.AsyncClient(base_url=url, timeout=90) as client:

@@ -119,9 +119,7 @@ class Service:
         with self.session() as session:
             final = JobPublic.of(session.get(Job, job.id) or job)
         await asyncio.to_thread(self.storage.delete_prefix, job.result_prefix)
-        forget = getattr(self.runner, "forget", None)
-        if forget is not None:
-            forget(job.id)
+        self.runner.forget(job.id)
         with self.session() as session:
             crud.delete_job(session, job_id=job.id)
         self.tracker.notify(job.id)

@@ -76,16 +76,17 @@ class Tracker:
         self.on_started, self.on_finished, self.on_requeued = on_started, on_finished, on_requeued
         self._changed: dict[str, asyncio.Event] = {}
 
-    async def report(self, report: StatusReport) -> None:
-        """The `report` callback every runner is built with."""
+    async def report(self, report: StatusReport) -> bool:
+        """The `report` callback every runner is built with; False when the job has no record
+        (deleted, perhaps through another replica: the runner then removes what is left)."""
         with Session(self.engine, expire_on_commit=False) as session:
             job = session.get(Job, report.job_id)
             if job is None:  # deleted meanwhile: nothing to record
                 log.debug("report for unknown job %s ignored", report.job_id)
-                return
+                return False
             was_started = job.started_at is not None
             if not apply_report(job, report, max_attempts=self.max_attempts):
-                return
+                return True
             session.add(job)
             session.commit()
         log.info("job %s is %s%s", job.id, job.status, f": {job.error}" if job.error else "")
@@ -96,6 +97,7 @@ class Tracker:
         elif job.status == "queued":
             self.on_requeued(job)
         self.notify(job.id)
+        return True
 
     def notify(self, job_id: str) -> None:
         event = self._changed.pop(job_id, None)

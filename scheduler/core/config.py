@@ -101,6 +101,11 @@ class Settings(BaseSettings):
     kube_max_active_jobs: int = Field(
         100, description="unfinished Jobs at once; keep it within the namespace's ResourceQuota"
     )
+    kube_orphan_min_age_seconds: float = Field(
+        10.0,
+        description="an unfinished Job this much older than the service's start and unknown to the DB "
+        "is deleted; the margin covers clock skew and a rollout's second replica",
+    )
     kube_log_limit_bytes: int = Field(
         1_048_576, description="pods/log reads are capped so one chatty job cannot fill memory"
     )

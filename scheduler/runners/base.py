@@ -51,7 +51,7 @@ class StatusReport:
     extra: dict[str, str] = field(default_factory=dict)
 
 
-Report = Callable[[StatusReport], Awaitable[None]]
+Report = Callable[[StatusReport], Awaitable[bool | None]]  # False: the DB has no record of that job
 
 
 class RunnerUnavailable(Exception):
@@ -82,3 +82,6 @@ class Runner(Protocol):
 
     async def check(self) -> None:
         """Raise with a sentence when the runner cannot work (for /readyz)."""
+
+    def forget(self, job_id: str) -> None:
+        """The job's record was deleted: report and save nothing more for it; remove what is left."""

@@ -19,8 +19,10 @@ Succeeded/Failed as a cluster's would (conditions, reasons, termination message 
 log's tail under FallbackToLogsOnError), honouring backoffLimit and activeDeadlineSeconds.
 
 Fault knobs: `faults[job_id]` = "image_pull" | "oom" | "unschedulable"; a GPU limit is
-unschedulable on its GPU-less node; `down()`/`up()` refuse connections and cut open streams;
-`expire_watches()` ends open watches with a 410 ERROR and forgets the history.
+unschedulable on its GPU-less node; `pod_quota` = N plays a ResourceQuota `pods: N` (the Job
+controller's pod creation is refused with a FailedCreate event on the Job until a slot frees);
+`down()`/`up()` refuse connections and cut open streams; `expire_watches()` ends open watches
+with a 410 ERROR and forgets the history.
 """
 
 from __future__ import annotations
@@ -173,7 +175,10 @@ class Store:
         self.history_rvs.append(self.rv)
         self.cond.notify_all()
 
-    def create(self, resource: str, ns: str, obj: Obj) -> Obj:
+    def create(
+        self, resource: str, ns: str, obj: Obj, prepare: Callable[[Obj], None] | None = None
+    ) -> Obj:
+        """Store a new object; `prepare` fills what depends on the uid before anyone sees it."""
         with self.cond:
             meta = obj.setdefault("metadata", {})
             if not meta.get("name") and meta.get("generateName"):
@@ -204,6 +209,8 @@ class Store:
                 creationTimestamp=now_iso(),
                 generation=1,
             )
+            if prepare is not None:
+                prepare(obj)
             self.objects[key] = obj
             self._record(resource, ns, "ADDED", copy.deepcopy(obj))
             return copy.deepcopy(obj)
@@ -260,6 +267,25 @@ class Store:
             self.cond.notify_all()
 
 
+def _select_own_pods(job: Obj) -> None:
+    """What the Job API adds once the uid exists (no manualSelector): a selector on the
+    controller uid, and its labels on the pod template.
+    https://kubernetes.io/docs/concepts/workloads/controllers/job/#specifying-your-own-pod-selector"""
+    spec, meta = job["spec"], job["metadata"]
+    if spec.get("manualSelector"):
+        return
+    spec["selector"] = {"matchLabels": {"batch.kubernetes.io/controller-uid": meta["uid"]}}
+    template = spec["template"].setdefault("metadata", {})
+    template.setdefault("labels", {}).update(
+        {
+            "batch.kubernetes.io/controller-uid": meta["uid"],
+            "batch.kubernetes.io/job-name": meta["name"],
+            "controller-uid": meta["uid"],
+            "job-name": meta["name"],
+        }
+    )
+
+
 # --- the HTTP side ---------------------------------------------------------------------------
 
 PATH = re.compile(
@@ -308,8 +334,7 @@ class Handler(BaseHTTPRequestHandler):
         self.end_headers()
         self.wfile.write(data)
 
-    def _send_text(self, code: int, text: str) -> None:
-        data = text.encode()
+    def _send_text(self, code: int, data: bytes) -> None:
         self.send_response(code)
         self.send_header("Content-Type", "text/plain")
         self.send_header("Content-Length", str(len(data)))
@@ -499,6 +524,7 @@ class FakeApiServer:
         self.node_gpus = 0
         self.bookmark_interval = 1.0
         self.tick = 0.02  # how often the kubelet looks at its processes
+        self.pod_quota: int | None = None  # a ResourceQuota's `pods`: non-terminal pods allowed
         self.workdir = workdir or REPO
         self.closing = False
         self.connections: set[socket.socket] = set()
@@ -641,9 +667,10 @@ class FakeApiServer:
         return obj
 
     def create(self, resource: str, ns: str, body: Obj) -> Obj:
+        prepare = None
         if resource == "jobs":
-            body = self._default_job(body)
-        obj = self.store.create(resource, ns, body)
+            body, prepare = self._default_job(body), _select_own_pods
+        obj = self.store.create(resource, ns, body, prepare)
         if resource == "jobs":
             self._spawn(self._run_job, ns, obj["metadata"]["name"])
         return obj
@@ -675,7 +702,9 @@ class FakeApiServer:
             "details": {"name": name, "group": group, "kind": resource, "uid": obj["metadata"]["uid"]},
         }
 
-    def pod_log(self, ns: str, name: str, query: dict[str, str]) -> str:
+    def pod_log(self, ns: str, name: str, query: dict[str, str]) -> bytes:
+        """The container's output: the last `tailLines` lines, then at most `limitBytes` bytes
+        (the kubelet's order: the byte cap may cut the tail's end, or a UTF-8 character)."""
         pod = self.get("pods", ns, name)
         statuses = pod.get("status", {}).get("containerStatuses") or []
         if not statuses or "waiting" in statuses[0].get("state", {}):
@@ -684,14 +713,18 @@ class FakeApiServer:
             raise ApiError(
                 400, "BadRequest", f'container "{container}" in pod "{name}" is waiting to start: {reason}'
             )
-        text = bytes(self.logs.get(name, b"")).decode(errors="replace")
+        data = bytes(self.logs.get(name, b""))
+        tail = int(query.get("tailLines") or -1)
+        if tail >= 0:
+            lines = data.splitlines(keepends=True)
+            data = b"".join(lines[len(lines) - tail :]) if tail else b""
         limit = int(query.get("limitBytes") or 0)
-        return text[:limit] if limit else text
+        return data[:limit] if limit else data
 
     # --- objects as a cluster fills them in ----------------------------------------------------
 
     def _default_job(self, body: Obj) -> Obj:
-        """Defaults the Job API would set; the controller-uid labels come after the uid."""
+        """Defaults the Job API would set; the selector and its labels come once the uid exists."""
         body = copy.deepcopy(body)
         spec = body.setdefault("spec", {})
         spec.setdefault("parallelism", 1)
@@ -763,22 +796,31 @@ class FakeApiServer:
                 startTime=now_iso(), active=0, ready=0, terminating=0, uncountedTerminatedPods={}
             ),
         )
+        refused = False
         while not self.closing:
             job = self.store.get("jobs", ns, name)
             if job is None:
                 return
+            deadline = job["spec"].get("activeDeadlineSeconds")
+            refusal = self._pod_refusal(ns, job)
+            if refusal:
+                if not refused:  # a cluster aggregates the retries into one event's count
+                    self._event(ns, job, "Job", "FailedCreate", refusal, "Warning")
+                    refused = True
+                if deadline and time.monotonic() > started + deadline:
+                    self._past_deadline(ns, name)
+                    return
+                time.sleep(self.tick * 5)
+                continue
             pod = self._create_pod(ns, job)
             self._event(ns, job, "Job", "SuccessfulCreate", f"Created pod: {pod['metadata']['name']}")
             self.store.update("jobs", ns, name, lambda j: j["status"].update(active=1))
-            deadline = job["spec"].get("activeDeadlineSeconds")
             outcome = self._run_pod(ns, pod, job, started + deadline if deadline else None)
             if outcome == "gone" or self.store.get("jobs", ns, name) is None:
                 return
             if outcome == "deadline":
                 self.store.delete("pods", ns, pod["metadata"]["name"])
-                self._finish_job(
-                    ns, name, "Failed", "DeadlineExceeded", "Job was active longer than specified deadline"
-                )
+                self._past_deadline(ns, name)
                 return
             if outcome == "succeeded":
                 self.store.update(
@@ -801,6 +843,10 @@ class FakeApiServer:
                     ns, name, "Failed", "BackoffLimitExceeded", "Job has reached the specified backoff limit"
                 )
                 return
+
+    def _past_deadline(self, ns: str, name: str) -> None:
+        message = "Job was active longer than specified deadline"
+        self._finish_job(ns, name, "Failed", "DeadlineExceeded", message)
 
     def _finish_job(self, ns: str, name: str, kind: str, reason: str, message: str) -> None:
         ts = now_iso()
@@ -831,18 +877,28 @@ class FakeApiServer:
                 "Normal" if kind == "Complete" else "Warning",
             )
 
+    def _pod_refusal(self, ns: str, job: Obj) -> str:
+        """The quota admission's refusal of the Job's next pod, as the Job controller's
+        FailedCreate event words it; "" when the pod may be created."""
+        if self.pod_quota is None:
+            return ""
+        used = sum(
+            1
+            for p in self.store.list("pods", ns)[0]
+            if p.get("status", {}).get("phase") not in ("Succeeded", "Failed")
+        )
+        if used < self.pod_quota:
+            return ""
+        pod = job["metadata"]["name"] + "-" + "".join(random.choices(string.ascii_lowercase, k=5))
+        return (
+            f'Error creating: pods "{pod}" is forbidden: exceeded quota: fractal-quota, '
+            f"requested: pods=1, used: pods={used}, limited: pods={self.pod_quota}"
+        )
+
     def _create_pod(self, ns: str, job: Obj) -> Obj:
         meta, template = job["metadata"], job["spec"]["template"]
         uid = meta["uid"]
-        labels = dict(template.get("metadata", {}).get("labels") or {})
-        labels.update(
-            {
-                "batch.kubernetes.io/controller-uid": uid,
-                "controller-uid": uid,
-                "batch.kubernetes.io/job-name": meta["name"],
-                "job-name": meta["name"],
-            }
-        )
+        labels = dict(template.get("metadata", {}).get("labels") or {})  # incl. controller-uid, job-name
         spec = copy.deepcopy(template["spec"])
         spec.setdefault("serviceAccountName", "default")
         spec.setdefault("enableServiceLinks", True)

@@ -2,7 +2,8 @@
 
 Modes (argv[1]): ok (uploads image.png + result.json like the real job), fail (one stderr
 line, exit 2), sleep (runs until killed), wait-file PATH [SECONDS] (runs until PATH exists
-or SECONDS, default 60, have passed; then ok).
+or SECONDS, default 60, have passed; then ok), chatty LINES WIDTH (prints LINES numbered lines
+of WIDTH two-byte characters each; then ok).
 """
 
 from __future__ import annotations
@@ -32,6 +33,10 @@ def main() -> int:
         return 2
     if mode == "sleep":
         time.sleep(600)
+    if mode == "chatty":
+        for i in range(int(sys.argv[2])):
+            sys.stdout.buffer.write(f"line {i:05d} {'ü' * int(sys.argv[3])}\n".encode())
+        sys.stdout.flush()
     if mode == "wait-file":
         deadline = time.monotonic() + (float(sys.argv[3]) if len(sys.argv) > 3 else 60)
         while not Path(sys.argv[2]).exists() and time.monotonic() < deadline:

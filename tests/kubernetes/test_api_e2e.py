@@ -11,9 +11,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from fastapi.testclient import TestClient
 
 from scheduler.core.config import Settings
-from tests.kubernetes.apiserver import FakeApiServer
+from tests.kubernetes.apiserver import FakeApiServer, load_rules
 from tests.kubernetes.conftest import STANDIN
 
 main = pytest.importorskip("scheduler.main", reason="the scheduler app is not there yet")
@@ -22,8 +23,6 @@ create_app = getattr(main, "create_app", None)
 
 @pytest.mark.skipif(create_app is None, reason="scheduler.main has no create_app(settings)")
 def test_render_through_the_api(settings: Settings, apiserver: FakeApiServer) -> None:
-    from fastapi.testclient import TestClient
-
     apiserver.default_command = None  # the real `python -m job_image`
     settings = settings.model_copy(update={"jwt_secret": "x" * 48, "bcrypt_rounds": 4})
     with TestClient(create_app(settings)) as client:
@@ -54,8 +53,6 @@ def test_render_through_the_api(settings: Settings, apiserver: FakeApiServer) ->
 def test_api_server_down_keeps_jobs_queued_and_refuses_cancel_cleanly(
     settings: Settings, apiserver: FakeApiServer, tmp_path: Path
 ) -> None:
-    from fastapi.testclient import TestClient
-
     settings = settings.model_copy(
         update={"jwt_secret": "x" * 48, "bcrypt_rounds": 4, "dispatch_retry_max_seconds": 0.5}
     )
@@ -83,6 +80,30 @@ def test_api_server_down_keeps_jobs_queued_and_refuses_cancel_cleanly(
         assert poll_until(client, new_id, auth, FINISHED)["status"] == "succeeded"
         go.touch()  # the refused cancel left no mark: the job ends as it would have
         assert poll_until(client, sleeper, auth, FINISHED)["status"] == "succeeded"
+
+
+@pytest.mark.skipif(create_app is None, reason="scheduler.main has no create_app(settings)")
+def test_a_forbidden_cancel_is_a_503_and_leaves_no_mark(
+    settings: Settings, apiserver: FakeApiServer, tmp_path: Path
+) -> None:
+    apiserver.rules = [dict(r, verbs=[v for v in r["verbs"] if v != "delete"]) for r in load_rules()]
+    settings = settings.model_copy(update={"jwt_secret": "x" * 48, "bcrypt_rounds": 4})
+    go = tmp_path / "go"
+    apiserver.default_command = [sys.executable, STANDIN, "wait-file", str(go)]
+    with TestClient(create_app(settings)) as client:
+        creds = {"username": "alice", "password": "correct-horse"}
+        client.post("/auth/sign-up", json=creds)
+        auth = {"Authorization": f"Bearer {client.post('/auth/sign-in', json=creds).json()['access_token']}"}
+        job_id = client.post("/jobs", json={"width": 8, "height": 8}, headers=auth).json()["job_id"]
+        poll_until(client, job_id, auth, ("running",))
+
+        refused = client.delete(f"/jobs/{job_id}", headers=auth)
+        assert refused.status_code == 503
+        assert "the service account may not delete jobs.batch in namespace fractal-test" in (
+            refused.json()["detail"]
+        )
+        go.touch()
+        assert poll_until(client, job_id, auth, FINISHED)["status"] == "succeeded"
 
 
 FINISHED = ("succeeded", "failed", "cancelled")

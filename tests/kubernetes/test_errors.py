@@ -63,3 +63,32 @@ def test_transport_errors_are_unreachable() -> None:
     with pytest.raises(errors.Unreachable, match="unreachable") as info:
         errors.call(refused)
     assert isinstance(info.value.__cause__, urllib3.exceptions.MaxRetryError)
+
+
+@pytest.mark.parametrize(
+    ("code", "reason", "message", "sentence"),
+    [
+        (
+            403,
+            "Forbidden",
+            'jobs.batch "fractal-x" is forbidden: User "sa" cannot delete resource "jobs"',
+            "the service account may not delete jobs.batch in namespace ns (",
+        ),
+        (401, "Unauthorized", "Unauthorized", "the Kubernetes API server refused the service account's"),
+        (500, "InternalError", "etcdserver: request timed out", "the Kubernetes API server is failing or "),
+        (429, "TooManyRequests", "too many requests", "the Kubernetes API server is failing or "),
+        (422, "Invalid", "bad", "the Kubernetes API server refused to delete jobs.batch ("),
+    ],
+    ids=["forbidden", "unauthorized", "server-error", "throttled", "other"],
+)
+def test_refusal_says_why_in_a_sentence(code: int, reason: str, message: str, sentence: str) -> None:
+    err = errors.translate(api_exception(code, reason, message))
+    text = errors.refusal(err, "delete", "jobs.batch", "ns")
+    assert text.startswith(sentence) and text.endswith(f"{message} (HTTP {code}))")
+
+
+def test_refusal_when_unreachable() -> None:
+    err = errors.translate(urllib3.exceptions.MaxRetryError(None, "/api", "Connection refused"))
+    assert errors.refusal(err, "delete", "jobs.batch", "ns").startswith(
+        "the Kubernetes API server cannot be reached (Kubernetes API server unreachable: "
+    )

@@ -198,3 +198,53 @@ def test_a_retry_after_start_stays_running() -> None:
         }
     )
     assert observe(job, [first, retry]).status == "running"
+
+
+def event(reason: str, message: str, at: str) -> k.CoreV1Event:
+    return k.CoreV1Event.from_dict(
+        {
+            "metadata": {"name": f"fractal-x.{at[-3:-1]}"},
+            "involvedObject": {"kind": "Job", "name": "fractal-x"},
+            "reason": reason,
+            "message": message,
+            "type": "Warning" if reason == "FailedCreate" else "Normal",
+            "lastTimestamp": at,
+        }
+    )
+
+
+QUOTA = (
+    'Error creating: pods "fractal-x-abcde" is forbidden: exceeded quota: compute, '
+    "requested: pods=1, used: pods=10, limited: pods=10"
+)
+PSA = (
+    'Error creating: pods "fractal-x-fghij" is forbidden: violates PodSecurity "restricted:latest": '
+    "runAsNonRoot != true"
+)
+
+
+@pytest.mark.parametrize(
+    ("events", "sentence"),
+    [
+        ([], None),
+        ([event("SuccessfulCreate", "Created pod: fractal-x-abcde", "2025-01-01T00:00:01Z")], None),
+        (
+            [
+                event("FailedCreate", PSA, "2025-01-01T00:00:09Z"),
+                event("FailedCreate", QUOTA, "2025-01-01T00:00:01Z"),
+            ],
+            f"The Job controller cannot create the job's pod (FailedCreate): {PSA}.",
+        ),
+    ],
+    ids=["none", "created", "newest-failure"],
+)
+def test_failed_create(events: list[k.CoreV1Event], sentence: str | None) -> None:
+    assert reasons.failed_create(events) == sentence
+
+
+def test_a_job_without_a_pod_is_explained_by_its_failed_create() -> None:
+    job = k.V1Job.from_dict({"metadata": {"name": "fractal-x"}, "status": {}})
+    why = reasons.failed_create([event("FailedCreate", QUOTA, "2025-01-01T00:00:01Z")])
+    obs = observe(job, [], why)
+    assert obs.status == "pending" and obs.message == why and "exceeded quota: compute" in why
+    assert observe(job, []).message == "Waiting for the Job controller to create a pod."

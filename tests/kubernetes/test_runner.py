@@ -9,11 +9,13 @@ import uuid
 from pathlib import Path
 
 import pytest
+from kubernetes import client as k
 
 from job_image.storage import MinioStorage
 from scheduler.core.config import Settings
-from scheduler.runners.base import RunnerUnavailable
+from scheduler.runners.base import RunnerUnavailable, StatusReport
 from scheduler.runners.kubernetes.errors import Forbidden
+from scheduler.runners.kubernetes.runner import Tracked
 from tests.kubernetes.apiserver import FakeApiServer, load_rules
 from tests.kubernetes.conftest import STANDIN, MakeRunner, Recorder, make_spec, until, wait_log
 
@@ -65,6 +67,11 @@ def test_success_saves_log_state_and_events(
         assert {"SuccessfulCreate", "Scheduled", "Started", "Completed"} <= {e["reason"] for e in events}
         # Once ended, the live log is no longer asked of the API server (storage answers).
         assert await runner.logs(job_id) is None
+        # The API server's selector (on the Job's uid) reached the runner through the client.
+        uid = apiserver.job(job_id)["metadata"]["uid"]
+        selector = runner.jobs[job_id].job.spec.selector
+        assert selector.match_labels == {"batch.kubernetes.io/controller-uid": uid}
+        assert apiserver.pods(job_id)[0]["metadata"]["labels"]["job-name"] == f"fractal-{job_id}"
         await runner.stop()
 
     run(scenario())
@@ -157,8 +164,14 @@ def test_deadline_exceeded(
             "No node can run the job yet (Unschedulable): 0/1 nodes are available: "
             "1 Insufficient nvidia.com/gpu.",
         ),
+        (
+            "quota",
+            "cpu",
+            "The Job controller cannot create the job's pod (FailedCreate): Error creating: pods "
+            '"fractal-',
+        ),
     ],
-    ids=["image-pull", "unschedulable-gpu"],
+    ids=["image-pull", "unschedulable-gpu", "pod-quota"],
 )
 def test_pending_is_explained_then_fails_at_the_pending_deadline(
     make_runner: MakeRunner,
@@ -172,7 +185,9 @@ def test_pending_is_explained_then_fails_at_the_pending_deadline(
 ) -> None:
     settings = settings.model_copy(update={"job_pending_deadline_seconds": 2})
     job_id = new_id()
-    if fault:
+    if fault == "quota":
+        apiserver.pod_quota = 0  # a ResourceQuota `pods: 0`: the Job never gets a pod
+    elif fault:
         apiserver.faults[job_id] = fault
 
     async def scenario() -> None:
@@ -190,6 +205,9 @@ def test_pending_is_explained_then_fails_at_the_pending_deadline(
 
     run(scenario())
     assert recorder.statuses(job_id).count("failed") == 1
+    if fault == "quota":
+        failed = recorder.of(job_id)[-1].error
+        assert "exceeded quota: fractal-quota, requested: pods=1, used: pods=0, limited: pods=0" in failed
 
 
 def test_cancel_deletes_the_job_and_its_pods(
@@ -360,17 +378,19 @@ def _job_body(settings: Settings, job_id: str) -> dict:
     return ApiClient().sanitize_for_serialization(make_job(make_spec(job_id), settings))
 
 
-def test_a_missing_role_verb_fails_the_startup_check(
+def test_a_missing_role_verb_fails_the_startup_check_and_a_refused_cancel_leaves_no_mark(
     make_runner: MakeRunner,
     settings: Settings,
     recorder: Recorder,
     storage: MinioStorage,
     apiserver: FakeApiServer,
+    tmp_path: Path,
 ) -> None:
     rules = load_rules()
     apiserver.rules = [dict(r, verbs=[v for v in r["verbs"] if v != "delete"]) for r in rules]
     job_id = new_id()
-    apiserver.commands[job_id] = [sys.executable, STANDIN, "sleep"]
+    go = tmp_path / "go"
+    apiserver.commands[job_id] = [sys.executable, STANDIN, "wait-file", str(go)]
 
     async def scenario() -> None:
         runner = make_runner(settings, recorder)
@@ -379,12 +399,276 @@ def test_a_missing_role_verb_fails_the_startup_check(
             await runner.check()
         await runner.submit(make_spec(job_id))
         await recorder.wait(job_id, "running")
-        with pytest.raises(Forbidden, match="cannot delete resource"):
+        # RunnerUnavailable: the HTTP layer answers 503 with this sentence.
+        refused = r"^the service account may not delete jobs.batch in namespace fractal-test \("
+        with pytest.raises(RunnerUnavailable, match=refused):
             await runner.cancel(job_id)
+        go.touch()  # the job ends on its own: that end is reported, not a cancel
+        await recorder.wait(job_id, "succeeded")
         await runner.stop()
 
     run(scenario())
     assert apiserver.denials == ["delete jobs.batch"]
+    assert "cancelled" not in recorder.statuses(job_id)
+
+
+def test_an_unreachable_api_server_refuses_cancel_without_a_mark(
+    make_runner: MakeRunner,
+    settings: Settings,
+    recorder: Recorder,
+    storage: MinioStorage,
+    apiserver: FakeApiServer,
+    tmp_path: Path,
+) -> None:
+    job_id = new_id()
+    go = tmp_path / "go"
+    apiserver.commands[job_id] = [sys.executable, STANDIN, "wait-file", str(go)]
+
+    async def scenario() -> None:
+        runner = make_runner(settings, recorder)
+        await runner.start([])
+        await runner.submit(make_spec(job_id))
+        await recorder.wait(job_id, "running")
+        apiserver.down()
+        with pytest.raises(RunnerUnavailable, match="^the Kubernetes API server cannot be reached"):
+            await runner.cancel(job_id)
+        go.touch()
+        apiserver.up()
+        await recorder.wait(job_id, "succeeded")
+        await runner.stop()
+
+    run(scenario())
+    assert "cancelled" not in recorder.statuses(job_id)
+
+
+def _backdate(apiserver: FakeApiServer, job_id: str) -> None:
+    """As if the Job had been created long before the service started."""
+    apiserver.store.update(
+        "jobs",
+        apiserver.namespace,
+        f"fractal-{job_id}",
+        lambda j: j["metadata"].update(creationTimestamp="2020-01-01T00:00:00Z"),
+    )
+
+
+def test_jobs_without_a_record_are_deleted_at_start_and_nothing_is_saved(
+    make_runner: MakeRunner,
+    settings: Settings,
+    recorder: Recorder,
+    storage: MinioStorage,
+    apiserver: FakeApiServer,
+    tmp_path: Path,
+) -> None:
+    orphan_id, ended_id, young_id = new_id(), new_id(), new_id()
+    apiserver.commands[orphan_id] = [sys.executable, STANDIN, "sleep"]
+    apiserver.commands[young_id] = [sys.executable, STANDIN, "wait-file", str(tmp_path / "never")]
+
+    async def scenario() -> None:
+        # Left in the cluster with the service's labels, but the DB lists none of them as active.
+        apiserver.create("jobs", apiserver.namespace, _job_body(settings, ended_id))
+        await until(
+            lambda: any(
+                c["type"] == "Complete"
+                for c in (apiserver.job(ended_id) or {}).get("status", {}).get("conditions", [])
+            ),
+            what="ended before the start",
+        )
+        apiserver.create("jobs", apiserver.namespace, _job_body(settings, orphan_id))
+        _backdate(apiserver, orphan_id)
+        await until(lambda: apiserver.live(orphan_id) != [], what="orphan running")
+        runner = make_runner(settings, recorder)
+        # Created after the runner was built: may be another replica's (rolling update).
+        apiserver.create("jobs", apiserver.namespace, _job_body(settings, young_id))
+        await runner.start([])
+        await until(
+            lambda: apiserver.job(orphan_id) is None
+            and not apiserver.pods(orphan_id)
+            and apiserver.live(orphan_id) == []
+            and orphan_id not in runner.jobs,  # the runner saw the deletion through
+            what="orphan deleted",
+        )
+        assert apiserver.job(ended_id) is not None  # ended: its TTL removes it
+        assert apiserver.job(young_id) is not None
+        await runner.stop()
+
+    run(scenario())
+    assert names(storage, f"alice/{orphan_id}/") == set()
+    # The ended one uploaded its own result; the runner saved nothing beside it.
+    assert names(storage, f"alice/{ended_id}/") == {"image.png", "result.json"}
+    assert recorder.of(orphan_id) == [] and recorder.of(ended_id) == []
+
+
+def test_forget_removes_the_job_and_saves_nothing_more(
+    make_runner: MakeRunner,
+    settings: Settings,
+    recorder: Recorder,
+    storage: MinioStorage,
+    apiserver: FakeApiServer,
+) -> None:
+    """The service deleted the record: a running Job (its cancel raced the delete) and a
+    finished one (before its TTL) are removed."""
+    running_id, finished_id = new_id(), new_id()
+    apiserver.commands[running_id] = [sys.executable, STANDIN, "sleep"]
+
+    async def scenario() -> None:
+        runner = make_runner(settings, recorder)
+        await runner.start([])
+        await runner.submit(make_spec(finished_id))
+        await recorder.wait(finished_id, "succeeded")
+        await runner.submit(make_spec(running_id))
+        await recorder.wait(running_id, "running")
+        runner.forget(running_id)
+        runner.forget(finished_id)
+        await until(
+            lambda: apiserver.job(running_id) is None
+            and apiserver.job(finished_id) is None
+            and apiserver.live(running_id) == []
+            and not ({running_id, finished_id} & set(runner.jobs)),
+            what="Jobs deleted",
+        )
+        await runner.stop()
+
+    run(scenario())
+    assert names(storage, f"alice/{running_id}/") == set()
+    assert recorder.statuses(running_id)[-1] == "running"  # no end reported for a deleted record
+    assert recorder.statuses(finished_id).count("succeeded") == 1
+
+
+class Database(Recorder):
+    """A report callable that says whether the DB holds the job (False: no record), as the
+    tracker's report would with the return value the runner honours."""
+
+    def __init__(self, known: set[str]) -> None:
+        super().__init__()
+        self.known = known
+
+    async def __call__(self, report: StatusReport) -> bool:
+        await super().__call__(report)
+        return report.job_id in self.known
+
+
+def test_a_job_the_database_does_not_know_is_deleted_when_seen(
+    make_runner: MakeRunner,
+    settings: Settings,
+    storage: MinioStorage,
+    apiserver: FakeApiServer,
+) -> None:
+    known_id, stray_id = new_id(), new_id()
+    apiserver.commands[known_id] = apiserver.commands[stray_id] = [sys.executable, STANDIN, "sleep"]
+    reports = Database(known={known_id})
+
+    async def scenario() -> None:
+        runner = make_runner(settings, reports)
+        await runner.start([])
+        await runner.submit(make_spec(known_id))
+        await reports.wait(known_id, "running")
+        # Made while the service runs (by hand, or a replica whose record was deleted since).
+        apiserver.create("jobs", apiserver.namespace, _job_body(settings, stray_id))
+        await until(
+            lambda: apiserver.job(stray_id) is None and apiserver.live(stray_id) == [],
+            what="stray Job deleted",
+        )
+        assert apiserver.job(known_id) is not None and apiserver.live(known_id) != []
+        await runner.stop()
+
+    run(scenario())
+    assert names(storage, f"alice/{stray_id}/") == set()
+    assert "failed" not in reports.statuses(stray_id)
+
+
+class FailsOnce(Recorder):
+    """A report callable whose first report of an end fails (e.g. the DB is briefly away)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.failed: list[StatusReport] = []
+
+    async def __call__(self, report: StatusReport) -> None:
+        if report.status in ("succeeded", "failed", "cancelled") and not self.failed:
+            self.failed.append(report)
+            raise RuntimeError("database is locked")
+        await super().__call__(report)
+
+
+def test_a_failed_end_report_is_sent_again(
+    make_runner: MakeRunner,
+    settings: Settings,
+    storage: MinioStorage,
+    apiserver: FakeApiServer,
+) -> None:
+    settings = settings.model_copy(update={"job_pending_deadline_seconds": 2})  # sweeps every 0.2 s
+    reports = FailsOnce()
+    job_id = new_id()
+
+    async def scenario() -> None:
+        runner = make_runner(settings, reports)
+        await runner.start([])
+        await runner.submit(make_spec(job_id))
+        await reports.wait(job_id, "succeeded")
+        await runner.stop()
+
+    run(scenario())
+    assert [r.status for r in reports.failed] == ["succeeded"]
+    assert reports.statuses(job_id).count("succeeded") == 1
+
+
+def test_the_sweep_survives_an_error(
+    make_runner: MakeRunner,
+    settings: Settings,
+    recorder: Recorder,
+    storage: MinioStorage,
+    apiserver: FakeApiServer,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    settings = settings.model_copy(update={"job_pending_deadline_seconds": 2})
+    job_id, bad_id = new_id(), new_id()
+
+    async def scenario() -> None:
+        runner = make_runner(settings, recorder)
+        await runner.start([])
+        await until(lambda: runner._classified, what="adopted")
+        # A tracked Job the sweep chokes on, every pass (it has no metadata).
+        runner.jobs[bad_id] = Tracked(bad_id, job=k.V1Job())
+        await runner.submit(make_spec(job_id, device="gpu"))  # unschedulable on the GPU-less node
+        failed = await recorder.wait(job_id, "failed", timeout=15)
+        assert failed.error.startswith("The job did not start within 2 s: No node can run the job yet")
+        await runner.stop()
+
+    run(scenario())
+    assert any(f"sweep failed for job {bad_id}" in r.getMessage() for r in caplog.records)
+
+
+def test_the_saved_log_is_its_tail_within_the_byte_limit(
+    make_runner: MakeRunner,
+    settings: Settings,
+    recorder: Recorder,
+    storage: MinioStorage,
+    apiserver: FakeApiServer,
+) -> None:
+    settings = settings.model_copy(update={"kube_log_limit_bytes": 4096})  # the last 32 lines
+    short_id, wide_id = new_id(), new_id()
+    apiserver.commands[short_id] = [sys.executable, STANDIN, "chatty", "3000", "3"]
+    # 212-byte lines: the byte limit cuts the 32 lines' tail inside a two-byte character.
+    apiserver.commands[wide_id] = [sys.executable, STANDIN, "chatty", "40", "100"]
+
+    async def scenario() -> None:
+        runner = make_runner(settings, recorder)
+        await runner.start([])
+        for job_id in (short_id, wide_id):
+            await runner.submit(make_spec(job_id))
+        for job_id in (short_id, wide_id):
+            await recorder.wait(job_id, "succeeded")
+        await runner.stop()
+
+    def saved_log(job_id: str) -> bytes:
+        return b"".join(storage.iter_bytes(f"alice/{job_id}/job.log"))
+
+    run(scenario())
+    short = saved_log(short_id).decode()
+    assert short.endswith("line 02999 üüü\nuploaded\n") and "line 00000" not in short
+    wide = saved_log(wide_id).decode()  # saved whole, the cut character replaced
+    assert wide.startswith("line 00009 ") and wide.endswith("\ufffd")
+    assert {"pod.json", "events.json"} <= names(storage, f"alice/{wide_id}/")
 
 
 def test_a_wrong_token_is_unauthorized(

@@ -121,9 +121,8 @@ async def delete_job(job: OwnedJob, service: ServiceDep) -> JobPublic:
     except StorageError as exc:
         raise storage_unavailable(exc) from exc
     except RunnerUnavailable as exc:  # e.g. the API server is down: nothing was removed
-        raise HTTPException(
-            status.HTTP_503_SERVICE_UNAVAILABLE, f"The job cannot be cancelled right now: {exc}; try again."
-        ) from exc
+        detail = f"The job cannot be cancelled now: {exc}. Nothing was changed; try again later."
+        raise HTTPException(status.HTTP_503_SERVICE_UNAVAILABLE, detail) from exc
 
 
 @router.get("/{job_id}/logs", response_class=PlainTextResponse)

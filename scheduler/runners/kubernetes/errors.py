@@ -101,6 +101,20 @@ def translate(exc: BaseException) -> KubeError:
     return KubeError(f"Kubernetes client: {exc}")
 
 
+def refusal(exc: KubeError, verb: str, resource: str, namespace: str) -> str:
+    """Why a call did not go through, as a clause a user can act on (the HTTP layer makes it
+    a sentence); the API server's own message follows in parentheses."""
+    if isinstance(exc, Forbidden) and not exc.quota:
+        return f"the service account may not {verb} {resource} in namespace {namespace} ({exc})"
+    if isinstance(exc, Unauthorized):
+        return f"the Kubernetes API server refused the service account's token ({exc})"
+    if isinstance(exc, Unreachable):
+        return f"the Kubernetes API server cannot be reached ({exc})"
+    if isinstance(exc, ServerError):
+        return f"the Kubernetes API server is failing or throttling requests ({exc})"
+    return f"the Kubernetes API server refused to {verb} {resource} ({exc})"
+
+
 def call(fn: Callable[..., T], *args: object, **kwargs: object) -> T:
     """Run one client call, raising the family's error `from` the client's."""
     try:

@@ -50,10 +50,11 @@ def terminated(pod: k.V1Pod) -> k.V1ContainerStateTerminated | None:
     return None
 
 
-def pending_message(pod: k.V1Pod | None) -> str:
-    """Why a job has not started yet, as a sentence."""
+def pending_message(pod: k.V1Pod | None, no_pod: str | None = None) -> str:
+    """Why a job has not started yet, as a sentence. `no_pod`: why the Job controller could
+    not create the pod (see failed_create), used while there is none."""
     if pod is None:
-        return "Waiting for the Job controller to create a pod."
+        return no_pod or "Waiting for the Job controller to create a pod."
     status = pod.status
     for cs in _statuses(pod):
         waiting = cs.state.waiting if cs.state else None
@@ -117,6 +118,24 @@ def job_error(job: k.V1Job, pods: Sequence[k.V1Pod]) -> str:
         return f"The job failed {tries} time(s) and reached its retry limit (BackoffLimitExceeded)."
     message = failed.message if failed and failed.message else "the Job failed"
     return f"{message.rstrip('.')} ({reason or 'Failed'})."
+
+
+def failed_create(events: Sequence[k.CoreV1Event]) -> str | None:
+    """Why the Job controller cannot create the job's pod, from the Job's newest FailedCreate
+    event: a full ResourceQuota ('Error creating: pods "..." is forbidden: exceeded quota: ...')
+    or a Pod Security admission refusal. No pod exists then, so no pod status says it.
+    https://kubernetes.io/docs/concepts/policy/resource-quotas/"""
+    found = [e for e in events if e.reason == "FailedCreate"]
+    if not found:
+        return None
+    newest = max(found, key=event_time)
+    return _sentence("The Job controller cannot create the job's pod (FailedCreate)", newest.message)
+
+
+def event_time(event: k.CoreV1Event) -> str:
+    """A sort key: when the event last happened, as ISO text ("" when unset)."""
+    ts = event.last_timestamp or event.event_time or (event.metadata and event.metadata.creation_timestamp)
+    return ts.isoformat() if ts else ""
 
 
 def _sentence(head: str, detail: str | None) -> str:

@@ -46,8 +46,9 @@ def _newest(pods: Sequence[k.V1Pod]) -> k.V1Pod | None:
     return max(pods, key=reasons.created, default=None)
 
 
-def observe(job: k.V1Job, pods: Sequence[k.V1Pod]) -> Observation:
-    """What the job is doing now."""
+def observe(job: k.V1Job, pods: Sequence[k.V1Pod], no_pod: str | None = None) -> Observation:
+    """What the job is doing now. `no_pod`: why no pod could be created, when that is known
+    (the Job's FailedCreate event); it explains a pending job that has no pod."""
     started = _started(pods)
     complete = reasons.job_condition(job, "Complete")
     if complete is not None:
@@ -69,4 +70,4 @@ def observe(job: k.V1Job, pods: Sequence[k.V1Pod]) -> Observation:
         # Ended pods on a Job without a terminal condition: the controller is about to mark
         # it, or a retry is coming. Once started, a job never goes back to pending.
         return Observation("running", started_at=started)
-    return Observation("pending", started_at=started, message=reasons.pending_message(newest))
+    return Observation("pending", started_at=started, message=reasons.pending_message(newest, no_pod))

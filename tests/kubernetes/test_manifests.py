@@ -187,7 +187,8 @@ def test_api_deployment() -> None:
     ]
     assert api["spec"]["strategy"]["type"] == "RollingUpdate"
     container = api["spec"]["template"]["spec"]["containers"][0]
-    assert container["readinessProbe"]["httpGet"]["path"] == "/readyz"
+    assert container["startupProbe"]["httpGet"]["path"] == "/readyz"  # the runner too, once
+    assert container["readinessProbe"]["httpGet"]["path"] == "/readyz?exclude=runner"
     assert container["livenessProbe"]["httpGet"]["path"] == "/healthz"
     refs = [next(iter(e.values()))["name"] for e in container["envFrom"]]
     assert {"minio-config", "minio-secret", "fractal-scheduler-secret"} <= set(refs)

@@ -14,6 +14,7 @@ from kubernetes import client as k
 from job_image.storage import MinioStorage
 from scheduler.core.config import Settings
 from scheduler.runners.base import RunnerUnavailable, StatusReport
+from scheduler.runners.kubernetes import objects
 from scheduler.runners.kubernetes.errors import Forbidden
 from scheduler.runners.kubernetes.runner import Tracked
 from tests.kubernetes.apiserver import FakeApiServer, load_rules
@@ -410,6 +411,25 @@ def test_a_missing_role_verb_fails_the_startup_check_and_a_refused_cancel_leaves
     run(scenario())
     assert apiserver.denials == ["delete jobs.batch"]
     assert "cancelled" not in recorder.statuses(job_id)
+
+
+def test_concurrent_readiness_checks_share_one_access_review_round(
+    make_runner: MakeRunner, settings: Settings, recorder: Recorder, apiserver: FakeApiServer
+) -> None:
+    """The start-up review found the API server away: /readyz asks again, and however many
+    probes arrive while that round is in flight, one round of reviews is made."""
+
+    async def scenario() -> None:
+        runner = make_runner(settings, recorder)
+        apiserver.down()
+        await runner.start([])  # its access check fails: the runner does not know yet
+        apiserver.up()
+        await asyncio.gather(*(runner.check() for _ in range(5)), return_exceptions=True)
+        await runner.check()  # answered now: no more reviews
+        await runner.stop()
+
+    run(scenario())
+    assert apiserver.requests["create selfsubjectaccessreviews"] == len(objects.API_ACCESS)
 
 
 def test_an_unreachable_api_server_refuses_cancel_without_a_mark(

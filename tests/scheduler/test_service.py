@@ -90,6 +90,8 @@ def test_readyz_is_503_when_storage_is_down(make_client: Client) -> None:
     ready = client.get("/readyz")
     assert ready.status_code == 503 and "storage" in ready.json()["problems"]
     assert "storage" in ready.json()["detail"]
+    assert client.get("/readyz", params={"exclude": "storage"}).status_code == 200
+    assert client.get("/readyz", params={"exclude": "disk"}).status_code == 422
 
 
 def test_minio_path_renders_and_streams_through_s3(make_client: Client, minio_env: dict[str, str]) -> None:

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Response
+from typing import Annotated, Literal
+
+from fastapi import APIRouter, Query, Response
 from fastapi.responses import JSONResponse
 
 from scheduler.api.deps import ServiceDep
@@ -16,10 +18,18 @@ def healthz() -> dict[str, str]:
     return {"status": "ok"}
 
 
+Check = Literal["database", "storage", "runner"]
+ExcludeQuery = Annotated[list[Check] | None, Query(description="checks to leave out, as kube-apiserver's")]
+
+
 @router.get("/readyz")
-async def readyz(service: ServiceDep) -> JSONResponse:
-    """Database, storage and runner all reachable (readiness); 503 says which is not."""
-    problems = await service.problems()
+async def readyz(
+    service: ServiceDep,
+    exclude: ExcludeQuery = None,
+) -> JSONResponse:
+    """Database, storage and runner all reachable (readiness); 503 says which is not.
+    `?exclude=runner` leaves a check out, e.g. for a Deployment's readinessProbe."""
+    problems = await service.problems(exclude or ())
     if problems:
         detail = "Not ready: " + "; ".join(f"{part}: {why}" for part, why in problems.items())
         return JSONResponse({"detail": detail, "problems": problems}, status_code=503)

@@ -90,6 +90,7 @@ class KubernetesRunner:
         self.core: k.CoreV1Api | None = None
         self.reflectors: list[Reflector] = []
         self.denied: list[str] | None = None  # None until the access check has answered
+        self._access_check: asyncio.Future[None] | None = None  # the review round in flight
         self._loop: asyncio.AbstractEventLoop | None = None
         self._tasks: set[asyncio.Task[None]] = set()
         self._active: list[JobSpec] = []
@@ -363,9 +364,12 @@ class KubernetesRunner:
 
     async def check(self) -> None:
         """Raise a sentence when Jobs cannot be run: a missing verb, or no API server."""
-        if self.denied is None:
-            self._connect()
-            await self._check_access()
+        if self.denied is None:  # one review round at a time, however often /readyz asks
+            if self._access_check is None or self._access_check.done():
+                self._connect()
+                self._access_check = asyncio.ensure_future(self._check_access())
+                self._access_check.add_done_callback(lambda t: t.cancelled() or t.exception())
+            await asyncio.shield(self._access_check)
         if self.denied:
             raise errors.Forbidden(
                 f"the service account may not {', '.join(self.denied)} in namespace {self.namespace}"

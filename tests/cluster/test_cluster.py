@@ -114,10 +114,25 @@ def test_cancel_removes_the_job(settings: Settings, storage: Storage) -> None:
             await reports.wait(job.job_id, {"pending", "running"}, timeout=60)
             await runner.cancel(job.job_id)
             await reports.wait(job.job_id, {"cancelled"}, timeout=30)
+            await gone(runner, job.job_id, timeout=60)  # the Job and, in the background, its pods
         finally:
             await runner.stop()
 
     asyncio.run(scenario())
+
+
+async def gone(runner: KubernetesRunner, job_id: str, timeout: float) -> None:
+    """Poll the API server until neither the Job nor a pod of it is left."""
+    selector = f"fractal-scheduler/job-id={job_id}"
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        listed = {"namespace": runner.namespace, "label_selector": selector, "_request_timeout": 10}
+        jobs = runner.batch.list_namespaced_job(**listed)
+        pods = runner.core.list_namespaced_pod(**listed)
+        if not jobs.items and not pods.items:
+            return
+        await asyncio.sleep(1)
+    raise AssertionError(f"job {job_id}: its Job or pods are still there after {timeout} s")
 
 
 def test_missing_image_is_explained_and_fails_at_the_pending_deadline(

@@ -413,6 +413,28 @@ def test_a_missing_role_verb_fails_the_startup_check_and_a_refused_cancel_leaves
     assert "cancelled" not in recorder.statuses(job_id)
 
 
+def test_a_created_job_holds_a_slot_before_the_watch_shows_it(
+    make_runner: MakeRunner, settings: Settings, recorder: Recorder, apiserver: FakeApiServer
+) -> None:
+    """No watch runs here (start() is not called): capacity must not wait for one, or a burst
+    of submits would create more Jobs than KUBE_MAX_ACTIVE_JOBS allows."""
+    settings = settings.model_copy(update={"kube_max_active_jobs": 2})
+    ids = [new_id(), new_id()]
+
+    async def scenario() -> None:
+        runner = make_runner(settings, recorder)
+        assert runner.capacity() == 2
+        for job_id in ids:
+            await runner.submit(make_spec(job_id))
+        assert runner.capacity() == 0
+        for job_id in ids:
+            await runner.cancel(job_id)
+        await runner.stop()
+
+    run(scenario())
+    assert apiserver.requests["create jobs"] == 2
+
+
 def test_concurrent_readiness_checks_share_one_access_review_round(
     make_runner: MakeRunner, settings: Settings, recorder: Recorder, apiserver: FakeApiServer
 ) -> None:

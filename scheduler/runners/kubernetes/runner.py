@@ -44,6 +44,7 @@ class Tracked:
 
     job_id: str
     prefix: str | None = None
+    created: bool = False  # this runner created (or adopted) its Job: it holds a slot already
     job: k.V1Job | None = None
     pods: dict[str, k.V1Pod] = field(default_factory=dict)  # kept after deletion: the last state
     reported: tuple[Any, ...] | None = None
@@ -262,7 +263,11 @@ class KubernetesRunner:
     # --- the Runner interface ------------------------------------------------------------------
 
     def capacity(self) -> int:
-        active = sum(1 for t in self.jobs.values() if not t.done and not t.deleted and t.job is not None)
+        # A Job created a moment ago counts before the watch has shown it: a burst of submits
+        # cannot overshoot the limit (and the namespace's quota) while the watch catches up.
+        active = sum(
+            1 for t in self.jobs.values() if not t.done and not t.deleted and (t.job is not None or t.created)
+        )
         return max(0, self.settings.kube_max_active_jobs - active)
 
     async def submit(self, job: JobSpec) -> None:
@@ -296,6 +301,7 @@ class KubernetesRunner:
             if exc.quota:  # the namespace's ResourceQuota is full: wait for a slot
                 raise RunnerUnavailable(str(exc)) from exc
             raise
+        t.created = True
         log.info("created Job %s", body.metadata.name)
 
     async def cancel(self, job_id: str) -> None:

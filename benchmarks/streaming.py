@@ -1,13 +1,14 @@
 """Result streaming: download through the API vs directly from the same S3 endpoint.
 
-    .venv/bin/python benchmarks/streaming.py [--sizes 5 50 200] [--repeat 3]
+    .venv/bin/python benchmarks/streaming.py [--sizes 5 50 200] [--repeat 5]
 
 Starts moto's S3 server (its own process, as MinIO would be) on 127.0.0.1 and
 `python -m scheduler` with MINIO_* pointing at it. For each size (MB) an object is put beside a
 job's result (under the job's prefix) and downloaded with `GET /jobs/{id}/result?file=...`, and
-directly with the `minio` client; both read with urllib3 in 256 KiB pieces. Prints MB/s for
-both, their ratio, the API process's CPU seconds per GB streamed, and its peak RSS after each
-size (VmHWM only grows, so a flat value means memory does not grow with object size).
+directly with the `minio` client, alternately; both read with urllib3 in 256 KiB pieces.
+Prints the median MB/s of both, their ratio, the API process's CPU seconds per GB streamed,
+and its peak RSS after each size (VmHWM only grows, so a flat value means memory does not
+grow with object size).
 On 2 cores the API path runs three busy processes (S3, API, client) where the direct path runs two.
 """
 
@@ -55,14 +56,11 @@ def via_s3(direct: Minio, key: str) -> int:
         response.release_conn()
 
 
-def seconds_per_download(download: Callable[[], int], size: int, repeat: int) -> float:
-    times = []
-    for _ in range(repeat):
-        start = time.perf_counter()
-        got = download()
-        times.append(time.perf_counter() - start)
-        assert got == size, f"downloaded {got} of {size} bytes"
-    return statistics.median(times)
+def timed(download: Callable[[], int], size: int) -> float:
+    start = time.perf_counter()
+    got = download()
+    assert got == size, f"downloaded {got} of {size} bytes"
+    return time.perf_counter() - start
 
 
 def wait_for_port(port: int, seconds: float = 30) -> None:
@@ -82,7 +80,7 @@ def main() -> None:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--sizes", type=int, nargs="+", default=[5, 50, 200], help="object sizes in MB")
-    parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--repeat", type=int, default=5)
     args = parser.parse_args()
 
     port = free_port()
@@ -115,11 +113,14 @@ def main() -> None:
             for size_mb in args.sizes:
                 name, size = f"blob-{size_mb}mb.bin", size_mb * 1_000_000
                 storage.put_bytes(prefix + name, os.urandom(size), "application/octet-stream")
-                s3_t = seconds_per_download(lambda n=name: via_s3(direct, prefix + n), size, args.repeat)
-                cpu_before = cpu_seconds(pid)
                 api_url = f"{url}/jobs/{job_id}/result?file={name}"
-                api_t = seconds_per_download(lambda u=api_url: via_api(http, u, auth), size, args.repeat)
+                s3_times, api_times = [], []
+                cpu_before = cpu_seconds(pid)  # the API idles during the direct downloads
+                for _ in range(args.repeat):  # alternated, so drift in the machine hits both alike
+                    s3_times.append(timed(lambda n=name: via_s3(direct, prefix + n), size))
+                    api_times.append(timed(lambda u=api_url: via_api(http, u, auth), size))
                 cpu_per_gb = (cpu_seconds(pid) - cpu_before) / (size * args.repeat / 1e9)
+                s3_t, api_t = statistics.median(s3_times), statistics.median(api_times)
                 print(
                     f"{size_mb:4d}MB {size_mb / s3_t:12.0f} {size_mb / api_t:9.0f} {s3_t / api_t:6.2f}"
                     f" {cpu_per_gb:13.2f} {peak_rss_mib(pid):9.0f} MiB"

@@ -101,6 +101,27 @@ def test_curl_workflow_over_http(tmp_path: Path, opencl_cache: Path) -> None:
         assert (tmp_path / "data" / "jwt_secret").stat().st_mode & 0o777 == 0o600
 
 
+def test_downloads_abandoned_midway_leave_the_server_sound(tmp_path: Path, opencl_cache: Path) -> None:
+    """Clients that hang up mid-download (while the next chunk is being read ahead) cause no
+    error and leave nothing held: a later download is whole."""
+    data = tmp_path / "data"
+    with serve(data, opencl_cache) as (client, _proc):
+        auth = sign_in(client)
+        job_id = client.post("/jobs", json=TINY, headers=auth).json()["job_id"]
+        wait_status(client, job_id, auth, ("succeeded",))
+        blob = os.urandom(20 * 1024 * 1024)  # several storage chunks
+        (data / "results" / "alice" / job_id / "blob.bin").write_bytes(blob)
+        url = f"/jobs/{job_id}/result?file=blob.bin"
+        for _ in range(20):
+            with client.stream("GET", url, headers=auth) as response:
+                assert response.status_code == 200
+                next(response.iter_bytes(1 << 20))
+        assert client.get(url, headers=auth).content == blob
+        assert client.get("/healthz").status_code == 200
+    log = next(tmp_path.glob("server-*.log")).read_text()
+    assert "Exception in ASGI application" not in log and "Traceback" not in log
+
+
 @pytest.mark.parametrize("trusted", ["127.0.0.1", ""])
 def test_sign_in_limit_counts_clients_behind_a_trusted_proxy(
     tmp_path: Path, opencl_cache: Path, trusted: str

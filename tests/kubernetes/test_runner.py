@@ -16,13 +16,31 @@ from scheduler.core.config import Settings
 from scheduler.runners.base import RunnerUnavailable, StatusReport
 from scheduler.runners.kubernetes import objects
 from scheduler.runners.kubernetes.errors import Forbidden
-from scheduler.runners.kubernetes.runner import Tracked
+from scheduler.runners.kubernetes.runner import KubernetesRunner, Tracked
 from tests.kubernetes.apiserver import FakeApiServer, load_rules
 from tests.kubernetes.conftest import STANDIN, MakeRunner, Recorder, make_spec, until, wait_log
 
 
 def new_id() -> str:
     return uuid.uuid4().hex
+
+
+def held_job(apiserver: FakeApiServer, tmp_path: Path) -> tuple[str, Path]:
+    """A job whose stand-in container runs until the returned file is touched."""
+    job_id, go = new_id(), tmp_path / "go"
+    apiserver.commands[job_id] = [sys.executable, STANDIN, "wait-file", str(go)]
+    return job_id, go
+
+
+async def running_runner(
+    make_runner: MakeRunner, settings: Settings, recorder: Recorder, job_id: str
+) -> KubernetesRunner:
+    """A started runner with `job_id` submitted and reported running."""
+    runner = make_runner(settings, recorder)
+    await runner.start([])
+    await runner.submit(make_spec(job_id))
+    await recorder.wait(job_id, "running")
+    return runner
 
 
 def run(coro) -> None:  # noqa: ANN001 - a coroutine
@@ -141,10 +159,7 @@ def test_deadline_exceeded(
     apiserver.commands[job_id] = [sys.executable, STANDIN, "sleep"]
 
     async def scenario() -> None:
-        runner = make_runner(settings, recorder)
-        await runner.start([])
-        await runner.submit(make_spec(job_id))
-        await recorder.wait(job_id, "running")
+        runner = await running_runner(make_runner, settings, recorder, job_id)
         failed = await recorder.wait(job_id, "failed")
         assert (
             failed.error == "The job ran longer than its deadline of 1 s and was stopped (DeadlineExceeded)."
@@ -222,10 +237,7 @@ def test_cancel_deletes_the_job_and_its_pods(
     apiserver.commands[job_id] = [sys.executable, STANDIN, "sleep"]
 
     async def scenario() -> None:
-        runner = make_runner(settings, recorder)
-        await runner.start([])
-        await runner.submit(make_spec(job_id))
-        await recorder.wait(job_id, "running")
+        runner = await running_runner(make_runner, settings, recorder, job_id)
         await until(lambda: apiserver.live(job_id) != [], what="process started")
         await wait_log(runner, job_id, "stand-in job")
         await runner.cancel(job_id)
@@ -278,15 +290,10 @@ def test_api_server_down_mid_watch_reconnects(
     apiserver: FakeApiServer,
     tmp_path: Path,
 ) -> None:
-    job_id = new_id()
-    go = tmp_path / "go"
-    apiserver.commands[job_id] = [sys.executable, STANDIN, "wait-file", str(go)]
+    job_id, go = held_job(apiserver, tmp_path)
 
     async def scenario() -> None:
-        runner = make_runner(settings, recorder)
-        await runner.start([])
-        await runner.submit(make_spec(job_id))
-        await recorder.wait(job_id, "running")
+        runner = await running_runner(make_runner, settings, recorder, job_id)
         lists = apiserver.requests["list jobs"]
         apiserver.down()
         go.touch()  # the job ends while the service cannot see it
@@ -308,15 +315,10 @@ def test_watch_expiry_410_relists(
     apiserver: FakeApiServer,
     tmp_path: Path,
 ) -> None:
-    job_id = new_id()
-    go = tmp_path / "go"
-    apiserver.commands[job_id] = [sys.executable, STANDIN, "wait-file", str(go)]
+    job_id, go = held_job(apiserver, tmp_path)
 
     async def scenario() -> None:
-        runner = make_runner(settings, recorder)
-        await runner.start([])
-        await runner.submit(make_spec(job_id))
-        await recorder.wait(job_id, "running")
+        runner = await running_runner(make_runner, settings, recorder, job_id)
         lists = apiserver.requests["list jobs"]
         apiserver.expire_watches()  # ERROR 410 on the open watches, history forgotten
         go.touch()
@@ -389,9 +391,7 @@ def test_a_missing_role_verb_fails_the_startup_check_and_a_refused_cancel_leaves
 ) -> None:
     rules = load_rules()
     apiserver.rules = [dict(r, verbs=[v for v in r["verbs"] if v != "delete"]) for r in rules]
-    job_id = new_id()
-    go = tmp_path / "go"
-    apiserver.commands[job_id] = [sys.executable, STANDIN, "wait-file", str(go)]
+    job_id, go = held_job(apiserver, tmp_path)
 
     async def scenario() -> None:
         runner = make_runner(settings, recorder)
@@ -463,15 +463,10 @@ def test_an_unreachable_api_server_refuses_cancel_without_a_mark(
     apiserver: FakeApiServer,
     tmp_path: Path,
 ) -> None:
-    job_id = new_id()
-    go = tmp_path / "go"
-    apiserver.commands[job_id] = [sys.executable, STANDIN, "wait-file", str(go)]
+    job_id, go = held_job(apiserver, tmp_path)
 
     async def scenario() -> None:
-        runner = make_runner(settings, recorder)
-        await runner.start([])
-        await runner.submit(make_spec(job_id))
-        await recorder.wait(job_id, "running")
+        runner = await running_runner(make_runner, settings, recorder, job_id)
         apiserver.down()
         with pytest.raises(RunnerUnavailable, match="^the Kubernetes API server cannot be reached"):
             await runner.cancel(job_id)

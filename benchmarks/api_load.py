@@ -5,8 +5,11 @@
 Starts `python -m scheduler` (one uvicorn process, SQLite), submits 20 jobs that stay queued
 (LOCAL_MAX_CONCURRENT=0, so the machine's cores serve requests, not renders), then for each N:
   - paced: N pollers each GET a job every `--interval` seconds (what a polling client does);
-  - closed loop: N pollers each GET as fast as the server answers (the server's ceiling).
-Prints requests/s and p50/p99 latency. The load generator shares the 2 cores with the server.
+  - closed loop: N pollers each GET as fast as the server answers (the server's ceiling);
+  - long-poll: N clients each GET `?wait=--wait` again and again (the jobs stay queued, so each
+    answer comes at the end of the wait): what N waiting clients cost the server.
+Prints requests/s and p50/p99 latency, and for long-polls the server's CPU use. The load
+generator shares the 2 cores with the server.
 """
 
 from __future__ import annotations
@@ -22,7 +25,7 @@ import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks.service import running_service, signed_in  # noqa: E402
+from benchmarks.service import cpu_seconds, running_service, signed_in  # noqa: E402
 
 
 class Connection:
@@ -102,8 +105,9 @@ def main() -> None:
     parser.add_argument(
         "--interval", type=float, default=0.5, help="seconds between a paced poller's requests"
     )
+    parser.add_argument("--wait", type=float, default=5.0, help="?wait= of the long-poll clients")
     args = parser.parse_args()
-    with running_service(LOCAL_MAX_CONCURRENT="0", MAX_ACTIVE_JOBS_PER_USER="100") as (url, _pid):
+    with running_service(LOCAL_MAX_CONCURRENT="0", MAX_ACTIVE_JOBS_PER_USER="100") as (url, pid):
         auth = signed_in(url)
         ids = [
             httpx.post(f"{url}/jobs", json={"width": 64, "height": 64}, headers=auth).json()["job_id"]
@@ -117,6 +121,11 @@ def main() -> None:
             print(f"{n:5d} pollers, one request per {args.interval:g} s each: {paced}")
             closed = asyncio.run(run(url, token, paths, n, args.seconds, 0.0))
             print(f"{n:5d} pollers, closed loop:                 {closed}")
+            waiting = [f"{path}?wait={args.wait:g}" for path in paths]
+            cpu = cpu_seconds(pid)
+            held = asyncio.run(run(url, token, waiting, n, args.seconds, 0.0))
+            busy = (cpu_seconds(pid) - cpu) / args.seconds * 100
+            print(f"{n:5d} clients long-polling ?wait={args.wait:g}:       {held}   server CPU {busy:3.0f}%")
 
 
 if __name__ == "__main__":

@@ -69,11 +69,13 @@ class Service:
         if active:
             log.info("%d jobs were active when the service stopped; handing them to the runner", len(active))
         await self.runner.start([job_spec(job) for job in active])
+        self.tracker.start()
         self.dispatcher.start()
         self.dispatcher.wake()
 
     async def stop(self) -> None:
         await self.dispatcher.stop()
+        await self.tracker.stop()
         await self.runner.stop()
         await self.callbacks.aclose()
         self.engine.dispose()

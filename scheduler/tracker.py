@@ -1,19 +1,20 @@
 """Status tracking: runners report what they see, the tracker writes it to the DB.
 
 Client reads are served from the DB; `?wait=` long-polls sleep on a per-job event that the
-tracker sets, with a short re-read so a change written by another replica is seen too.
+tracker sets, and one periodic query wakes those whose job another replica has finished.
 """
 
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import logging
 from collections.abc import Callable
 from datetime import datetime
 
 from sqlalchemy import Engine
-from sqlmodel import Session
+from sqlmodel import Session, col, select
 
 from scheduler.models import FINISHED, Job, JobPublic, as_utc, utcnow
 from scheduler.runners.base import StatusReport
@@ -21,6 +22,7 @@ from scheduler.runners.base import StatusReport
 log = logging.getLogger(__name__)
 
 WAIT_RECHECK_SECONDS = 1.0  # how stale a long-poll may be for changes made by another replica
+RECHECK_BATCH = 500  # job ids per query: well under SQLite's 32766 bound parameters
 
 
 def apply_report(job: Job, report: StatusReport, *, max_attempts: int) -> bool:
@@ -74,7 +76,9 @@ class Tracker:
         self.engine = engine
         self.max_attempts = max_attempts
         self.on_started, self.on_finished, self.on_requeued = on_started, on_finished, on_requeued
-        self._changed: dict[str, asyncio.Event] = {}
+        self._changed: dict[str, asyncio.Event] = {}  # job id -> what its long-polls wait on
+        self._waiting: collections.Counter[str] = collections.Counter()  # job id -> long-polls
+        self._recheck_task: asyncio.Task[None] | None = None
 
     async def report(self, report: StatusReport) -> bool:
         """The `report` callback every runner is built with; False when the job has no record
@@ -100,6 +104,7 @@ class Tracker:
         return True
 
     def notify(self, job_id: str) -> None:
+        """Wake the long-polls of `job_id` (they read the DB again)."""
         event = self._changed.pop(job_id, None)
         if event is not None:
             event.set()
@@ -108,15 +113,56 @@ class Tracker:
         """The job's document once it has finished or `seconds` passed; None if it is gone."""
         loop = asyncio.get_running_loop()
         deadline = loop.time() + seconds
+        self._waiting[job_id] += 1
+        try:
+            while True:
+                event = self._changed.setdefault(job_id, asyncio.Event())  # before reading: no lost wake-up
+                with Session(self.engine) as session:
+                    job = session.get(Job, job_id)
+                    doc = JobPublic.of(job) if job is not None and job.owner == owner else None
+                remaining = deadline - loop.time()
+                if doc is None or doc.status in FINISHED or remaining <= 0:
+                    return doc
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(event.wait(), remaining)
+        finally:
+            self._waiting[job_id] -= 1
+            if not self._waiting[job_id]:  # the last waiter of this job: nothing to wake any more
+                del self._waiting[job_id]
+                self._changed.pop(job_id, None)
+
+    def start(self) -> None:
+        self._recheck_task = asyncio.create_task(self._recheck(), name="long-poll-recheck")
+
+    async def stop(self) -> None:
+        if self._recheck_task is not None:
+            self._recheck_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._recheck_task
+
+    async def _recheck(self) -> None:
+        """Another replica may have finished or deleted a job that a long-poll here waits on:
+        look every WAIT_RECHECK_SECONDS, with one query for all waited-on jobs (not one per
+        waiting client), and wake those."""
         while True:
-            event = self._changed.setdefault(job_id, asyncio.Event())  # before reading: no lost wake-up
-            with Session(self.engine) as session:
-                job = session.get(Job, job_id)
-                doc = JobPublic.of(job) if job is not None and job.owner == owner else None
-            remaining = deadline - loop.time()
-            if doc is None or doc.status in FINISHED or remaining <= 0:
-                if not event.is_set():  # nobody will set it for us: don't keep it around
-                    self._changed.pop(job_id, None)
-                return doc
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(event.wait(), min(remaining, WAIT_RECHECK_SECONDS))
+            await asyncio.sleep(WAIT_RECHECK_SECONDS)
+            waited = list(self._waiting)
+            if not waited:
+                continue
+            try:
+                ended = await asyncio.to_thread(self._ended_among, waited)
+            except Exception:  # a DB hiccup: the long-polls still end at their deadline
+                log.warning("long-poll recheck failed", exc_info=True)
+                continue
+            for job_id in ended:
+                self.notify(job_id)
+
+    def _ended_among(self, job_ids: list[str]) -> set[str]:
+        """Those of `job_ids` that have finished or no longer exist."""
+        ended = set(job_ids)
+        with Session(self.engine) as session:
+            for i in range(0, len(job_ids), RECHECK_BATCH):
+                batch = job_ids[i : i + RECHECK_BATCH]
+                active = select(Job.id).where(col(Job.id).in_(batch), col(Job.status).not_in(FINISHED))
+                ended.difference_update(session.exec(active))
+        return ended

@@ -1,12 +1,21 @@
-"""How runner reports fold into a job record (pure): a finished job never changes again."""
+"""How runner reports fold into a job record (pure): a finished job never changes again; and
+how `?wait=` long-polls are woken, by this process's reports or another replica's writes."""
 
 from __future__ import annotations
 
+import asyncio
+from collections.abc import Callable
 from datetime import UTC, datetime
+from pathlib import Path
 
+import pytest
+from sqlalchemy import Engine, event
+from sqlmodel import Session
+
+from scheduler import crud, db
 from scheduler.models import Job
 from scheduler.runners.base import StatusReport
-from scheduler.tracker import apply_report
+from scheduler.tracker import WAIT_RECHECK_SECONDS, Tracker, apply_report
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
 T1 = datetime(2026, 1, 1, 0, 1, tzinfo=UTC)
@@ -62,3 +71,91 @@ def test_requeue_until_the_attempt_cap() -> None:
     j = job(status="running", attempts=3)
     assert apply_report(j, StatusReport(j.id, "queued"), max_attempts=3)
     assert j.status == "failed" and "3 times" in (j.error or "") and j.finished_at is not None
+
+
+# --- long-polls (?wait=) against a real SQLite database -----------------------------------------
+
+
+@pytest.fixture
+def engine(tmp_path: Path) -> Engine:
+    engine = db.make_engine(f"sqlite:///{tmp_path / 'jobs.db'}")
+    db.init_db(engine)
+    return engine
+
+
+def queued_job(engine: Engine) -> str:
+    with Session(engine) as session:
+        crud.create_user(session, username="alice", password_hash="x")
+    with Session(engine, expire_on_commit=False) as session:
+        return crud.create_job(
+            session, owner="alice", params={}, callback_url=None, runner="local", max_active=10
+        ).id
+
+
+def finish_elsewhere(engine: Engine, job_id: str) -> None:
+    """What another replica's tracker does: the row changes, this process is not told."""
+    with Session(engine) as session:
+        job = session.get(Job, job_id)
+        job.status, job.finished_at = "succeeded", T1
+        session.add(job)
+        session.commit()
+
+
+def test_a_job_finished_by_another_replica_wakes_the_long_poll(engine: Engine) -> None:
+    job_id = queued_job(engine)
+
+    async def scenario() -> None:
+        tracker = Tracker(engine, max_attempts=3)
+        tracker.start()
+        waiting = asyncio.create_task(tracker.wait_until_finished(job_id, "alice", 30))
+        await asyncio.sleep(0)  # it has read the row (queued) and sleeps
+        await asyncio.to_thread(finish_elsewhere, engine, job_id)
+        doc = await asyncio.wait_for(waiting, 20)  # the recheck, not the 30 s deadline, ends it
+        assert doc is not None and doc.status == "succeeded"
+        await tracker.stop()
+
+    asyncio.run(scenario())
+
+
+def test_waiters_on_one_job_are_all_woken_when_one_gives_up(engine: Engine) -> None:
+    job_id = queued_job(engine)
+
+    async def scenario() -> None:
+        tracker = Tracker(engine, max_attempts=3)
+        patient = asyncio.create_task(tracker.wait_until_finished(job_id, "alice", 30))
+        hasty = await tracker.wait_until_finished(job_id, "alice", 0.05)
+        assert hasty is not None and hasty.status == "queued"
+        await tracker.report(StatusReport(job_id, "succeeded", finished_at=T1))
+        doc = await asyncio.wait_for(patient, 20)  # no recheck runs here: only notify can end it
+        assert doc is not None and doc.status == "succeeded"
+
+    asyncio.run(scenario())
+
+
+def test_the_recheck_is_one_query_for_all_waiting_clients(engine: Engine) -> None:
+    job_id = queued_job(engine)
+    queries: list[str] = []
+    event.listen(engine, "before_cursor_execute", lambda *args: queries.append(args[2]))
+
+    async def scenario() -> None:
+        tracker = Tracker(engine, max_attempts=3)
+        tracker.start()
+        waiters = [asyncio.create_task(tracker.wait_until_finished(job_id, "alice", 30)) for _ in range(50)]
+        await until_true(lambda: len(queries) >= 50)  # each waiter's first read
+        first_reads = len(queries)
+        await asyncio.sleep(2.5 * WAIT_RECHECK_SECONDS)  # a window holding two or three rechecks
+        rechecks = len(queries) - first_reads
+        assert 1 <= rechecks <= 3, queries[first_reads:]
+        await asyncio.to_thread(finish_elsewhere, engine, job_id)
+        docs = await asyncio.wait_for(asyncio.gather(*waiters), 20)
+        assert {d.status for d in docs if d is not None} == {"succeeded"}
+        await tracker.stop()
+
+    asyncio.run(scenario())
+
+
+async def until_true(predicate: Callable[[], bool], timeout: float = 10) -> None:
+    deadline = asyncio.get_running_loop().time() + timeout
+    while not predicate():
+        assert asyncio.get_running_loop().time() < deadline, "condition not reached"
+        await asyncio.sleep(0.01)

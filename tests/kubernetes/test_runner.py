@@ -68,7 +68,12 @@ def test_success_saves_log_state_and_events(
         done = await recorder.wait(job_id, "succeeded")
         assert done.started_at is not None and done.finished_at is not None and done.error is None
         statuses = recorder.statuses(job_id)
-        assert statuses[0] == "pending" and "running" in statuses and statuses[-1] == "succeeded"
+        # The Job and pod watches are separate streams: the pod may already run when the Job
+        # is first seen, so a state may be skipped, never reported out of order.
+        order = ["pending", "running", "succeeded"]
+        assert statuses[-1] == "succeeded" and [order.index(s) for s in statuses] == sorted(
+            order.index(s) for s in statuses
+        )
         assert statuses.count("succeeded") == 1
         assert names(storage, spec.result_prefix) >= {
             "image.png",

@@ -1,6 +1,6 @@
 """The whole path with RUNNER=kubernetes: POST /jobs -> Job in the double -> the real job renders
-into S3 (moto) -> status succeeded -> the PNG downloaded through the API. Runs once the
-scheduler app (scheduler.main.create_app) exists; skipped before."""
+into S3 (moto) -> status succeeded -> the PNG downloaded through the API; and the API-server
+failures a user meets through HTTP."""
 
 from __future__ import annotations
 
@@ -10,18 +10,14 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import pytest
 from fastapi.testclient import TestClient
 
 from scheduler.core.config import Settings
+from scheduler.main import create_app
 from tests.kubernetes.apiserver import FakeApiServer, load_rules
 from tests.kubernetes.conftest import STANDIN
 
-main = pytest.importorskip("scheduler.main", reason="the scheduler app is not there yet")
-create_app = getattr(main, "create_app", None)
 
-
-@pytest.mark.skipif(create_app is None, reason="scheduler.main has no create_app(settings)")
 def test_render_through_the_api(settings: Settings, apiserver: FakeApiServer) -> None:
     apiserver.default_command = None  # the real `python -m job_image`
     settings = settings.model_copy(update={"jwt_secret": "x" * 48, "bcrypt_rounds": 4})
@@ -49,7 +45,6 @@ def test_render_through_the_api(settings: Settings, apiserver: FakeApiServer) ->
         assert logs.status_code == 200
 
 
-@pytest.mark.skipif(create_app is None, reason="scheduler.main has no create_app(settings)")
 def test_api_server_down_keeps_jobs_queued_and_refuses_cancel_cleanly(
     settings: Settings, apiserver: FakeApiServer, tmp_path: Path
 ) -> None:
@@ -82,7 +77,6 @@ def test_api_server_down_keeps_jobs_queued_and_refuses_cancel_cleanly(
         assert poll_until(client, sleeper, auth, FINISHED)["status"] == "succeeded"
 
 
-@pytest.mark.skipif(create_app is None, reason="scheduler.main has no create_app(settings)")
 def test_a_forbidden_cancel_is_a_503_and_leaves_no_mark(
     settings: Settings, apiserver: FakeApiServer, tmp_path: Path
 ) -> None:

@@ -34,7 +34,6 @@ CLOCK_SLACK = timedelta(minutes=2)  # generous: a time-zone mistake is hours, no
 
 @pytest.fixture(scope="session")
 def postgres_server() -> Iterator[PostgresServer]:
-    pytest.importorskip("psycopg", reason="the PostgreSQL driver psycopg is not installed")
     with contextlib.ExitStack() as stack:
         try:
             server = stack.enter_context(running_postgres())

@@ -1,18 +1,20 @@
 """The fractal parameter model: what a job accepts, and what the API validates requests with.
 
 Defined once here so the scheduler and the job can never disagree (shared/DESIGN.md).
-Limits that depend on deployment (pixels, iterations) are passed as validation context,
-so the same model serves the job (limits from its env) and the API (limits from settings).
+Limits that depend on deployment (pixels, iterations) are checked apart from parsing
+(`limit_problem`), so the same model serves the job (limits from its env) and the API (limits
+from settings, checked in the route). `describe_errors` is the one formatter of pydantic errors.
 """
 
 from __future__ import annotations
 
 import json
 import os
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 Kind = Literal["mandelbrot", "julia", "burning_ship"]
 Precision = Literal["float32", "float64"]
@@ -55,35 +57,40 @@ class FractalParams(BaseModel):
     device: DeviceChoice = "auto"
     supersample: int = Field(1, ge=1, le=4, description="samples per pixel side")
 
-    @model_validator(mode="after")
-    def _within_limits(self, info: ValidationInfo) -> FractalParams:
-        limits = (info.context or {}).get("limits") or Limits()
+    def limit_problem(self, limits: Limits) -> str | None:
+        """Why the render is over a deployment's limits, or None when it is within them."""
         pixels = self.width * self.height
         if pixels > limits.max_pixels:
-            raise ValueError(
-                f"{self.width}x{self.height} is {pixels} pixels; the limit is {limits.max_pixels}"
-            )
+            return f"{self.width}x{self.height} is {pixels} pixels; the limit is {limits.max_pixels}"
         if self.max_iter > limits.max_iter:
-            raise ValueError(f"max_iter {self.max_iter} is above the limit of {limits.max_iter}")
-        return self
+            return f"max_iter {self.max_iter} is above the limit of {limits.max_iter}"
+        return None
 
 
 def parse_params(data: dict[str, Any] | str, limits: Limits | None = None) -> FractalParams:
-    """Validate a dict or a JSON string; raises pydantic.ValidationError (or ValueError for bad JSON)."""
+    """Validate a dict or a JSON string against the model and `limits`; raises
+    pydantic.ValidationError, or ValueError for bad JSON or a render over the limits."""
     if isinstance(data, str):
         data = json.loads(data)
     if not isinstance(data, dict):
         raise ValueError("parameters must be a JSON object")
-    return FractalParams.model_validate(data, context={"limits": limits or Limits()})
+    params = FractalParams.model_validate(data)
+    problem = params.limit_problem(limits or Limits())
+    if problem:
+        raise ValueError(problem)
+    return params
+
+
+def describe_errors(errors: Iterable[Mapping[str, Any]]) -> str:
+    """One line naming each bad field ("width: Input should be ..."), for stderr and API errors.
+    FastAPI's leading "body" is left out of a location."""
+    parts = []
+    for err in errors:
+        where = ".".join(str(p) for p in err.get("loc", ()) if p != "body")
+        message = str(err.get("msg", "invalid")).removeprefix("Value error, ")  # our validators' sentences
+        parts.append(f"{where}: {message}" if where else message)
+    return "; ".join(parts)
 
 
 def describe_error(exc: ValidationError | ValueError) -> str:
-    """One line naming each bad field, for stderr and API error messages."""
-    if not isinstance(exc, ValidationError):
-        return str(exc)
-    parts = []
-    for err in exc.errors():
-        where = ".".join(str(p) for p in err["loc"])
-        message = err["msg"].removeprefix("Value error, ")  # our own validators' sentences
-        parts.append(f"{where}: {message}" if where else message)
-    return "; ".join(parts)
+    return describe_errors(exc.errors()) if isinstance(exc, ValidationError) else str(exc)

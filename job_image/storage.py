@@ -19,6 +19,8 @@ import urllib3
 from minio import Minio
 from minio.error import MinioException, S3Error
 
+from .backoff import Backoff
+
 CHUNK = 4 * 1024 * 1024  # large reads: fewer thread hops and socket writes per MB when the API streams
 T = TypeVar("T")
 
@@ -168,6 +170,7 @@ class MinioStorage:
         self._bucket_ready = not create_bucket
 
     def _retry(self, what: str, fn: Callable[[], T]) -> T:
+        backoff = Backoff(self.backoff, cap=float("inf"))
         for attempt in range(1, self.attempts + 1):
             try:
                 return fn()
@@ -177,7 +180,7 @@ class MinioStorage:
             except (MinioException, urllib3.exceptions.HTTPError, OSError) as exc:
                 if attempt == self.attempts:
                     raise StorageError(f"{what}: storage unreachable ({exc})") from exc
-            time.sleep(self.backoff * 2 ** (attempt - 1))
+            time.sleep(backoff.next())
         raise AssertionError("unreachable")
 
     def _ensure_bucket(self) -> None:

@@ -21,13 +21,13 @@ import asyncio
 import ipaddress
 import json
 import logging
-import random
 import socket
 from typing import Any
 from urllib.parse import urlsplit
 
 import httpx
 
+from job_image.backoff import Backoff
 from scheduler.core.config import Settings
 
 log = logging.getLogger(__name__)
@@ -178,6 +178,7 @@ class CallbackSender:
         headers = {"Content-Type": "application/json", "User-Agent": USER_AGENT}
         if "job_id" in document:
             headers["X-Fractal-Job-Id"] = job_id
+        backoff = Backoff(self.backoff_base, MAX_BACKOFF_SECONDS, jitter=0.1)  # jitter: endings spread out
         for attempt in range(attempts):
             retry, reason = await self._attempt(url, body, headers)
             if reason is None:
@@ -194,7 +195,7 @@ class CallbackSender:
             )
             if not retry or last:
                 break
-            await asyncio.sleep(self._backoff(attempt))
+            await asyncio.sleep(backoff.next())
         log.error("callback for job %s to %s given up", job_id, url)
         return False
 
@@ -214,10 +215,6 @@ class CallbackSender:
             self._client = None
 
     # --- internals --------------------------------------------------------------------------------
-
-    def _backoff(self, attempt: int) -> float:
-        delay = min(self.backoff_base * 2**attempt, MAX_BACKOFF_SECONDS)
-        return delay + random.uniform(0, delay * 0.1)  # jitter: many jobs ending together spread out
 
     def _http(self) -> httpx.AsyncClient:
         if self._client is None:

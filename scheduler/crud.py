@@ -1,22 +1,19 @@
-"""Database reads and writes, with keyword-only arguments. No HTTP and no runner in here."""
+"""Database reads, accounts and job removal, with keyword-only arguments. No HTTP, no runner.
+
+A job's status changes only in `job_status`.
+"""
 
 from __future__ import annotations
 
-import uuid
-from typing import Any
-
-from sqlalchemy import func, update
+from sqlalchemy import func
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, col, select
 
-from scheduler.models import ACTIVE, Job, JobStatus, User
+from scheduler.models import Job, User
+from scheduler.statuses import JobStatus
 
 
 class UsernameTaken(Exception):
-    pass
-
-
-class TooManyActiveJobs(Exception):
     pass
 
 
@@ -34,35 +31,6 @@ def create_user(session: Session, *, username: str, password_hash: str) -> User:
 
 def get_user(session: Session, *, username: str) -> User | None:
     return session.exec(select(User).where(User.username == username)).first()
-
-
-def create_job(
-    session: Session,
-    *,
-    owner: str,
-    params: dict[str, Any],
-    callback_url: str | None,
-    runner: str,
-    max_active: int,
-) -> Job:
-    """Insert a queued job unless the owner already has `max_active` unfinished ones."""
-    active = session.exec(
-        select(func.count()).select_from(Job).where(Job.owner == owner, col(Job.status).in_(ACTIVE))
-    ).one()
-    if active >= max_active:
-        raise TooManyActiveJobs(active)
-    job = Job(
-        id=uuid.uuid4().hex,
-        owner=owner,
-        status="queued",
-        params=params,
-        callback_url=callback_url,
-        runner=runner,
-    )
-    session.add(job)
-    session.commit()
-    session.refresh(job)
-    return job
 
 
 def get_job(session: Session, *, job_id: str, owner: str) -> Job | None:
@@ -88,29 +56,14 @@ def list_jobs(
     return list(page), count
 
 
-def jobs_with_status(session: Session, *, statuses: tuple[str, ...], limit: int | None = None) -> list[Job]:
-    """Oldest first: the dispatcher starts queued jobs in the order they were submitted."""
+def jobs_with_status(session: Session, *, statuses: tuple[str, ...]) -> list[Job]:
+    """Oldest first."""
     query = select(Job).where(col(Job.status).in_(statuses)).order_by(col(Job.created_at), col(Job.id))
-    if limit is not None:
-        query = query.limit(limit)
     return list(session.exec(query).all())
 
 
-def claim_next_queued(session: Session) -> Job | None:
-    """Mark the oldest queued job `pending` and return it. The update is conditional on the job
-    still being queued, so two dispatchers sharing a database never both start one job."""
-    while True:
-        queued = jobs_with_status(session, statuses=("queued",), limit=1)
-        if not queued:
-            return None
-        claimed = session.execute(
-            update(Job)
-            .where(col(Job.id) == queued[0].id, col(Job.status) == "queued")
-            .values(status="pending", message="starting", attempts=Job.attempts + 1)
-        )
-        session.commit()
-        if claimed.rowcount == 1:
-            return session.get(Job, queued[0].id, populate_existing=True)
+def job_exists(session: Session, *, job_id: str) -> bool:
+    return session.get(Job, job_id) is not None
 
 
 def count_by_status(session: Session) -> dict[str, int]:

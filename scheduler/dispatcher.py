@@ -14,8 +14,9 @@ import logging
 from sqlalchemy import Engine
 from sqlmodel import Session
 
+from job_image.backoff import Backoff
 from job_image.params import FractalParams
-from scheduler import crud
+from scheduler import crud, job_status
 from scheduler.models import Job
 from scheduler.runners.base import JobSpec, Runner, RunnerUnavailable, StatusReport
 from scheduler.tracker import Tracker
@@ -56,27 +57,26 @@ class Dispatcher:
                 await self._task
 
     async def _loop(self) -> None:
-        delay = FIRST_RETRY_SECONDS
+        backoff = Backoff(FIRST_RETRY_SECONDS, self.retry_max_seconds)
         while True:
             self._wake.clear()
             try:
                 await self.dispatch()
-                delay = FIRST_RETRY_SECONDS
+                backoff.reset()
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._wake.wait(), IDLE_RECHECK_SECONDS)
             except RunnerUnavailable:
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._wake.wait(), delay)
-                delay = min(delay * 2, self.retry_max_seconds)
+                    await asyncio.wait_for(self._wake.wait(), backoff.next())
             except Exception:  # a bug here must not stop every future job
                 log.exception("dispatcher failed; retrying")
-                await asyncio.sleep(delay)
+                await asyncio.sleep(backoff.next())
 
     async def dispatch(self) -> None:
         """Submit queued jobs while the runner has room; raises RunnerUnavailable to back off."""
         while self.runner.capacity() > 0:
             with Session(self.engine, expire_on_commit=False) as session:
-                job = crud.claim_next_queued(session)
+                job = job_status.claim_next(session)
             if job is None:
                 return
             await self._submit(job)
@@ -95,16 +95,11 @@ class Dispatcher:
             )
             return
         with Session(self.engine) as session:
-            deleted = session.get(Job, job.id) is None
+            deleted = not crud.job_exists(session, job_id=job.id)
         if deleted:  # DELETE arrived while it was being submitted: don't leave it running
             await self.runner.cancel(job.id)
 
     async def _requeue(self, job: Job, reason: str) -> None:
         with Session(self.engine) as session:
-            current = session.get(Job, job.id)
-            if current is not None and current.status == "pending":
-                current.status, current.attempts = "queued", current.attempts - 1
-                current.message = f"waiting for the runner: {reason}"
-                session.add(current)
-                session.commit()
+            job_status.requeue(session, job_id=job.id, reason=reason)
         self.tracker.notify(job.id)

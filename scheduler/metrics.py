@@ -20,9 +20,10 @@ from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from scheduler import statuses
+
 log = logging.getLogger(__name__)
 
-JOB_STATUSES = ("queued", "pending", "running", "succeeded", "failed", "cancelled")
 UNMATCHED_ROUTE = "other"
 
 # a tiny render takes ~0.05 s, the job timeout is 10 min, a queue can back up for an hour
@@ -48,7 +49,7 @@ class _JobCountsCollector(Collector):
             log.exception("could not count jobs for the metrics scrape")
             return
         family = GaugeMetricFamily("fractal_jobs", "Jobs by status", labels=["status"])
-        for status in JOB_STATUSES:
+        for status in statuses.ALL:
             family.add_metric([status], counts.get(status, 0))
         yield family
 
@@ -93,7 +94,7 @@ class Metrics:
         """Observe a finished job's run time; a job that never started (None) has none to observe."""
         if run_seconds is None:
             return
-        label = status if status in JOB_STATUSES else "other"
+        label = status if status in statuses.ALL else "other"
         self.job_duration.labels(status=label).observe(max(0.0, run_seconds))
 
     def observe_request(self, method: str, route: str, status_code: int, seconds: float) -> None:

@@ -15,10 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_serializer
 from sqlalchemy import JSON, Column
 
 from job_image.params import FractalParams
-
-JobStatus = Literal["queued", "pending", "running", "succeeded", "failed", "cancelled"]
-ACTIVE: tuple[JobStatus, ...] = ("queued", "pending", "running")
-FINISHED: tuple[JobStatus, ...] = ("succeeded", "failed", "cancelled")
+from scheduler.statuses import JobStatus
 
 
 def utcnow() -> datetime:

@@ -13,7 +13,7 @@ from collections.abc import Collection
 from sqlmodel import Session
 
 from job_image.storage import Storage, storage_from_env
-from scheduler import crud, db
+from scheduler import crud, db, job_status
 from scheduler.callbacks import CallbackSender
 from scheduler.core import security
 from scheduler.core.config import Settings
@@ -21,9 +21,10 @@ from scheduler.core.jwt import load_secret
 from scheduler.core.ratelimit import RateLimiter
 from scheduler.dispatcher import Dispatcher, job_spec
 from scheduler.metrics import Metrics
-from scheduler.models import ACTIVE, FINISHED, Job, JobCreate, JobPublic, User
+from scheduler.models import Job, JobCreate, JobPublic, User
 from scheduler.runners import make_runner
 from scheduler.runners.base import StatusReport
+from scheduler.statuses import ACTIVE, FINISHED, WITH_RUNNER
 from scheduler.tracker import Tracker, seconds_between
 
 log = logging.getLogger(__name__)
@@ -65,7 +66,7 @@ class Service:
         await asyncio.to_thread(db.init_db, self.engine)
         await security.prepare(self.settings.bcrypt_rounds)
         with self.session() as session:
-            active = crud.jobs_with_status(session, statuses=("pending", "running"))
+            active = crud.jobs_with_status(session, statuses=WITH_RUNNER)
         if active:
             log.info("%d jobs were active when the service stopped; handing them to the runner", len(active))
         await self.runner.start([job_spec(job) for job in active])
@@ -100,7 +101,7 @@ class Service:
     def submit(self, owner: str, request: JobCreate) -> Job:
         """Record the job as queued; the dispatcher starts it when the runner has room."""
         with self.session() as session:
-            job = crud.create_job(
+            job = job_status.create(
                 session,
                 owner=owner,
                 params=request.params().model_dump(mode="json"),
@@ -115,7 +116,7 @@ class Service:
 
     async def delete(self, job: Job) -> JobPublic:
         """Cancel it if active, remove its process/Job and stored objects, then the record."""
-        if job.status in ("pending", "running"):
+        if job.status in WITH_RUNNER:
             await self.runner.cancel(job.id)
         if job.status in ACTIVE:  # queued, or a runner that reported nothing: it ends here
             await self.tracker.report(StatusReport(job.id, "cancelled"))

@@ -1,4 +1,5 @@
-"""Status tracking: runners report what they see, the tracker writes it to the DB.
+"""Status tracking: runners report what they see, the tracker stores it (through `job_status`)
+and tells who waits: the service's hooks (metrics, dispatcher, callbacks) and long-polls.
 
 Client reads are served from the DB; `?wait=` long-polls sleep on a per-job event that the
 tracker sets, and one periodic query wakes those whose job another replica has finished.
@@ -16,46 +17,15 @@ from datetime import datetime
 from sqlalchemy import Engine
 from sqlmodel import Session, col, select
 
-from scheduler.models import FINISHED, Job, JobPublic, as_utc, utcnow
+from scheduler import job_status
+from scheduler.models import Job, JobPublic, as_utc
 from scheduler.runners.base import StatusReport
+from scheduler.statuses import FINISHED
 
 log = logging.getLogger(__name__)
 
 WAIT_RECHECK_SECONDS = 1.0  # how stale a long-poll may be for changes made by another replica
 RECHECK_BATCH = 500  # job ids per query: well under SQLite's 32766 bound parameters
-
-
-def apply_report(job: Job, report: StatusReport, *, max_attempts: int) -> bool:
-    """Fold one report into the job record; False when it changes nothing.
-
-    A finished job never changes again (runners may report an end twice, e.g. a cancel seen
-    both by the caller and by the watch). A "queued" report gives the job back to the
-    dispatcher until it has been started `max_attempts` times.
-    """
-    if job.status in FINISHED:
-        return False
-    if report.status == "queued":
-        if job.attempts >= max_attempts:
-            job.status, job.finished_at = "failed", report.finished_at or utcnow()
-            job.error = f"the job was interrupted {job.attempts} times (service restarts) and was given up"
-        else:
-            job.status, job.message, job.progress, job.started_at = "queued", report.message, None, None
-        return True
-    before = (job.status, job.started_at, job.finished_at, job.error, job.message, job.progress)
-    job.status = report.status
-    if report.started_at is not None and job.started_at is None:
-        job.started_at = report.started_at
-    if report.status in FINISHED:
-        job.finished_at = report.finished_at or utcnow()
-        job.error = report.error if report.status == "failed" else None
-        job.message = None
-        if report.status == "succeeded":
-            job.progress = 1.0
-    else:
-        job.message = report.message
-        if report.progress is not None:
-            job.progress = report.progress
-    return before != (job.status, job.started_at, job.finished_at, job.error, job.message, job.progress)
 
 
 def seconds_between(start: datetime | None, end: datetime | None) -> float | None:
@@ -84,17 +54,14 @@ class Tracker:
         """The `report` callback every runner is built with; False when the job has no record
         (deleted, perhaps through another replica: the runner then removes what is left)."""
         with Session(self.engine, expire_on_commit=False) as session:
-            job = session.get(Job, report.job_id)
-            if job is None:  # deleted meanwhile: nothing to record
-                log.debug("report for unknown job %s ignored", report.job_id)
-                return False
-            was_started = job.started_at is not None
-            if not apply_report(job, report, max_attempts=self.max_attempts):
-                return True
-            session.add(job)
-            session.commit()
+            job, changed, started = job_status.record(session, report, max_attempts=self.max_attempts)
+        if job is None:  # deleted meanwhile: nothing to record
+            log.debug("report for unknown job %s ignored", report.job_id)
+            return False
+        if not changed:
+            return True
         log.info("job %s is %s%s", job.id, job.status, f": {job.error}" if job.error else "")
-        if job.started_at is not None and not was_started:
+        if started:
             self.on_started(job)
         if job.status in FINISHED:
             self.on_finished(job)

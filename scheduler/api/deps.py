@@ -8,10 +8,11 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import Depends, HTTPException, Request, status
+from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from scheduler import crud
+from scheduler.api.errors import job_not_found, unauthorized
 from scheduler.core.jwt import TokenError, token_subject
 from scheduler.models import Job, User
 from scheduler.service import Service
@@ -25,10 +26,6 @@ ServiceDep = Annotated[Service, Depends(get_service)]
 
 
 bearer = HTTPBearer(auto_error=False, description="the access_token from POST /auth/sign-in")
-
-
-def unauthorized(detail: str) -> HTTPException:
-    return HTTPException(status.HTTP_401_UNAUTHORIZED, detail, headers={"WWW-Authenticate": "Bearer"})
 
 
 async def get_current_user(
@@ -48,10 +45,6 @@ async def get_current_user(
 
 
 CurrentUser = Annotated[User, Depends(get_current_user)]
-
-
-def job_not_found(job_id: str) -> HTTPException:
-    return HTTPException(status.HTTP_404_NOT_FOUND, f"No job {job_id} here.")
 
 
 async def get_owned_job(job_id: str, user: CurrentUser, service: ServiceDep) -> Job:

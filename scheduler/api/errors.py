@@ -1,24 +1,76 @@
-"""Every error is `{"detail": "<a sentence>"}`; request validation errors too (plus the raw list)."""
+"""Every error is `{"detail": "<a sentence>"}`, and this is where errors become responses.
+
+Routes raise domain errors (a full store, a refusing runner, a taken username, too many jobs)
+and let them go: the handlers below give each its status and sentence. The few errors that
+belong to HTTP itself are made by the helpers here (`unauthorized`, `not_found`,
+`unprocessable`, `conflict`). Request validation errors carry the raw list too.
+"""
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
-from fastapi import FastAPI, Request, status
+from fastapi import FastAPI, HTTPException, Request, status
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from job_image.params import describe_errors
+from job_image.storage import StorageError
+from scheduler.callbacks import CallbackRefused
+from scheduler.core.ratelimit import Throttled
+from scheduler.crud import UsernameTaken
+from scheduler.job_status import TooManyActiveJobs
+from scheduler.runners.base import RunnerUnavailable
+
+
+def unauthorized(detail: str, scheme: str = "Bearer") -> HTTPException:
+    """401 naming the scheme that would succeed (Bearer for the API, Basic for sign-in)."""
+    return HTTPException(status.HTTP_401_UNAUTHORIZED, detail, headers={"WWW-Authenticate": scheme})
+
+
+def not_found(detail: str) -> HTTPException:
+    return HTTPException(status.HTTP_404_NOT_FOUND, detail)
+
+
+def job_not_found(job_id: str) -> HTTPException:
+    return not_found(f"No job {job_id} here.")
+
+
+def unprocessable(detail: str) -> HTTPException:
+    return HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, detail)
+
+
+def conflict(detail: str) -> HTTPException:
+    return HTTPException(status.HTTP_409_CONFLICT, detail)
+
 
 def describe_validation(errors: list[dict[str, Any]]) -> str:
-    parts = []
     for err in errors:
         if err.get("type") == "json_invalid":  # loc is ("body", character offset)
             reason = (err.get("ctx") or {}).get("error", "JSON decode error")
             return f"The body is not valid JSON: {reason} at character {err['loc'][-1]}."
-        where = ".".join(str(p) for p in err.get("loc", ()) if p != "body") or "body"
-        parts.append(f"{where}: {str(err.get('msg', 'invalid')).removeprefix('Value error, ')}")
-    return "Invalid request: " + "; ".join(parts) + "."
+    return f"Invalid request: {describe_errors(errors) or 'body: invalid'}."
+
+
+def _detail(code: int, detail: str, headers: dict[str, str] | None = None) -> JSONResponse:
+    return JSONResponse({"detail": detail}, status_code=code, headers=headers)
+
+
+# domain error -> (status, the sentence for it)
+DOMAIN_ERRORS: dict[type[Exception], tuple[int, Any]] = {
+    StorageError: (503, lambda exc: f"Result storage is unavailable: {exc}"),
+    RunnerUnavailable: (
+        503, lambda exc: f"The job cannot be cancelled now: {exc}. Nothing was changed; try again later."
+    ),
+    UsernameTaken: (409, lambda exc: f"The username {exc.args[0]!r} is taken."),
+    TooManyActiveJobs: (
+        429,
+        lambda exc: f"You have {exc} unfinished jobs, the most allowed; wait for one to finish or delete one."
+    ),
+    CallbackRefused: (422, lambda exc: f"callback_url: {exc}"),
+}
 
 
 def install_handlers(app: FastAPI) -> None:
@@ -30,6 +82,21 @@ def install_handlers(app: FastAPI) -> None:
             {"detail": describe_validation(raw), "errors": errors},
             status_code=status.HTTP_422_UNPROCESSABLE_CONTENT,
         )
+
+    @app.exception_handler(Throttled)
+    async def _throttled(_request: Request, exc: Throttled) -> JSONResponse:
+        wait = str(math.ceil(exc.retry_after))
+        return _detail(429, f"Too many attempts; try again in {wait} seconds.", {"Retry-After": wait})
+
+    for error, (code, sentence) in DOMAIN_ERRORS.items():
+        app.add_exception_handler(error, _domain_handler(code, sentence))
+
+
+def _domain_handler(code: int, sentence: Any) -> Any:
+    async def handle(_request: Request, exc: Exception) -> JSONResponse:
+        return _detail(code, sentence(exc))
+
+    return handle
 
 
 class BodyLimitMiddleware:

@@ -12,10 +12,10 @@ import contextlib
 import re
 from collections.abc import AsyncIterator, Iterator
 
-from fastapi import HTTPException, status
+from fastapi import status
 from fastapi.responses import Response, StreamingResponse
 
-from job_image.storage import ObjectInfo, Storage, StorageError
+from job_image.storage import ObjectInfo, Storage
 
 RANGE = re.compile(r"^bytes=(\d*)-(\d*)$")
 
@@ -53,10 +53,6 @@ def etag_matches(if_none_match: str | None, etag: str) -> bool:
         return False
     tags = [t.strip().removeprefix("W/") for t in if_none_match.split(",")]
     return "*" in tags or etag in tags
-
-
-def storage_unavailable(exc: Exception) -> HTTPException:
-    return HTTPException(status.HTTP_503_SERVICE_UNAVAILABLE, f"Result storage is unavailable: {exc}")
 
 
 async def read_ahead(first: bytes, chunks: Iterator[bytes]) -> AsyncIterator[bytes]:
@@ -105,11 +101,9 @@ async def stream_object(
         )
     start, end = span if span else (0, info.size - 1)
     length = max(0, end - start + 1)
-    try:  # opening the download is network I/O too: off the event loop, and a 503 if it fails
-        chunks = await asyncio.to_thread(storage.iter_bytes, key, start, length)
-        first = await asyncio.to_thread(next, chunks, b"")
-    except StorageError as exc:
-        raise storage_unavailable(exc) from exc
+    # Opening the download is network I/O too: off the event loop; a StorageError is a 503.
+    chunks = await asyncio.to_thread(storage.iter_bytes, key, start, length)
+    first = await asyncio.to_thread(next, chunks, b"")
     headers["Content-Length"] = str(length)
     if span:
         headers["Content-Range"] = f"bytes {start}-{end}/{info.size}"

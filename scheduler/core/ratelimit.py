@@ -15,6 +15,22 @@ from collections import OrderedDict, deque
 from collections.abc import Callable
 
 
+class Throttled(Exception):
+    """Too many attempts: the next is allowed in `retry_after` seconds (the HTTP layer's 429)."""
+
+    def __init__(self, retry_after: float) -> None:
+        super().__init__(f"retry after {retry_after:g} s")
+        self.retry_after = retry_after
+
+
+def throttle(*checks: tuple[RateLimiter, str]) -> None:
+    """Count an attempt with each limiter for its key; raise Throttled when one refuses."""
+    for limiter, key in checks:
+        wait = limiter.hit(key)
+        if wait is not None:
+            raise Throttled(wait)
+
+
 class RateLimiter:
     """At most `limit` attempts per key in any `window_seconds`; `limit <= 0` disables it.
 

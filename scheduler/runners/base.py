@@ -8,15 +8,17 @@ the runner through the scheduler's job service, so a new runner needs no route c
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime
-from typing import Literal, Protocol
+from typing import Protocol
 
 from job_image.params import FractalParams
+from scheduler.core.config import Settings
+from scheduler.statuses import JobStatus
 
 # "queued" from a runner means: give the job back to the dispatcher (e.g. the local runner after a
 # service restart killed its process); the tracker re-queues it, up to a bounded number of attempts.
-RunnerStatus = Literal["queued", "pending", "running", "succeeded", "failed", "cancelled"]
+RunnerStatus = JobStatus
 
 
 @dataclass(frozen=True)
@@ -28,12 +30,17 @@ class JobSpec:
     params: FractalParams
     result_prefix: str  # e.g. "alice/<job_id>/"
 
-    def env(self) -> dict[str, str]:
-        """The job contract's per-job variables (storage variables come from settings)."""
+    def env(self, settings: Settings, *, opencl_cache_dir: str) -> dict[str, str]:
+        """The job contract's variables that every runner sets the same way: the job's own and
+        the limits it checks again. Storage variables are the runner's to pass (the local
+        runner from settings, a pod through envFrom)."""
         return {
             "JOB_ID": self.job_id,
             "FRACTAL_PARAMS": self.params.model_dump_json(),
             "RESULT_PREFIX": self.result_prefix,
+            "MAX_PIXELS": str(settings.max_pixels),
+            "MAX_ITER": str(settings.max_iter),
+            "OPENCL_CACHE_DIR": opencl_cache_dir,  # compiled kernels: a warm build is 16x faster
         }
 
 
@@ -48,7 +55,6 @@ class StatusReport:
     error: str | None = None  # a human sentence: the job's last stderr line, OOMKilled, ...
     message: str | None = None  # why it is waiting (pending), shown in the job document
     progress: float | None = None  # 0..1 where the runner can tell
-    extra: dict[str, str] = field(default_factory=dict)
 
 
 Report = Callable[[StatusReport], Awaitable[bool | None]]  # False: the DB has no record of that job

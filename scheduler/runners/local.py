@@ -45,14 +45,9 @@ def job_environment(spec: JobSpec, settings: Settings, host_env: Mapping[str, st
     """The job contract's variables plus the few host variables a process needs on this host."""
     env = {k: v for k, v in host_env.items() if k in HOST_VARS or k.startswith(HOST_PREFIXES)}
     env.setdefault("PATH", os.defpath)
-    env.update(spec.env())
+    env.update(spec.env(settings, opencl_cache_dir=str(Path(settings.opencl_cache_dir or "").resolve())))
     env.update(settings.storage_env())
-    env.update({
-        "MAX_PIXELS": str(settings.max_pixels),
-        "MAX_ITER": str(settings.max_iter),
-        "OPENCL_CACHE_DIR": str(Path(settings.opencl_cache_dir or "").resolve()),
-        "PYTHONPATH": str(REPO_ROOT),
-    })
+    env["PYTHONPATH"] = str(REPO_ROOT)
     return env
 
 

@@ -24,7 +24,7 @@ from fastapi.testclient import TestClient
 from sqlalchemy import Engine
 from sqlmodel import Session, select
 
-from scheduler import crud, db
+from scheduler import db, job_status
 from scheduler.models import Job
 from tests.postgres import PostgresServer, Unavailable, running_postgres
 from tests.scheduler.conftest import TINY, Client, sign_up_and_in, submit, wait_for
@@ -165,7 +165,7 @@ def test_concurrent_claims_hand_out_each_job_once(database_url: str) -> None:
         db.init_db(engines[0])
         with Session(engines[0]) as session:
             ids = {
-                crud.create_job(
+                job_status.create(
                     session, owner="alice", params=TINY, callback_url=None, runner="local", max_active=count
                 ).id
                 for _ in range(count)
@@ -177,7 +177,7 @@ def test_concurrent_claims_hand_out_each_job_once(database_url: str) -> None:
             claimed = []
             while True:
                 with Session(engine, expire_on_commit=False) as session:
-                    job = crud.claim_next_queued(session)
+                    job = job_status.claim_next(session)
                 if job is None:
                     return claimed
                 assert job.status == "pending" and job.attempts == 1, job

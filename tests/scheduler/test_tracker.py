@@ -12,10 +12,11 @@ import pytest
 from sqlalchemy import Engine, event
 from sqlmodel import Session
 
-from scheduler import crud, db
+from scheduler import crud, db, job_status
+from scheduler.job_status import apply_report
 from scheduler.models import Job
 from scheduler.runners.base import StatusReport
-from scheduler.tracker import WAIT_RECHECK_SECONDS, Tracker, apply_report
+from scheduler.tracker import WAIT_RECHECK_SECONDS, Tracker
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
 T1 = datetime(2026, 1, 1, 0, 1, tzinfo=UTC)
@@ -87,7 +88,7 @@ def queued_job(engine: Engine) -> str:
     with Session(engine) as session:
         crud.create_user(session, username="alice", password_hash="x")
     with Session(engine, expire_on_commit=False) as session:
-        return crud.create_job(
+        return job_status.create(
             session, owner="alice", params={}, callback_url=None, runner="local", max_active=10
         ).id
 

@@ -4,16 +4,16 @@ from __future__ import annotations
 
 import base64
 import binascii
-import math
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, HTTPException, Request, status
+from fastapi import APIRouter, Depends, Request, status
 from fastapi.security import HTTPBasic, HTTPBasicCredentials
 
 from scheduler import crud
 from scheduler.api.deps import ServiceDep
+from scheduler.api.errors import unauthorized, unprocessable
 from scheduler.core.jwt import issue_token
-from scheduler.core.ratelimit import RateLimiter
+from scheduler.core.ratelimit import throttle
 from scheduler.core.security import hash_password, password_problem, username_problem, verify_password
 from scheduler.models import Credentials, Token, UserPublic
 
@@ -21,10 +21,6 @@ router = APIRouter(prefix="/auth", tags=["auth"])
 
 BAD_CREDENTIALS = "Wrong username or password."
 NO_CREDENTIALS = "Send a username and password as a JSON body or with HTTP Basic."
-
-
-def unauthorized(detail: str) -> HTTPException:
-    return HTTPException(status.HTTP_401_UNAUTHORIZED, detail, headers={"WWW-Authenticate": "Basic"})
 
 
 class Utf8Basic(HTTPBasic):
@@ -38,26 +34,16 @@ class Utf8Basic(HTTPBasic):
         try:
             decoded = base64.b64decode(encoded.strip(), validate=True).decode()
         except (binascii.Error, UnicodeDecodeError) as exc:
-            raise unauthorized("The Basic credentials are not base64 of UTF-8 'username:password'.") from exc
+            raise unauthorized(
+                "The Basic credentials are not base64 of UTF-8 'username:password'.", "Basic"
+            ) from exc
         username, sep, password = decoded.partition(":")
         if not sep:
-            raise unauthorized("The Basic credentials have no ':' between username and password.")
+            raise unauthorized("The Basic credentials have no ':' between username and password.", "Basic")
         return HTTPBasicCredentials(username=username, password=password)
 
 
 basic = Utf8Basic(auto_error=False, description="username and password, as an alternative to the JSON body")
-
-
-def throttle(*checks: tuple[RateLimiter, str]) -> None:
-    """429 with Retry-After when any limiter refuses its key."""
-    for limiter, key in checks:
-        wait = limiter.hit(key)
-        if wait is not None:
-            raise HTTPException(
-                status.HTTP_429_TOO_MANY_REQUESTS,
-                f"Too many attempts; try again in {math.ceil(wait)} seconds.",
-                headers={"Retry-After": str(math.ceil(wait))},
-            )
 
 
 def client_address(request: Request) -> str:
@@ -71,18 +57,14 @@ async def sign_up(body: Credentials, request: Request, service: ServiceDep) -> U
     settings = service.settings
     problem = username_problem(body.username, settings) or password_problem(body.password, settings)
     if problem:
-        raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, problem)
-    taken = HTTPException(status.HTTP_409_CONFLICT, f"The username {body.username!r} is taken.")
+        raise unprocessable(problem)
     with service.session() as session:
         if crud.get_user(session, username=body.username) is not None:
-            raise taken
+            raise crud.UsernameTaken(body.username)
     throttle((service.signups_per_client, client_address(request)))  # each hash costs ~0.2 s of CPU
     password_hash = await hash_password(body.password, settings.bcrypt_rounds)
-    try:
-        with service.session() as session:
-            user = crud.create_user(session, username=body.username, password_hash=password_hash)
-    except crud.UsernameTaken as exc:
-        raise taken from exc
+    with service.session() as session:
+        user = crud.create_user(session, username=body.username, password_hash=password_hash)
     return UserPublic(username=user.username, created_at=user.created_at)
 
 
@@ -99,7 +81,7 @@ async def sign_in(
     elif basic_credentials is not None:
         username, password = basic_credentials.username, basic_credentials.password
     else:
-        raise unauthorized(NO_CREDENTIALS)
+        raise unauthorized(NO_CREDENTIALS, "Basic")
     throttle(
         (service.signins_per_client, client_address(request)),
         (service.signins_per_user, username),
@@ -110,6 +92,6 @@ async def sign_in(
     if not await verify_password(
         password, user.password_hash if user else None, service.settings.bcrypt_rounds
     ):
-        raise unauthorized(BAD_CREDENTIALS)
+        raise unauthorized(BAD_CREDENTIALS, "Basic")
     ttl = service.settings.jwt_ttl_seconds
     return Token(access_token=issue_token(username, service.jwt_secret, ttl), expires_in=ttl)

@@ -5,42 +5,25 @@ from __future__ import annotations
 import asyncio
 import json
 import re
-from typing import Annotated, Any
+from typing import Annotated
 
-from fastapi import APIRouter, Body, Header, HTTPException, Query, status
+from fastapi import APIRouter, Header, Query, status
 from fastapi.responses import PlainTextResponse, Response
-from pydantic import ValidationError
 
-from job_image.params import describe_error
-from job_image.storage import ObjectInfo, StorageError
+from job_image.storage import ObjectInfo
 from scheduler import crud
-from scheduler.api.deps import CurrentUser, OwnedJob, ServiceDep, job_not_found
-from scheduler.api.streaming import storage_unavailable, stream_object
-from scheduler.callbacks import CallbackRefused, check_callback_url
-from scheduler.models import FileInfo, FilesPublic, Job, JobCreate, JobPublic, JobsPublic, JobStatus
-from scheduler.runners.base import RunnerUnavailable
+from scheduler.api.deps import CurrentUser, OwnedJob, ServiceDep
+from scheduler.api.errors import conflict, job_not_found, not_found, unprocessable
+from scheduler.api.streaming import stream_object
+from scheduler.callbacks import check_callback_url
+from scheduler.models import FileInfo, FilesPublic, Job, JobCreate, JobPublic, JobsPublic
 from scheduler.service import Service
+from scheduler.statuses import NOT_STARTED, JobStatus
 
 router = APIRouter(prefix="/jobs", tags=["jobs"])
 
 FILE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 WaitQuery = Annotated[float, Query(ge=0, description="seconds to wait for the job to finish")]
-
-JOB_CREATE_BODY = {
-    "requestBody": {
-        "required": True,
-        "content": {
-            "application/json": {
-                "schema": JobCreate.model_json_schema(ref_template="#/components/schemas/{model}")
-            }
-        },
-    }
-}
-
-
-def unprocessable(detail: str) -> HTTPException:
-    return HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, detail)
-
 
 async def finished_or_current(service: Service, job: Job, wait: float) -> JobPublic:
     """The job's document, after waiting up to `wait` seconds for it to finish."""
@@ -54,37 +37,15 @@ async def finished_or_current(service: Service, job: Job, wait: float) -> JobPub
     return doc
 
 
-async def storage_call(fn: Any, *args: Any) -> Any:
-    try:
-        return await asyncio.to_thread(fn, *args)
-    except StorageError as exc:
-        raise storage_unavailable(exc) from exc
-
-
-@router.post("", status_code=status.HTTP_202_ACCEPTED, openapi_extra=JOB_CREATE_BODY)
-async def submit_job(
-    user: CurrentUser,
-    service: ServiceDep,
-    body: Annotated[dict[str, Any], Body(media_type="application/json")],
-) -> JobPublic:
+@router.post("", status_code=status.HTTP_202_ACCEPTED)
+async def submit_job(user: CurrentUser, service: ServiceDep, request: JobCreate) -> JobPublic:
     """Ask for a fractal: validates the parameters, queues a job and returns its id at once."""
-    try:
-        request = JobCreate.model_validate(body, context={"limits": service.settings.limits})
-    except ValidationError as exc:
-        raise unprocessable(f"Invalid parameters: {describe_error(exc)}.") from exc
+    problem = request.limit_problem(service.settings.limits)
+    if problem:
+        raise unprocessable(f"Invalid parameters: {problem}.")
     if request.callback_url is not None:
-        try:
-            check_callback_url(request.callback_url, service.settings.callback_allow_private)
-        except CallbackRefused as exc:
-            raise unprocessable(f"callback_url: {exc}") from exc
-    try:
-        job = service.submit(user.username, request)
-    except crud.TooManyActiveJobs as exc:
-        raise HTTPException(
-            status.HTTP_429_TOO_MANY_REQUESTS,
-            f"You have {exc} unfinished jobs, the most allowed; wait for one to finish or delete one.",
-        ) from exc
-    return JobPublic.of(job)
+        check_callback_url(request.callback_url, service.settings.callback_allow_private)
+    return JobPublic.of(service.submit(user.username, request))
 
 
 @router.get("")
@@ -116,34 +77,22 @@ async def get_job(job: OwnedJob, service: ServiceDep, wait: WaitQuery = 0) -> Jo
 @router.delete("/{job_id}")
 async def delete_job(job: OwnedJob, service: ServiceDep) -> JobPublic:
     """Cancel the job if it is active, remove its process or Kubernetes Job and its stored files."""
-    try:
-        return await service.delete(job)
-    except StorageError as exc:
-        raise storage_unavailable(exc) from exc
-    except RunnerUnavailable as exc:  # e.g. the API server is down: nothing was removed
-        detail = f"The job cannot be cancelled now: {exc}. Nothing was changed; try again later."
-        raise HTTPException(status.HTTP_503_SERVICE_UNAVAILABLE, detail) from exc
+    return await service.delete(job)
 
 
 @router.get("/{job_id}/logs", response_class=PlainTextResponse)
 async def job_logs(job: OwnedJob, service: ServiceDep) -> PlainTextResponse:
     """The job's output (progress lines and its error line), while it runs and after."""
-    try:
-        text = await service.logs(job)
-    except StorageError as exc:
-        raise storage_unavailable(exc) from exc
+    text = await service.logs(job)
     if text is None:
-        detail = (
-            "The job has not started yet." if job.status in ("queued", "pending") else "No logs were kept."
-        )
-        raise HTTPException(status.HTTP_404_NOT_FOUND, detail)
+        raise not_found("The job has not started yet." if job.status in NOT_STARTED else "No logs were kept.")
     return PlainTextResponse(text)
 
 
 @router.get("/{job_id}/result/list")
 async def list_result_files(job: OwnedJob, service: ServiceDep) -> FilesPublic:
     """The job's stored files with their sizes (names for ?file=)."""
-    found: list[ObjectInfo] = await storage_call(service.storage.list, job.result_prefix)
+    found: list[ObjectInfo] = await asyncio.to_thread(service.storage.list, job.result_prefix)
     files = [FileInfo(name=o.name, size=o.size, content_type=o.content_type) for o in found]
     return FilesPublic(job_id=job.id, files=files)
 
@@ -165,14 +114,12 @@ async def download_result(
     if not FILE_NAME.match(file):
         raise unprocessable("file must be a plain file name from result/list, e.g. result.json.")
     doc = await finished_or_current(service, job, wait)
-    info: ObjectInfo | None = await storage_call(service.storage.stat, job.result_prefix + file)
+    info: ObjectInfo | None = await asyncio.to_thread(service.storage.stat, job.result_prefix + file)
     if info is None:
         if doc.status != "succeeded":
             reason = f": {doc.error}" if doc.error else ""
-            raise HTTPException(
-                status.HTTP_409_CONFLICT, f"The job is {doc.status}{reason}; there is no {file}."
-            )
-        raise HTTPException(status.HTTP_404_NOT_FOUND, f"The job has no file {file}; see result/list.")
+            raise conflict(f"The job is {doc.status}{reason}; there is no {file}.")
+        raise not_found(f"The job has no file {file}; see result/list.")
     etag = await image_etag(service, job) if file == "image.png" else None
     return await stream_object(
         service.storage,
@@ -187,7 +134,7 @@ async def download_result(
 
 async def image_etag(service: Service, job: Job) -> str | None:
     """The PNG's sha256 as recorded by the job in result.json."""
-    data = await storage_call(service.read_object, job.result_prefix + "result.json")
+    data = await asyncio.to_thread(service.read_object, job.result_prefix + "result.json")
     try:
         sha = json.loads(data).get("sha256") if data else None
     except (ValueError, AttributeError):  # not a JSON object: serve without an ETag rather than fail

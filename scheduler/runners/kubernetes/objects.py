@@ -19,6 +19,7 @@ RESULT_PREFIX_ANNOTATION = "fractal-scheduler/result-prefix"
 APP_NAME = "fractal-job"
 MANAGER = "fractal-scheduler"
 CONTAINER = "render"
+OPENCL_CACHE = "/tmp/opencl-cache"
 
 # Every Job and Pod this service owns carries it; both watches use it.
 # https://kubernetes.io/docs/concepts/overview/working-with-objects/labels/#label-selectors
@@ -51,13 +52,8 @@ def job_labels(job_id: str) -> dict[str, str]:
 
 def job_env(spec: JobSpec, settings: Settings) -> list[k.V1EnvVar]:
     """Per-job variables; storage variables come from the ConfigMap/Secret via envFrom."""
-    env = spec.env() | {
-        "MAX_PIXELS": str(settings.max_pixels),
-        "MAX_ITER": str(settings.max_iter),
-        # The root filesystem may be read-only; PoCL caches compiled kernels here.
-        "OPENCL_CACHE_DIR": "/tmp/opencl-cache",
-        "POCL_CACHE_DIR": "/tmp/opencl-cache",
-    }
+    # The root filesystem may be read-only; PoCL caches compiled kernels in /tmp.
+    env = spec.env(settings, opencl_cache_dir=OPENCL_CACHE) | {"POCL_CACHE_DIR": OPENCL_CACHE}
     return [k.V1EnvVar(name=name, value=value) for name, value in env.items()]
 
 

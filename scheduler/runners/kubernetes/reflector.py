@@ -21,12 +21,14 @@ from typing import Any
 
 import urllib3
 
+from job_image.backoff import Backoff
 from scheduler.runners.kubernetes import errors
 
 log = logging.getLogger(__name__)
 
 # on_event(type, object): "ADDED" | "MODIFIED" | "DELETED", called on the reflector's thread.
 EventCallback = Callable[[str, Any], None]
+FIRST_RETRY_SECONDS = 0.4
 
 
 class Reflector:
@@ -60,7 +62,7 @@ class Reflector:
         self.resource_version: str | None = None
         self.synced = threading.Event()  # the first list has been loaded
         self.last_error: str | None = None  # None while the last call succeeded
-        self.failures = 0
+        self._backoff = Backoff(FIRST_RETRY_SECONDS, backoff_max)
         self._stop = threading.Event()
         self._resp: urllib3.BaseHTTPResponse | None = None
         self._thread: threading.Thread | None = None
@@ -95,31 +97,26 @@ class Reflector:
                 if self.resource_version is None:
                     self.relist()
                 self.watch()
-                self.failures = 0
+                self._backoff.reset()
             except errors.Gone:
                 # Expected: the watch cache moved on. Relist at once; back off only if it repeats.
                 log.info("%s watch: resourceVersion %s expired; relisting", self.kind, self.resource_version)
                 self.resource_version = None
-                self.failures += 1
-                if self.failures > 1:
-                    self._stop.wait(self._backoff())
+                delay = self._backoff.next()
+                if self._backoff.failures > 1:
+                    self._stop.wait(delay)
             except errors.KubeError as exc:
                 if self._stop.is_set():
                     break
-                self.failures += 1
                 self.last_error = str(exc)
                 self.resource_version = None
-                delay = self._backoff()
+                delay = self._backoff.next()
                 log.warning("%s watch: %s; relisting in %.1f s", self.kind, exc, delay)
                 self._stop.wait(delay)
             except Exception:  # a bug must not end tracking silently: log, back off, go on
-                self.failures += 1
                 self.resource_version = None
                 log.exception("%s watch: unexpected error", self.kind)
-                self._stop.wait(self._backoff())
-
-    def _backoff(self) -> float:
-        return min(self.backoff_max, 0.2 * 2 ** min(self.failures, 10))
+                self._stop.wait(self._backoff.next())
 
     def relist(self) -> None:
         """List, replace the cache, and tell the callback what changed since the last cache."""

@@ -23,6 +23,7 @@ from typing import Any
 from kubernetes import client as k
 from kubernetes import config as kube_config
 
+from job_image.backoff import Backoff
 from job_image.storage import Storage, StorageError
 from scheduler.core.config import Settings
 from scheduler.runners.base import JobSpec, Report, RunnerUnavailable, StatusReport
@@ -495,14 +496,10 @@ class KubernetesRunner:
         # A job ends once: late watch events may re-create its tracking after it was forgotten.
         if t.orphan or (obs.done and t.job_id in self._ended):
             return True  # an orphan has no record to report to
-        pod = _newest(t.pods.values())
-        extra = {"kube_job": objects.job_name(t.job_id)}
-        if pod is not None:
-            extra["kube_pod"] = pod.metadata.name
         try:
             known = await self.report(StatusReport(
                 job_id=t.job_id, status=obs.status, started_at=obs.started_at,
-                finished_at=obs.finished_at, error=obs.error, message=obs.message, extra=extra,
+                finished_at=obs.finished_at, error=obs.error, message=obs.message,
             ))
         except Exception:  # noqa: BLE001 - a failing tracker must not stop the watch
             log.exception("report for %s failed", t.job_id)
@@ -586,7 +583,7 @@ class KubernetesRunner:
         An error is logged and the loop goes on, backing off while errors repeat: one bad
         object must not end pending-deadline enforcement for every job."""
         period = min(5.0, max(0.2, self.settings.job_pending_deadline_seconds / 10))
-        longest = max(period, self.settings.kube_reconnect_backoff_max)
+        backoff = Backoff(period * 2, max(period, self.settings.kube_reconnect_backoff_max))
         delay = period
         while True:
             await asyncio.sleep(delay)
@@ -597,7 +594,9 @@ class KubernetesRunner:
                 except Exception:  # noqa: BLE001 - see the docstring
                     failed = True
                     log.exception("sweep failed for job %s", t.job_id)
-            delay = min(delay * 2, longest) if failed else period
+            if not failed:
+                backoff.reset()
+            delay = backoff.next() if failed else period
 
     async def _sweep_one(self, t: Tracked, period: float) -> None:
         if t.orphan:

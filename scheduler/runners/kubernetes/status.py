@@ -15,6 +15,7 @@ from kubernetes import client as k
 
 from scheduler.runners.base import RunnerStatus
 from scheduler.runners.kubernetes import reasons
+from scheduler.statuses import FINISHED
 
 
 @dataclass(frozen=True)
@@ -27,7 +28,7 @@ class Observation:
 
     @property
     def done(self) -> bool:
-        return self.status in ("succeeded", "failed", "cancelled")
+        return self.status in FINISHED
 
 
 def _started(pods: Sequence[k.V1Pod]) -> datetime | None:

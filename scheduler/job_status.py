@@ -1,0 +1,138 @@
+"""Every change of a job's status, and only here: create (queued), claim (queued -> pending),
+requeue (pending -> queued) and a runner's report (pure `apply_report`, stored by `record`).
+
+The dispatcher and the tracker call these; nothing else writes `Job.status`. Updates that can
+race another replica (claim, requeue) are conditional on the status they start from.
+"""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any, NamedTuple
+
+from sqlalchemy import func, update
+from sqlmodel import Session, col, select
+
+from scheduler.models import Job, utcnow
+from scheduler.runners.base import StatusReport
+from scheduler.statuses import ACTIVE, FINISHED
+
+
+class TooManyActiveJobs(Exception):
+    """The owner already has the most unfinished jobs allowed; the argument is how many."""
+
+
+def create(
+    session: Session,
+    *,
+    owner: str,
+    params: dict[str, Any],
+    callback_url: str | None,
+    runner: str,
+    max_active: int,
+) -> Job:
+    """Insert a queued job unless the owner already has `max_active` unfinished ones."""
+    active = session.exec(
+        select(func.count()).select_from(Job).where(Job.owner == owner, col(Job.status).in_(ACTIVE))
+    ).one()
+    if active >= max_active:
+        raise TooManyActiveJobs(active)
+    job = Job(
+        id=uuid.uuid4().hex,
+        owner=owner,
+        status="queued",
+        params=params,
+        callback_url=callback_url,
+        runner=runner,
+    )
+    session.add(job)
+    session.commit()
+    session.refresh(job)
+    return job
+
+
+def oldest_queued(session: Session) -> Job | None:
+    return session.exec(
+        select(Job).where(Job.status == "queued").order_by(col(Job.created_at), col(Job.id)).limit(1)
+    ).first()
+
+
+def claim_next(session: Session) -> Job | None:
+    """Mark the oldest queued job `pending` and return it. The update is conditional on the job
+    still being queued, so two dispatchers sharing a database never both start one job."""
+    while True:
+        queued = oldest_queued(session)
+        if queued is None:
+            return None
+        claimed = session.execute(
+            update(Job)
+            .where(col(Job.id) == queued.id, col(Job.status) == "queued")
+            .values(status="pending", message="starting", attempts=Job.attempts + 1)
+        )
+        session.commit()
+        if claimed.rowcount == 1:
+            return session.get(Job, queued.id, populate_existing=True)
+
+
+def requeue(session: Session, *, job_id: str, reason: str) -> bool:
+    """Give a claimed job back to the queue (the runner refused it): the attempt did not
+    count. False when it is no longer pending (deleted, or reported on meanwhile)."""
+    changed = session.execute(
+        update(Job)
+        .where(col(Job.id) == job_id, col(Job.status) == "pending")
+        .values(status="queued", attempts=Job.attempts - 1, message=f"waiting for the runner: {reason}")
+    )
+    session.commit()
+    return changed.rowcount == 1
+
+
+def apply_report(job: Job, report: StatusReport, *, max_attempts: int) -> bool:
+    """Fold one report into the job record (pure); False when it changes nothing.
+
+    A finished job never changes again (runners may report an end twice, e.g. a cancel seen
+    both by the caller and by the watch). A "queued" report gives the job back to the
+    dispatcher until it has been started `max_attempts` times.
+    """
+    if job.status in FINISHED:
+        return False
+    if report.status == "queued":
+        if job.attempts >= max_attempts:
+            job.status, job.finished_at = "failed", report.finished_at or utcnow()
+            job.error = f"the job was interrupted {job.attempts} times (service restarts) and was given up"
+        else:
+            job.status, job.message, job.progress, job.started_at = "queued", report.message, None, None
+        return True
+    before = (job.status, job.started_at, job.finished_at, job.error, job.message, job.progress)
+    job.status = report.status
+    if report.started_at is not None and job.started_at is None:
+        job.started_at = report.started_at
+    if report.status in FINISHED:
+        job.finished_at = report.finished_at or utcnow()
+        job.error = report.error if report.status == "failed" else None
+        job.message = None
+        if report.status == "succeeded":
+            job.progress = 1.0
+    else:
+        job.message = report.message
+        if report.progress is not None:
+            job.progress = report.progress
+    return before != (job.status, job.started_at, job.finished_at, job.error, job.message, job.progress)
+
+
+class Recorded(NamedTuple):
+    job: Job | None  # None: the job has no record (deleted, perhaps through another replica)
+    changed: bool
+    started: bool  # this report gave it its started_at
+
+
+def record(session: Session, report: StatusReport, *, max_attempts: int) -> Recorded:
+    """Apply a runner's report to the stored job and commit it when it changed something."""
+    job = session.get(Job, report.job_id)
+    if job is None:
+        return Recorded(None, False, False)
+    was_started = job.started_at is not None
+    if not apply_report(job, report, max_attempts=max_attempts):
+        return Recorded(job, False, False)
+    session.add(job)
+    session.commit()
+    return Recorded(job, True, job.started_at is not None and not was_started)

@@ -13,11 +13,13 @@ import re
 from collections.abc import AsyncIterator, Iterator
 
 from fastapi import status
-from fastapi.responses import Response, StreamingResponse
+from fastapi.responses import JSONResponse, Response, StreamingResponse
 
 from job_image.storage import ObjectInfo, Storage
 
-RANGE = re.compile(r"^bytes=(\d*)-(\d*)$")
+RANGE = re.compile(r"bytes=([0-9]*)-([0-9]*)")  # ASCII digits only, matched whole
+# A position with more digits is past any object (and int() refuses over 4300 digits).
+_MAX_DIGITS = 18
 
 
 class RangeNotSatisfiable(Exception):
@@ -30,22 +32,26 @@ def parse_range(header: str | None, size: int) -> tuple[int, int] | None:
     object, which RFC 9110 allows); an unsatisfiable range raises RangeNotSatisfiable."""
     if not header:
         return None
-    match = RANGE.match(header.strip())
+    match = RANGE.fullmatch(header.strip())
     if match is None:
         return None
-    first, last = match.groups()
-    if not first and not last:
+    first, last = (_position(g) for g in match.groups())
+    if first is None and last is None:
         return None
-    if not first:  # suffix range: the last N bytes
-        length = int(last)
-        if length == 0 or size == 0:
+    if first is None:  # suffix range: the last N bytes
+        if last == 0 or size == 0:
             raise RangeNotSatisfiable(header)
-        return max(0, size - length), size - 1
-    start = int(first)
-    end = min(int(last), size - 1) if last else size - 1
-    if start >= size or (last and int(last) < start):
+        return max(0, size - last), size - 1
+    end = min(last, size - 1) if last is not None else size - 1
+    if first >= size or (last is not None and last < first):
         raise RangeNotSatisfiable(header)
-    return start, end
+    return first, end
+
+
+def _position(digits: str) -> int | None:
+    if not digits:
+        return None
+    return int(digits) if len(digits) <= _MAX_DIGITS else 10**_MAX_DIGITS
 
 
 def etag_matches(if_none_match: str | None, etag: str) -> bool:
@@ -95,7 +101,8 @@ async def stream_object(
     try:
         span = parse_range(range_header, info.size)
     except RangeNotSatisfiable:
-        return Response(
+        return JSONResponse(
+            {"detail": f"The requested range is outside the {info.size}-byte file."},
             status_code=status.HTTP_416_RANGE_NOT_SATISFIABLE,
             headers={"Content-Range": f"bytes */{info.size}"},
         )

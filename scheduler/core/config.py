@@ -5,11 +5,12 @@ Every limit and every timeout lives here, with the reason for its default.
 
 from __future__ import annotations
 
+import re
 from functools import cached_property
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, model_validator
+from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from job_image.params import Limits
@@ -114,6 +115,15 @@ class Settings(BaseSettings):
     callback_allow_private: bool = False  # SSRF guard: refuse loopback/private targets by default
     callback_timeout: float = 5.0
     callback_attempts: int = 4
+
+    @field_validator("username_pattern")
+    @classmethod
+    def _compiles(cls, pattern: str) -> str:
+        try:  # a broken pattern refuses to start, rather than a 500 at the first sign-up
+            re.compile(pattern)
+        except re.error as exc:
+            raise ValueError(f"not a regular expression: {exc}") from exc
+        return pattern
 
     @model_validator(mode="after")
     def _derive(self) -> Settings:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import secrets
 import time
 from datetime import UTC, datetime, timedelta
@@ -23,6 +24,9 @@ log = logging.getLogger(__name__)
 
 ALGORITHM = "HS256"
 SECRET_FILE = "jwt_secret"
+# header.payload.signature in unpadded base64url, as issue_token makes them. python-jose's decoder
+# skips characters outside the alphabet, so without this check `<token>é` would be accepted too.
+TOKEN_SHAPE = re.compile(r"[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+")
 _GENERATED_BYTES = 48  # secrets.token_urlsafe(48): 64 characters, 384 bits of entropy
 
 # Every claim is checked, and the three the service relies on must be present.
@@ -125,7 +129,9 @@ def token_subject(token: str, secret: str) -> str:
     Only HS256 is accepted, so `alg: none`, other HMAC sizes and public-key algorithms (the
     RS256-with-the-HMAC-secret confusion) are all refused by the algorithm allow-list.
     """
-    if not isinstance(token, str) or not token or not isinstance(secret, str) or not secret:
+    if not isinstance(token, str) or not TOKEN_SHAPE.fullmatch(token):
+        raise TokenError("the token is invalid")
+    if not isinstance(secret, str) or not secret:
         raise TokenError("the token is invalid")
     try:
         claims = jose_jwt.decode(token, secret, algorithms=[ALGORITHM], options=_DECODE_OPTIONS)

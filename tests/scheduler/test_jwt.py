@@ -121,6 +121,15 @@ def test_payload_that_is_not_an_object_is_refused() -> None:
     assert_refused(f"{header}.{base64.urlsafe_b64encode(b'[1,2]').rstrip(b'=').decode()}.AAAA")
 
 
+@pytest.mark.parametrize("extra", ["é", "!", " ", "\n", "=", "\x00"])
+def test_a_token_with_characters_outside_base64url_is_refused(extra: str) -> None:
+    # python-jose's decoder skips such characters, so the signature alone would still match
+    token = issue_token("alice", SECRET, 60)
+    for tampered in (token + extra, extra + token, token.replace(".", "." + extra, 1)):
+        with pytest.raises(TokenError):
+            token_subject(tampered, SECRET)
+
+
 # --- the signing secret ----------------------------------------------------------------------
 
 
@@ -211,3 +220,4 @@ def test_concurrent_first_starts_agree_on_one_secret(tmp_path: Path) -> None:
     with ThreadPoolExecutor(8) as pool:
         secrets = set(pool.map(lambda _: start(), range(8)))
     assert secrets == {(tmp_path / "data" / "jwt_secret").read_text()}
+

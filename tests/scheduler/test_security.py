@@ -6,6 +6,7 @@ import asyncio
 
 import bcrypt
 import pytest
+from pydantic import ValidationError
 
 from scheduler.core import security
 from scheduler.core.config import Settings
@@ -111,6 +112,11 @@ def test_custom_username_pattern_is_named() -> None:
     assert username_problem("ABCD", settings) is None
     problem = username_problem("abcd", settings)
     assert problem is not None and "^[A-Z]{4}$" in problem
+
+
+def test_a_username_pattern_that_does_not_compile_refuses_to_start() -> None:
+    with pytest.raises(ValidationError, match="not a regular expression"):
+        Settings(username_pattern="[a-")
 
 
 def test_hashing_leaves_the_event_loop_responsive() -> None:

@@ -41,3 +41,22 @@ def test_etag_matching() -> None:
     assert etag_matches("*", '"abc"')
     assert not etag_matches('"abd"', '"abc"')
     assert not etag_matches(None, '"abc"')
+
+
+@pytest.mark.parametrize(
+    ("header", "size", "expected"),
+    [
+        ("bytes=0-" + "9" * 5000, 100, (0, 99)),  # int() refuses over 4300 digits: clipped, not a 500
+        ("bytes=-" + "9" * 5000, 100, (0, 99)),
+        ("bytes=0-9\n", 100, (0, 9)),  # surrounding whitespace is stripped
+        ("bytes=٣-", 100, None),  # non-ASCII digits are not digits here: ignored
+        ("bytes=0-9 x", 100, None),
+    ],
+)
+def test_awkward_ranges(header: str, size: int, expected: tuple[int, int] | None) -> None:
+    assert parse_range(header, size) == expected
+
+
+def test_a_start_with_thousands_of_digits_is_unsatisfiable() -> None:
+    with pytest.raises(RangeNotSatisfiable):
+        parse_range("bytes=" + "9" * 5000 + "-", 100)

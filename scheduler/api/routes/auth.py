@@ -31,9 +31,9 @@ class Utf8Basic(HTTPBasic):
         scheme, _, encoded = request.headers.get("Authorization", "").partition(" ")
         if scheme.lower() != "basic":
             return None
-        try:
-            decoded = base64.b64decode(encoded.strip(), validate=True).decode()
-        except (binascii.Error, UnicodeDecodeError) as exc:
+        try:  # the header arrives as latin-1 text: its bytes, then strict base64, then UTF-8
+            decoded = base64.b64decode(encoded.strip().encode("latin-1"), validate=True).decode()
+        except (binascii.Error, UnicodeError) as exc:
             raise unauthorized(
                 "The Basic credentials are not base64 of UTF-8 'username:password'.", "Basic"
             ) from exc

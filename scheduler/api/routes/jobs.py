@@ -22,7 +22,7 @@ from scheduler.statuses import NOT_STARTED, JobStatus
 
 router = APIRouter(prefix="/jobs", tags=["jobs"])
 
-FILE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
+FILE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")  # fullmatch: "$" lets a final newline in
 WaitQuery = Annotated[float, Query(ge=0, description="seconds to wait for the job to finish")]
 
 async def finished_or_current(service: Service, job: Job, wait: float) -> JobPublic:
@@ -111,7 +111,7 @@ async def download_result(
     if_none_match: Annotated[str | None, Header(alias="If-None-Match")] = None,
 ) -> Response:
     """The rendered PNG, streamed from storage (Range and If-None-Match supported); ?file= for others."""
-    if not FILE_NAME.match(file):
+    if not FILE_NAME.fullmatch(file):
         raise unprocessable("file must be a plain file name from result/list, e.g. result.json.")
     doc = await finished_or_current(service, job, wait)
     info: ObjectInfo | None = await asyncio.to_thread(service.storage.stat, job.result_prefix + file)

@@ -10,6 +10,7 @@ import uvicorn
 from pydantic import ValidationError
 
 from job_image.storage import StorageError
+from scheduler.api.http_protocol import limited_protocol
 from scheduler.core import logs
 from scheduler.core.config import Settings
 
@@ -35,6 +36,7 @@ def main(argv: list[str] | None = None) -> int:
         port=args.port,
         log_config=None,
         access_log=False,
+        http=limited_protocol(settings.max_header_bytes, settings.header_timeout_seconds),
         proxy_headers=True,
         forwarded_allow_ips=settings.forwarded_allow_ips,
     )

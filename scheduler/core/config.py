@@ -57,6 +57,14 @@ class Settings(BaseSettings):
     max_pixels: int = Limits.max_pixels
     max_iter: int = Limits.max_iter
     max_body_bytes: int = 64 * 1024
+    max_header_bytes: int = Field(
+        16 * 1024, gt=0, description="request line + headers (431 past it); a token is ~200 bytes"
+    )
+    header_timeout_seconds: float = Field(
+        10.0,
+        gt=0,
+        description="a client's headers must arrive within this (408): half-sent requests cannot pile up",
+    )
     max_active_jobs_per_user: int = 8  # queued + pending + running
     max_wait_seconds: float = 60.0  # cap on ?wait= long-polls
     page_size_default: int = 20

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from scheduler.core.config import Settings
@@ -31,3 +33,9 @@ def test_defaults_derive_from_data_dir(monkeypatch: pytest.MonkeyPatch) -> None:
     assert settings.database_url == "sqlite:////srv/fractal/scheduler.db"
     assert str(settings.storage_dir) == "/srv/fractal/results"
     assert str(settings.opencl_cache_dir) == "/srv/fractal/opencl-cache"
+
+
+def test_every_setting_is_in_the_readme() -> None:
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    missing = [name.upper() for name in Settings.model_fields if f"`{name.upper()}`" not in readme]
+    assert not missing, f"settings missing from the README's configuration tables: {missing}"

@@ -55,8 +55,8 @@ class Service:
             self.engine, self.runner, self.tracker, retry_max_seconds=settings.dispatch_retry_max_seconds
         )
         self._users: dict[str, User] = {}  # accounts are never removed, so a hit stays true
-        self.signins_per_user = RateLimiter(settings.signin_attempts_per_minute)
-        self.signins_per_client = RateLimiter(settings.signin_attempts_per_minute)
+        self.signins_per_user_and_client = RateLimiter(settings.signin_attempts_per_minute)
+        self.signins_per_client = RateLimiter(settings.signin_attempts_per_client_per_minute)
         self.signups_per_client = RateLimiter(settings.signups_per_minute)
 
     # --- lifecycle ----------------------------------------------------------------------------

@@ -47,7 +47,9 @@ class Settings(BaseSettings):
     username_pattern: str = r"^[a-z0-9][a-z0-9_.-]{2,31}$"
     password_min_length: int = 8
     password_max_bytes: int = 72  # bcrypt's own input limit; longer is a 422, never truncated
-    signin_attempts_per_minute: int = 10  # per username and per client address (429 past it)
+    signin_attempts_per_minute: int = 10  # per (username, client address); 429 past it
+    # per client address, whatever the names: one client cannot spray guesses over many accounts
+    signin_attempts_per_client_per_minute: int = 30
     signups_per_minute: int = 5  # per client address: each sign-up costs a bcrypt hash
     # Proxies whose X-Forwarded-For names the client (uvicorn's forwarded_allow_ips): the
     # per-client sign-in limit must see clients, not the Ingress controller.

@@ -34,6 +34,7 @@ def settings(tmp_path: Path, opencl_cache: Path) -> Settings:
         bcrypt_rounds=4,
         opencl_cache_dir=opencl_cache,
         signin_attempts_per_minute=1000,
+        signin_attempts_per_client_per_minute=1000,
     )
 
 

@@ -92,7 +92,7 @@ def test_sign_in_without_credentials_is_401(client: TestClient) -> None:
     assert response.status_code == 401 and response.headers["WWW-Authenticate"] == "Basic"
 
 
-def test_sign_in_is_rate_limited_per_user(make_client: Client) -> None:
+def test_sign_in_is_rate_limited_per_user_and_client(make_client: Client) -> None:
     client = make_client(signin_attempts_per_minute=3)
     client.post("/auth/sign-up", json=CREDS)
     codes = [
@@ -102,10 +102,21 @@ def test_sign_in_is_rate_limited_per_user(make_client: Client) -> None:
     blocked = client.post("/auth/sign-in", json=CREDS)  # even the right password, for now
     assert blocked.status_code == 429
     assert int(blocked.headers["Retry-After"]) >= 1 and "try again" in blocked.json()["detail"]
+    assert client.post("/auth/sign-in", json={**CREDS, "username": "bob"}).status_code == 401  # another name
+
+
+def test_guesses_from_other_clients_do_not_lock_the_owner_out(make_client: Client) -> None:
+    owner = make_client(signin_attempts_per_minute=2)
+    owner.post("/auth/sign-up", json=CREDS)
+    wrong = {**CREDS, "password": "wrong-horse"}
+    for i in range(20):  # an attacker rotating addresses, each trying the limit and more
+        attacker = TestClient(owner.app, client=(f"203.0.113.{i}", 40000))
+        assert [attacker.post("/auth/sign-in", json=wrong).status_code for _ in range(3)] == [401, 401, 429]
+    assert owner.post("/auth/sign-in", json=CREDS).status_code == 200
 
 
 def test_sign_in_is_rate_limited_per_client(make_client: Client) -> None:
-    client = make_client(signin_attempts_per_minute=3)
+    client = make_client(signin_attempts_per_client_per_minute=3)
     codes = [
         client.post("/auth/sign-in", json={"username": f"user{i}", "password": "wrong-horse"}).status_code
         for i in range(4)
@@ -118,7 +129,14 @@ def test_sign_up_is_rate_limited_per_client(make_client: Client) -> None:
     bodies = [{**CREDS, "username": f"user{i}"} for i in range(3)]
     codes = [client.post("/auth/sign-up", json=body).status_code for body in bodies]
     assert codes == [201, 201, 429]
-    assert client.post("/auth/sign-up", json={**CREDS, "username": "user0"}).status_code == 409  # no hash
+    taken = client.post("/auth/sign-up", json={**CREDS, "username": "user0"})
+    assert taken.status_code == 429  # not 409: unthrottled 409s would list the usernames
+
+
+def test_sign_up_of_a_taken_name_is_throttled_too(make_client: Client) -> None:
+    client = make_client(signups_per_minute=2)
+    assert client.post("/auth/sign-up", json=CREDS).status_code == 201
+    assert [client.post("/auth/sign-up", json=CREDS).status_code for _ in range(3)] == [409, 429, 429]
 
 
 @pytest.mark.parametrize("header", ["", "Bearer", "Bearer not-a-token", "Basic YWxpY2U6eA==", "Bearer a.b.c"])

@@ -128,7 +128,7 @@ def test_sign_in_limit_counts_clients_behind_a_trusted_proxy(
 ) -> None:
     """Behind the Ingress every request comes from its address: X-Forwarded-For names the client,
     but only when the proxy is in FORWARDED_ALLOW_IPS (otherwise anyone could pick a fresh one)."""
-    limits = {"SIGNIN_ATTEMPTS_PER_MINUTE": "2", "FORWARDED_ALLOW_IPS": trusted}
+    limits = {"SIGNIN_ATTEMPTS_PER_CLIENT_PER_MINUTE": "2", "FORWARDED_ALLOW_IPS": trusted}
     with serve(tmp_path / "data", opencl_cache, **limits) as (client, _proc):
         def attempt(client_ip: str, user: str) -> int:
             body = {"username": user, "password": "wrong-horse"}

@@ -1,0 +1,122 @@
+"""The assignment: fair share between users, priority within one, auto placement, estimates."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+from scheduler.admission.assign import Admitted, Plan, plan
+from scheduler.admission.capacity import local_snapshot
+from scheduler.admission.queue import Waiting
+from scheduler.admission.throughput import Throughput
+
+NOW = datetime(2026, 1, 1, 12, 0, tzinfo=UTC)
+SECOND = 5e9  # iterations: one second of CPU render at the prior rate
+
+
+def job(job_id: str, owner: str, age: float, *, device: str = "cpu", priority: str = "normal",
+        iterations: float = SECOND) -> Waiting:
+    return Waiting(job_id, owner, device, priority, NOW - timedelta(seconds=age), iterations)  # type: ignore[arg-type]
+
+
+def run(queued: list[Waiting], active: list[Admitted] = (), *, cpu: int = 1, gpu: int = 0,
+        policy: str = "fair") -> Plan:
+    in_use = {c: sum(a.placement == c for a in active) for c in ("cpu", "gpu")}
+    snap = local_snapshot(max_concurrent=cpu, gpus=gpu, in_use=in_use)
+    return plan(queued, active, snap, Throughput(), NOW, policy=policy)  # type: ignore[arg-type]
+
+
+def order(p: Plan, device_class: str = "cpu") -> list[str]:
+    """Admitted first, then the waiting jobs of the class by queue position."""
+    admitted = [w.job_id for w, c in p.admit if c == device_class]
+    waiting = sorted((e.position, jid) for jid, e in p.waiting.items() if e.placement == device_class)
+    return admitted + [jid for _, jid in waiting]
+
+
+def test_one_users_six_jobs_do_not_hold_back_anothers_single_job() -> None:
+    queued = [job(f"a{i}", "alice", age=100 - i) for i in range(6)] + [job("b", "bob", age=1)]
+    assert order(run(queued, policy="fifo")) == ["a0", "a1", "a2", "a3", "a4", "a5", "b"]
+    fair = order(run(queued))
+    assert fair.index("b") <= 1  # alice's oldest may go first (she waited longest), then bob
+    assert fair.index("b") == 1
+
+
+def test_user_with_less_use_goes_first() -> None:
+    running = [Admitted("r", "alice", "cpu", NOW, seconds=60)]
+    queued = [job("a", "alice", age=50), job("b", "bob", age=1)]
+    p = run(queued, running, cpu=2)
+    assert [w.job_id for w, _ in p.admit] == ["b"]
+
+
+def test_use_is_weighted_by_cost() -> None:
+    """Carol's one long job outweighs Dave's three short ones: Dave keeps getting slots."""
+    running = [Admitted("c0", "carol", "cpu", NOW, seconds=600)] + [
+        Admitted(f"d{i}", "dave", "cpu", NOW, seconds=2) for i in range(3)
+    ]
+    queued = [job("c1", "carol", age=90), job("d3", "dave", age=1)]
+    p = run(queued, running, cpu=5)
+    assert [w.job_id for w, _ in p.admit] == ["d3"]
+
+
+def test_priority_orders_a_users_own_jobs() -> None:
+    queued = [job("low", "alice", 30, priority="low"), job("old", "alice", 20),
+              job("new", "alice", 10), job("high", "alice", 1, priority="high")]
+    assert order(run(queued)) == ["high", "old", "new", "low"]
+
+
+def test_priority_never_overtakes_another_user() -> None:
+    """Bob's high-priority job does not jump Alice's turn: users alternate whatever the priority."""
+    queued = [job("a0", "alice", 50), job("a1", "alice", 49),
+              job("b0", "bob", 10, priority="high"), job("b1", "bob", 9, priority="high")]
+    assert order(run(queued)) == ["a0", "b0", "a1", "b1"]
+
+
+def test_queue_positions_and_estimates_are_ordered() -> None:
+    queued = [job(f"j{i}", f"u{i % 3}", age=100 - i, iterations=SECOND * (1 + i % 4)) for i in range(12)]
+    p = run(queued, cpu=2)
+    assert len(p.admit) == 2 and len(p.waiting) == 10
+    waiting = sorted(p.waiting.values(), key=lambda e: e.position or 0)
+    assert [e.position for e in waiting] == list(range(1, 11))
+    starts = [e.start for e in waiting]
+    assert all(s is not None and s >= NOW for s in starts) and starts == sorted(starts)
+    assert all(e.finish is not None and e.start is not None and e.finish > e.start for e in waiting)
+    assert waiting[0].message == "waiting for a CPU slot: 2 of 2 in use; 0 jobs ahead"
+    assert waiting[3].message == "waiting for a CPU slot: 2 of 2 in use; 3 jobs ahead"
+
+
+def test_gpu_jobs_wait_for_a_gpu() -> None:
+    running = [Admitted("g0", "x", "gpu", NOW, 10), Admitted("g1", "y", "gpu", NOW, 10)]
+    queued = [job(f"q{i}", "z", age=5 - i, device="gpu") for i in range(4)]
+    p = run(queued, running, gpu=2)
+    assert p.admit == []
+    assert p.waiting["q3"].message == "waiting for a GPU: 2 of 2 in use; 3 jobs ahead"
+    assert p.waiting["q0"].start == NOW + timedelta(seconds=10)
+
+
+def test_auto_takes_the_earliest_finish() -> None:
+    heavy = 100 * SECOND  # 100 s on the CPU, ~13 s on the GPU (prior rates and start-ups)
+    p = run([job("big", "alice", 2, device="auto", iterations=heavy)], cpu=1, gpu=1)
+    assert [(w.job_id, c) for w, c in p.admit] == [("big", "gpu")]
+    # the GPU is busy for a minute: the CPU finishes a small job sooner
+    busy = [Admitted("g", "bob", "gpu", NOW, 60)]
+    p = run([job("small", "alice", 2, device="auto", iterations=SECOND)], busy, cpu=1, gpu=1)
+    assert [(w.job_id, c) for w, c in p.admit] == [("small", "cpu")]
+
+
+def test_auto_waits_where_it_will_finish_first() -> None:
+    busy = [Admitted("c", "bob", "cpu", NOW, 600), Admitted("g", "bob", "gpu", NOW, 5)]
+    p = run([job("a", "alice", 1, device="auto")], busy, cpu=1, gpu=1)
+    assert p.admit == [] and p.waiting["a"].placement == "gpu" and p.waiting["a"].position == 1
+
+
+def test_class_that_does_not_exist() -> None:
+    p = run([job("g", "alice", 1, device="gpu"), job("a", "alice", 1, device="auto")], gpu=0)
+    assert p.waiting["g"].placement == "gpu" and p.waiting["g"].start is None
+    assert p.waiting["g"].message == "waiting for a GPU: none exists here"
+    assert [(w.job_id, c) for w, c in p.admit] == [("a", "cpu")]
+
+
+def test_ten_thousand_queued() -> None:
+    queued = [job(f"j{i}", f"u{i % 50}", age=i, device=("cpu", "gpu", "auto")[i % 3]) for i in range(10_000)]
+    p = run(queued, cpu=8, gpu=2)
+    assert len(p.admit) == 10 and len(p.waiting) == 9_990
+    assert all(e.position is not None for e in p.waiting.values())

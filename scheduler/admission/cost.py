@@ -4,18 +4,16 @@ The render's `total_iterations` is the sum of escape counts over all width*n x h
 samples. The probe iterates a regular subgrid of those very samples (at most
 `PROBE_SAMPLES`) with NumPy, in float64, and scales the mean count up to the whole frame. Work
 is kept small three ways:
-- samples provably inside the Mandelbrot set (main cardioid, period-2 bulb) count `max_iter`
-  without iterating;
+- samples provably inside the Mandelbrot set (main cardioid, period-2 bulb: the kernel's own
+  test, job_image/interior.py) count `max_iter` without iterating;
 - samples whose orbit returns to where it was (an attracting cycle, found by comparing with a
   saved point whose saving distance doubles, as renderers' "periodicity checking" does) count
   `max_iter` from then on: that is the interior of every kind;
 - after `PROBE_MAX_STEPS` iterations the survivors' counts are extrapolated from how fast they
   were still escaping (a power-law tail, see `_tail_mean`), so max_iter=100000 costs no more
   than 4096.
-Frames no larger than the probe are iterated whole, so their estimate is exact.
-
-A small NumPy copy of the interior test (job_image has none yet) lives here on purpose: the
-API must not need an OpenCL device to price a request.
+Frames no larger than the probe are iterated whole, so their estimate is exact. NumPy only:
+the API must not need an OpenCL device to price a request.
 """
 
 from __future__ import annotations
@@ -24,21 +22,13 @@ import math
 
 import numpy as np
 
+from job_image.interior import mandelbrot_interior
 from job_image.params import FractalParams
 
 PROBE_SAMPLES = 4096  # ~64 x 64: a few ms per 100 iterations; the mean is then within ~10 %
 PROBE_MAX_STEPS = 4096  # beyond this the tail is extrapolated, not iterated
 BLOCK = 32  # iterations between escape tests (one (BLOCK, n) array of |z|^2 per block)
 CYCLE_EPS = 1e-20  # |z - saved|^2 below this: the orbit has closed, the sample never escapes
-
-
-def in_main_bulbs(cx: np.ndarray, cy: np.ndarray) -> np.ndarray:
-    """True where c is inside the main cardioid or the period-2 bulb (both lie in the set)."""
-    xq = cx - 0.25
-    q = xq * xq + cy * cy
-    cardioid = q * (q + xq) <= 0.25 * cy * cy
-    bulb = (cx + 1.0) ** 2 + cy * cy <= 0.0625
-    return cardioid | bulb
 
 
 def probe_axes(p: FractalParams, limit: int = PROBE_SAMPLES) -> tuple[np.ndarray, np.ndarray, int]:
@@ -88,7 +78,7 @@ def escape_counts(p: FractalParams, x: np.ndarray, y: np.ndarray,
     else:
         zr, zi, cr, ci = np.zeros_like(x), np.zeros_like(y), x.copy(), y.copy()
         if p.kind == "mandelbrot":
-            inside = in_main_bulbs(x, y)
+            inside = mandelbrot_interior(x, y)
             counts[inside] = m
             keep = ~inside
             live, zr, zi, cr, ci = live[keep], zr[keep], zi[keep], cr[keep], ci[keep]

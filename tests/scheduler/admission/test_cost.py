@@ -11,7 +11,6 @@ from scheduler.admission.cost import (
     _tail_mean,
     escape_counts,
     estimated_iterations,
-    in_main_bulbs,
     probe_axes,
 )
 from tests.job_image.reference import escape
@@ -41,13 +40,6 @@ def test_large_frame_is_close_and_probe_is_bounded() -> None:
     assert x.size <= PROBE_SAMPLES and samples == 800 * 600
     exact = int(escape(p)[0].sum(dtype=np.uint64))
     assert 0.9 < estimated_iterations(p) / exact < 1.1
-
-
-def test_interior_test() -> None:
-    """Points of the cardioid and the period-2 bulb are inside; points just outside are not."""
-    x = np.array([0.0, -0.5, -1.0, 0.26, -1.26, 0.3])
-    y = np.array([0.0, 0.5, 0.0, 0.0, 0.0, 0.0])
-    assert in_main_bulbs(x, y).tolist() == [True, True, True, False, False, False]
 
 
 def test_tail_is_extrapolated_between_step_and_cap() -> None:

@@ -11,7 +11,7 @@ from pydantic import ValidationError
 
 from job_image.storage import StorageError
 from scheduler.api.http_protocol import limited_protocol
-from scheduler.core import logs
+from scheduler.core import files, logs
 from scheduler.core.config import Settings
 
 
@@ -22,6 +22,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--log-level", default=os.environ.get("LOG_LEVEL", "info"))
     args = parser.parse_args(argv)
     logs.configure(args.log_level)
+    os.umask(files.PRIVATE_UMASK)  # what the service and its local jobs create is theirs alone
     try:
         settings = Settings()
         from scheduler.main import create_app

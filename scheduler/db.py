@@ -8,13 +8,15 @@ from typing import Any
 from sqlalchemy import Engine, event, text
 from sqlmodel import SQLModel, create_engine
 
+from scheduler.core import files
+
 
 def make_engine(database_url: str) -> Engine:
     if not database_url.startswith("sqlite"):
         return create_engine(database_url, pool_pre_ping=True)
-    path = database_url.split("///", 1)[-1]
-    if path and path != ":memory:":
-        Path(path).parent.mkdir(parents=True, exist_ok=True)
+    path = database_url.split("///", 1)[-1].split("?", 1)[0]
+    if path and path != ":memory:" and "///" in database_url:
+        files.private_file(Path(path))  # it holds the password hashes; WAL and SHM take its mode
     engine = create_engine(database_url, connect_args={"check_same_thread": False, "timeout": 10})
 
     @event.listens_for(engine, "connect")

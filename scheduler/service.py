@@ -9,13 +9,14 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Collection
+from pathlib import Path
 
 from sqlmodel import Session
 
 from job_image.storage import Storage, storage_from_env
 from scheduler import crud, db, job_status
 from scheduler.callbacks import CallbackSender
-from scheduler.core import security
+from scheduler.core import files, security
 from scheduler.core.config import Settings
 from scheduler.core.jwt import load_secret
 from scheduler.core.ratelimit import RateLimiter
@@ -33,6 +34,9 @@ log = logging.getLogger(__name__)
 class Service:
     def __init__(self, settings: Settings, storage: Storage | None = None) -> None:
         self.settings = settings
+        files.private_dir(Path(settings.data_dir))  # before anything is written into it
+        if not settings.minio_endpoint:
+            files.private_dir(Path(settings.storage_dir or ""))
         self.jwt_secret = load_secret(settings)  # refuses to start with a short secret
         self.engine = db.make_engine(settings.database_url)
         self.storage = storage or storage_from_env(

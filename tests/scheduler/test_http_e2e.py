@@ -99,6 +99,9 @@ def test_curl_workflow_over_http(tmp_path: Path, opencl_cache: Path) -> None:
         assert client.delete(f"/jobs/{job_id}", headers=auth).status_code == 200
         assert client.get(f"/jobs/{job_id}", headers=auth).status_code == 404
         assert (tmp_path / "data" / "jwt_secret").stat().st_mode & 0o777 == 0o600
+    # the umask: everything the service and its job wrote is its user's alone
+    readable = [p for p in (tmp_path / "data").rglob("*") if p.stat().st_mode & 0o077]
+    assert (tmp_path / "data").stat().st_mode & 0o077 == 0 and not readable, readable
 
 
 def test_downloads_abandoned_midway_leave_the_server_sound(tmp_path: Path, opencl_cache: Path) -> None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import io
 import os
 import shutil
+import tempfile
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -129,8 +130,14 @@ class LocalStorage:
             self.root.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
             raise StorageError(f"storage directory {self.root} is not writable: {exc}") from exc
-        if not os.access(self.root, os.W_OK):
-            raise StorageError(f"storage directory {self.root} is not writable")
+        # a real write: os.access says yes on a full disk (and to root, always)
+        try:
+            with tempfile.NamedTemporaryFile(dir=self.root, prefix=".check-") as probe:
+                probe.write(b"ok")
+                probe.flush()
+        except OSError as exc:
+            why = exc.strerror or exc
+            raise StorageError(f"storage directory {self.root} is not writable: {why}") from exc
 
 
 # S3 error codes that mean "try again later" rather than "you asked for something wrong".

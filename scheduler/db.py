@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Engine, event, text
+from sqlalchemy import Column, DateTime, Engine, Integer, Table, event, insert, literal, select, update
 from sqlmodel import SQLModel, create_engine
 
 from scheduler.core import files
@@ -37,6 +38,30 @@ def init_db(engine: Engine) -> None:
     SQLModel.metadata.create_all(engine)
 
 
-def ping(engine: Engine) -> None:
-    with engine.connect() as conn:
-        conn.execute(text("SELECT 1"))
+# One row that /readyz rewrites: a database that can be reached but not written (a full disk, a
+# read-only file or server) is not ready, and `SELECT 1` would not notice.
+readiness_probe = Table(
+    "readiness_probe",
+    SQLModel.metadata,
+    Column("id", Integer, primary_key=True),
+    Column("checked_at", DateTime(timezone=True), nullable=False),
+)
+
+
+def check(engine: Engine) -> None:
+    """What requests need of the database: the tables can be read and a row can be written."""
+    from scheduler.models import Job, User
+
+    with engine.begin() as conn:
+        for table in (User.__table__, Job.__table__):
+            conn.execute(select(literal(1)).select_from(table).limit(1))
+        now = datetime.now(UTC)
+        row = readiness_probe.c.id == 1
+        if conn.execute(update(readiness_probe).where(row).values(checked_at=now)).rowcount == 0:
+            conn.execute(insert(readiness_probe).values(id=1, checked_at=now))
+
+
+def describe(exc: BaseException) -> str:
+    """The driver's own first line ("database or disk is full"), without SQLAlchemy's SQL and links."""
+    reason = str(getattr(exc, "orig", None) or exc).strip().splitlines()
+    return (reason[0] if reason else type(exc).__name__)[:300].rstrip(".")

@@ -162,7 +162,7 @@ class Service:
         """What /readyz reports: a sentence per part that cannot work, none when ready."""
         found: dict[str, str] = {}
         checks = {
-            "database": lambda: asyncio.to_thread(db.ping, self.engine),
+            "database": lambda: asyncio.to_thread(db.check, self.engine),
             "storage": lambda: asyncio.to_thread(self.storage.check),
             "runner": self.runner.check,
         }
@@ -172,7 +172,7 @@ class Service:
             try:
                 await asyncio.wait_for(check(), self.settings.storage_read_timeout)
             except Exception as exc:  # whatever the failure, the answer is "not ready, because ..."
-                found[name] = str(exc) or type(exc).__name__
+                found[name] = db.describe(exc)
         return found
 
     def _started(self, job: Job) -> None:

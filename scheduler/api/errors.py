@@ -14,10 +14,13 @@ from typing import Any
 from fastapi import FastAPI, HTTPException, Request, status
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from sqlalchemy.exc import DBAPIError
+from sqlalchemy.exc import TimeoutError as SQLAlchemyTimeout
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from job_image.params import describe_errors
 from job_image.storage import StorageError
+from scheduler import db
 from scheduler.callbacks import CallbackRefused
 from scheduler.core.ratelimit import Throttled
 from scheduler.crud import UsernameTaken
@@ -58,6 +61,10 @@ def _detail(code: int, detail: str, headers: dict[str, str] | None = None) -> JS
     return JSONResponse({"detail": detail}, status_code=code, headers=headers)
 
 
+def database_unavailable(exc: Exception) -> str:
+    return f"The database is unavailable: {db.describe(exc)}. Try again later."
+
+
 # domain error -> (status, the sentence for it)
 DOMAIN_ERRORS: dict[type[Exception], tuple[int, Any]] = {
     StorageError: (503, lambda exc: f"Result storage is unavailable: {exc}"),
@@ -70,6 +77,9 @@ DOMAIN_ERRORS: dict[type[Exception], tuple[int, Any]] = {
         lambda exc: f"You have {exc} unfinished jobs, the most allowed; wait for one to finish or delete one."
     ),
     CallbackRefused: (422, lambda exc: f"callback_url: {exc}"),
+    # a full disk, a read-only or unreadable file, a server that is down or out of connections
+    DBAPIError: (503, database_unavailable),
+    SQLAlchemyTimeout: (503, database_unavailable),
 }
 
 

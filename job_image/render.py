@@ -23,6 +23,9 @@ from .params import FractalParams
 
 KERNEL_SOURCE = (Path(__file__).parent / "kernels" / "fractal.cl").read_text()
 KIND_CODES = {"mandelbrot": 0, "julia": 1, "burning_ship": 2}
+# Kinds whose kernel looks for orbits that repeat exactly (see the kernel): where interior
+# samples are common it saves most of their iterations; elsewhere its test costs time.
+PERIODIC = {"mandelbrot": 1, "julia": 1, "burning_ship": 1}
 # Row strides are padded to this many samples: a multiple of every vector width * in-flight
 # count allowed below, and of a GPU warp, so loads stay aligned and coalesced.
 ROW_PAD = 64
@@ -79,7 +82,7 @@ class FractalKernel:
     """A built kernel for one device, kind and precision; keep it to render several frames."""
 
     def __init__(self, chosen: Chosen, kind: str, precision: str, shape: KernelShape,
-                 cache_dir: Path | None = None) -> None:
+                 cache_dir: Path | None = None, periodic: bool | None = None) -> None:
         self.chosen, self.kind, self.precision, self.shape = chosen, kind, precision, shape
         self.real = np.float32 if precision == "float32" else np.float64
         self.ctx = cl.Context([chosen.device])
@@ -93,6 +96,7 @@ class FractalKernel:
             f"-DIF={shape.in_flight}",
             f"-DCHECK={shape.check_every}",
             f"-DKIND={KIND_CODES[kind]}",
+            f"-DPERIODIC={PERIODIC[kind] if periodic is None else int(periodic)}",
         ]
         t0 = time.perf_counter()
         program = cl.Program(self.ctx, KERNEL_SOURCE).build(

@@ -8,6 +8,7 @@
  *   IF        1..4              vectors in flight per work-item (hides FP latency on CPUs)
  *   CHECK     iterations per block between escape tests (see the loop in escape())
  *   KIND      0 mandelbrot, 1 julia, 2 burning_ship
+ *   PERIODIC  1: detect orbits that repeat exactly (see the loop in escape()); 0: don't
  *
  * Each work-item renders VW*IF consecutive samples of one row. Per sample it writes the
  * escape count (iterations done before |z|^2 > 4, capped at max_iter) and a palette index
@@ -121,6 +122,21 @@ bool or_tree16(CAT(ITYPE, 16) v) { return or_tree8(v.lo | v.hi); }
         ADVANCE(k)                                             \
     }
 
+#if KIND == 0
+/* The main cardioid and period-2 bulb, shrunk by a margin: samples inside never escape, so
+ * they start with count max_iter and are never live. The twin of job_image/interior.py
+ * (which documents the margins), operation for operation; constants are exact in float. */
+IV interior(RV cr, RV ci) {
+    RV xq = cr - (RV)0.25f;
+    RV y2 = ci * ci;
+    RV q = xq * xq + y2;
+    RV p = (RV)1.0009765625f * q;                        /* K = 1 + 2^-10 */
+    IV cardioid = MASK(p * (p + xq) <= (RV)0.25f * y2) & MASK(q >= (RV)9.5367431640625e-07f);
+    RV t = cr + (RV)1.0f;
+    return cardioid | MASK(t * t + y2 <= (RV)0.0623779296875f); /* 1/16 - 2^-13 */
+}
+#endif
+
 /* log2 for positive normal floats, to about 1e-3: exponent plus a cubic in the mantissa
  * that is exact at both ends, so it is continuous and increasing. Enough to pick one of 255
  * colours, and several times cheaper than PoCL's log2, which would cost ~20 % of the
@@ -177,9 +193,28 @@ __kernel void escape(__global const REAL *xs,   /* sample x per column, padded t
         ci[k] = (RV)y;
 #endif
         mf[k] = (RV)0;
+#if KIND == 0
+        live[k] = ~interior(cr[k], ci[k]);
+        n[k] = ~live[k] & (IV)max_iter;
+#else
         n[k] = (IV)0;
         live[k] = (IV)(-1);
+#endif
     }
+#if PERIODIC
+    /* Periodicity (Brent's scheme, tested at block ends only): z at the end of block 2^j is
+     * kept, and each later block end compares with it until block 2^(j+1). An orbit that
+     * returns bit for bit to a value it had is a cycle of the iteration in this precision,
+     * so brute force would never see it escape: its count is max_iter. A cycle of period P
+     * is caught once the orbit is on it and 2^j blocks span a multiple of P. */
+    RV pr[IF], pi[IF];
+#pragma unroll
+    for (int k = 0; k < IF; k++) {
+        pr[k] = zr[k];
+        pi[k] = zi[k];
+    }
+    int blocks = 0;
+#endif
 
     /* Blocks of CHECK iterations run the fast step, which only tracks the largest |z|^2.
      * If no live lane exceeded 4 in the block, every live lane simply counts CHECK more.
@@ -227,6 +262,22 @@ __kernel void escape(__global const REAL *xs,   /* sample x per column, padded t
 #pragma unroll
             for (int k = 0; k < IF; k++) n[k] += live[k] & (IV)CHECK;
         }
+#if PERIODIC
+        blocks++;
+#pragma unroll
+        for (int k = 0; k < IF; k++) {
+            IV cycled = live[k] & MASK(zr[k] == pr[k]) & MASK(zi[k] == pi[k]);
+            n[k] = select(n[k], (IV)max_iter, cycled);
+            live[k] &= ~cycled;
+        }
+        if ((blocks & (blocks - 1)) == 0) {
+#pragma unroll
+            for (int k = 0; k < IF; k++) {
+                pr[k] = zr[k];
+                pi[k] = zi[k];
+            }
+        }
+#endif
         IV l = live[0];
 #pragma unroll
         for (int k = 1; k < IF; k++) l |= live[k];

@@ -23,9 +23,10 @@ from .params import FractalParams
 
 KERNEL_SOURCE = (Path(__file__).parent / "kernels" / "fractal.cl").read_text()
 KIND_CODES = {"mandelbrot": 0, "julia": 1, "burning_ship": 2}
-# Kinds whose kernel looks for orbits that repeat exactly (see the kernel): where interior
-# samples are common it saves most of their iterations; elsewhere its test costs time.
-PERIODIC = {"mandelbrot": 1, "julia": 1, "burning_ship": 1}
+# Kinds whose kernel looks for orbits that repeat exactly (see the kernel). It saves the
+# iterations of interior samples after their orbit settles, and costs every other sample a
+# test per block; `benchmarks/kernel.py` measures both ways per kind.
+PERIODIC = {"mandelbrot": 1, "julia": 0, "burning_ship": 1}
 # Row strides are padded to this many samples: a multiple of every vector width * in-flight
 # count allowed below, and of a GPU warp, so loads stay aligned and coalesced.
 ROW_PAD = 64
@@ -40,6 +41,18 @@ class KernelShape:
     # Iterations per block between escape tests (see the kernel). 8 measured best on PoCL:
     # 4 tests too often, 16 replays too much when a lane escapes.
     check_every: int = 8
+    # Samples of a row per work-item, shared out among its lanes (see the kernel): long on a
+    # CPU so that lanes refill from it and little time goes to the tail where lanes run out;
+    # one vector group on a GPU, which runs one sample per work-item.
+    tile: int = 1024
+    # Iterations every sample gets in fixed vector groups before the lanes refill (see the
+    # kernel): most samples escape within them, at the least cost per sample.
+    head: int = 32
+
+    def __post_init__(self) -> None:
+        per_item = self.vector_width * self.in_flight
+        if self.tile % per_item or not 0 < self.tile <= 1 << 16:
+            raise ValueError(f"tile {self.tile} must be a multiple of {per_item}, at most 65536")
 
     @classmethod
     def for_device(cls, chosen: Chosen, precision: str, vector_width: int = 0,
@@ -56,7 +69,7 @@ class KernelShape:
         vw, inf = vector_width or vw, in_flight or inf
         if vw not in (1, 2, 4, 8, 16) or inf not in (1, 2, 4):
             raise ValueError(f"vector width {vw} / in-flight {inf} unsupported (1-16 / 1, 2, 4)")
-        return cls(vw, inf)
+        return cls(vw, inf, tile=vw * inf if chosen.is_gpu else cls.tile)
 
 
 def sample_axes(p: FractalParams) -> tuple[np.ndarray, np.ndarray]:
@@ -95,6 +108,8 @@ class FractalKernel:
             f"-DVW={shape.vector_width}",
             f"-DIF={shape.in_flight}",
             f"-DCHECK={shape.check_every}",
+            f"-DTILE={shape.tile}",
+            f"-DHEAD={shape.head}",
             f"-DKIND={KIND_CODES[kind]}",
             f"-DPERIODIC={PERIODIC[kind] if periodic is None else int(periodic)}",
         ]
@@ -122,8 +137,8 @@ class FractalKernel:
                            hostbuf=np.zeros(per_item, self.real))
         out = cl.Buffer(self.ctx, flags.WRITE_ONLY, per_item * 4)
         self.kernel(self.queue, (1, 1), self._local_size(), coords, coords, np.int32(0),
-                    np.int32(per_item), np.int32(1), self.real(0), self.real(0), np.float32(1),
-                    np.int32(0), out, out).wait()
+                    np.int32(per_item), np.int32(per_item), np.int32(1), self.real(0), self.real(0),
+                    np.float32(1), np.int32(0), out, out).wait()
 
     @property
     def name(self) -> str:
@@ -159,10 +174,9 @@ class FractalKernel:
             shades_np = np.empty((rows, stride), np.uint8)
             slots.append((counts_g, shades_g, counts_np, shades_np))
 
-        per_item = self.shape.vector_width * self.shape.in_flight
-        groups = stride // per_item
+        groups = -(-stride // self.shape.tile)
         local = self._local_size()
-        self.kernel.set_args(xs_g, ys_g, np.int32(0), np.int32(stride), np.int32(p.max_iter),
+        self.kernel.set_args(xs_g, ys_g, np.int32(0), np.int32(stride), np.int32(wn), np.int32(p.max_iter),
                              self.real(p.julia_re), self.real(p.julia_im), np.float32(1.0 / p.max_iter),
                              np.int32(0), None, None)
 
@@ -170,8 +184,8 @@ class FractalKernel:
             counts_g, shades_g, counts_np, shades_np = slots[slot]
             band_rows = min(rows, hn - row0)
             self.kernel.set_arg(2, np.int32(row0))
-            self.kernel.set_arg(9, counts_g)
-            self.kernel.set_arg(10, shades_g)
+            self.kernel.set_arg(10, counts_g)
+            self.kernel.set_arg(11, shades_g)
             k_evt = cl.enqueue_nd_range_kernel(self.queue, self.kernel, (groups, band_rows), local)
             c_evt = cl.enqueue_copy(self.queue, counts_np[:band_rows], counts_g, is_blocking=False)
             s_evt = cl.enqueue_copy(self.queue, shades_np[:band_rows], shades_g, is_blocking=False)

@@ -6,13 +6,15 @@
  *   VW        1, 2, 4, 8, 16    samples per vector: wide on CPUs (one AVX register),
  *                               1 on GPUs (the hardware vectorises across work-items)
  *   IF        1..4              vectors in flight per work-item (hides FP latency on CPUs)
+ *   TILE      samples per work-item, a multiple of VW*IF (VW*IF on GPUs; a long run of a
+ *             row on CPUs, which the lanes share out among themselves, see escape())
  *   CHECK     iterations per block between escape tests (see the loop in escape())
  *   KIND      0 mandelbrot, 1 julia, 2 burning_ship
  *   PERIODIC  1: detect orbits that repeat exactly (see the loop in escape()); 0: don't
  *
- * Each work-item renders VW*IF consecutive samples of one row. Per sample it writes the
- * escape count (iterations done before |z|^2 > 4, capped at max_iter) and a palette index
- * (smooth colouring from the count and |z|^2 at the escape).
+ * Each work-item renders TILE consecutive samples of one row, VW*IF at a time. Per sample it
+ * writes the escape count (iterations done before |z|^2 > 4, capped at max_iter) and a
+ * palette index (smooth colouring from the count and |z|^2 at the escape).
  *
  * Rounding is fixed so host references can match per pixel: no contraction of a*b+c into
  * FMA (pragma below); the one explicit fma() computes 2*t + ci, where 2*t is exact, so it
@@ -36,6 +38,9 @@ typedef float FV;
 typedef int FIV;
 #define MASK(c) (-(IV)(c)) /* scalar compares give 1, vector compares give -1 */
 #define ANY(v) ((v) != 0)
+#define LANE_BITS ((IV)1)
+#define LANE_IDS ((IV)0)
+#define OR_LANES(v) (v)
 #define LOADR(i, p) ((p)[i])
 #define STOREU(v, i, p) ((p)[i] = (v))
 #define STORE_UC(v, i, p) ((p)[i] = (uchar)(v))
@@ -63,27 +68,43 @@ typedef CAT(int, VW) FIV;
 #define AS_RV(x) CAT(as_, CAT(REAL, VW))(x)
 #define AS_I32(x) CAT(as_int, VW)(x)
 #define AS_F32(x) CAT(as_float, VW)(x)
-/* any() over a 0/-1 mask as an OR tree: PoCL's any() tests lane by lane with a branch each. */
+/* OR of all lanes as a tree: PoCL's any() tests lane by lane with a branch each. */
+#define ANY(v) (OR_LANES(v) != 0)
 #if VW == 16
-#define ANY(v) or_tree16(v)
+#define OR_LANES(v) or_tree16(v)
+#define LANE_BITS ((IV)(1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 2048, 4096, 8192, 16384, 32768))
+#define LANE_IDS ((IV)(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15))
 #elif VW == 8
-#define ANY(v) or_tree8(v)
+#define OR_LANES(v) or_tree8(v)
+#define LANE_BITS ((IV)(1, 2, 4, 8, 16, 32, 64, 128))
+#define LANE_IDS ((IV)(0, 1, 2, 3, 4, 5, 6, 7))
 #elif VW == 4
-#define ANY(v) or_tree4(v)
+#define OR_LANES(v) or_tree4(v)
+#define LANE_BITS ((IV)(1, 2, 4, 8))
+#define LANE_IDS ((IV)(0, 1, 2, 3))
 #else
-#define ANY(v) (((v).s0 | (v).s1) != 0)
+#define OR_LANES(v) ((v).s0 | (v).s1)
+#define LANE_BITS ((IV)(1, 2))
+#define LANE_IDS ((IV)(0, 1))
 #endif
 #endif
 
 #if VW >= 4
-bool or_tree4(CAT(ITYPE, 4) v) { CAT(ITYPE, 2) a = v.lo | v.hi; return (a.s0 | a.s1) != 0; }
+ITYPE or_tree4(CAT(ITYPE, 4) v) { CAT(ITYPE, 2) a = v.lo | v.hi; return a.s0 | a.s1; }
 #endif
 #if VW >= 8
-bool or_tree8(CAT(ITYPE, 8) v) { return or_tree4(v.lo | v.hi); }
+ITYPE or_tree8(CAT(ITYPE, 8) v) { return or_tree4(v.lo | v.hi); }
 #endif
 #if VW >= 16
-bool or_tree16(CAT(ITYPE, 16) v) { return or_tree8(v.lo | v.hi); }
+ITYPE or_tree16(CAT(ITYPE, 16) v) { return or_tree8(v.lo | v.hi); }
 #endif
+
+#define PER_ITEM (VW * IF)
+/* Index of the lowest set bit of a non-zero ulong (popcount is OpenCL 1.2; ctz is 2.0). */
+#define LOWEST_BIT(d) ((int)popcount(((d) & (~(d) + 1)) - 1))
+/* A 0/-1 lane mask as bits (lane l of vector k is bit k*VW + l), and back. */
+#define TO_BITS(mask, k) ((ulong)(uint)OR_LANES((mask) & LANE_BITS) << ((k) * VW))
+#define FROM_BITS(bits, k) MASK(((IV)(ITYPE)((bits) >> ((k) * VW)) & LANE_BITS) != (IV)0)
 
 #if KIND == 2
 #define IM_PRODUCT(a, b) fabs((a) * (b))
@@ -120,6 +141,66 @@ bool or_tree16(CAT(ITYPE, 16) v) { return or_tree8(v.lo | v.hi); }
         live[k] &= MASK(m <= (RV)4);                           \
         n[k] -= live[k];                                       \
         ADVANCE(k)                                             \
+    }
+
+#define FOR_K _Pragma("unroll") for (int k = 0; k < IF; k++)
+#define FOR_S _Pragma("unroll") for (int s = 0; s < CHECK; s++)
+
+/* A block of CHECK iterations on all IF vectors, fast: the fast step only tracks the largest
+ * |z|^2. If no live lane exceeded 4, every live lane simply counts CHECK more. Otherwise the
+ * block is replayed from its saved start with the exact step: the replay repeats the same
+ * operations, so it reaches the same z, and yields exact counts and |z|^2 at escape. Blocks
+ * without an escape pay for no bookkeeping. `hit` tells whether a lane escaped.
+ * One decision for all IF vectors: a branch per vector would split them into separate basic
+ * blocks, and the compiler would no longer interleave their chains.
+ * In the replay, x ^ 0 == x, but the compiler cannot know `zero`: otherwise it proves the
+ * replay equal to the fast block and keeps every fast step's |z|^2 and mask in memory for
+ * it, which costs the fast path more than the replays save. */
+#define FAST_BLOCK(hit)                                                  \
+    {                                                                    \
+        RV sr[IF], si[IF], mx[IF];                                       \
+        FOR_K {                                                          \
+            sr[k] = zr[k];                                               \
+            si[k] = zi[k];                                               \
+            mx[k] = (RV)0;                                               \
+        }                                                                \
+        FOR_S { FOR_K FAST_STEP(k) }                                     \
+        IV esc = (IV)0;                                                  \
+        FOR_K esc |= live[k] & MASK(!(mx[k] <= (RV)4));                  \
+        hit = ANY(esc);                                                  \
+        if (hit) {                                                       \
+            FOR_K {                                                      \
+                zr[k] = AS_RV(AS_IV(sr[k]) ^ (IV)zero);                  \
+                zi[k] = AS_RV(AS_IV(si[k]) ^ (IV)zero);                  \
+            }                                                            \
+            FOR_S { FOR_K EXACT_STEP(k) }                                \
+        } else {                                                         \
+            FOR_K n[k] += live[k] & (IV)CHECK;                           \
+        }                                                                \
+    }
+
+/* The same block with the exact step only, for where lanes escape in most blocks (there the
+ * replay would double the work). */
+#define EXACT_BLOCK(hit)                                                 \
+    {                                                                    \
+        IV before[IF], gone = (IV)0;                                     \
+        FOR_K before[k] = live[k];                                       \
+        FOR_S { FOR_K EXACT_STEP(k) }                                    \
+        FOR_K gone |= before[k] & ~live[k];                              \
+        hit = ANY(gone);                                                 \
+    }
+
+/* After a block with an escape, the next runs the exact step directly, until one passes
+ * without: where lanes escape in most blocks, replays would double the work. */
+#define RUN_BLOCK(exact)                                                 \
+    {                                                                    \
+        bool hit;                                                        \
+        if (exact) {                                                     \
+            EXACT_BLOCK(hit)                                             \
+        } else {                                                         \
+            FAST_BLOCK(hit)                                              \
+        }                                                                \
+        exact = hit;                                                     \
     }
 
 #if KIND == 0
@@ -163,136 +244,181 @@ UV shade(IV n, RV mag, int max_iter, float inv_max_iter) {
 __kernel void escape(__global const REAL *xs,   /* sample x per column, padded to the row stride */
                      __global const REAL *ys,   /* sample y per row of the whole frame */
                      const int row0,            /* first frame row of this band */
-                     const int stride,          /* samples per output row */
+                     const int stride,          /* samples per output row (a multiple of VW*IF) */
+                     const int width,           /* samples of a row that are real, <= stride */
                      const int max_iter,
                      const REAL julia_re,
                      const REAL julia_im,
                      const float inv_max_iter,  /* 1 / max_iter, rounded once on the host */
-                     const int zero,            /* always 0, see the replay below */
+                     const int zero,            /* always 0, see FAST_BLOCK */
                      __global uint *counts,     /* band rows x stride escape counts */
                      __global uchar *shades)    /* band rows x stride palette indices */
 {
     const int row = get_global_id(1);
-    const int v0 = get_global_id(0) * IF;  /* first vector index in the row */
+    const int t0 = get_global_id(0) * TILE;  /* first sample of this work-item's tile */
+    const int t1 = min(t0 + TILE, width);
     const REAL y = ys[row0 + row];
+    __global uint *crow = counts + (size_t)row * stride;
+    __global uchar *srow = shades + (size_t)row * stride;
 
     RV zr[IF], zi[IF], cr[IF], ci[IF], mf[IF];
     IV n[IF], live[IF];
-#pragma unroll
-    for (int k = 0; k < IF; k++) {
-        RV x = LOADR(v0 + k, xs);
+    FOR_K {
 #if KIND == 1
-        zr[k] = x;
-        zi[k] = (RV)y;
         cr[k] = (RV)julia_re;
         ci[k] = (RV)julia_im;
 #else
-        zr[k] = (RV)0;
-        zi[k] = (RV)0;
-        cr[k] = x;
         ci[k] = (RV)y;
 #endif
-        mf[k] = (RV)0;
-#if KIND == 0
-        live[k] = ~interior(cr[k], ci[k]);
-        n[k] = ~live[k] & (IV)max_iter;
-#else
-        n[k] = (IV)0;
-        live[k] = (IV)(-1);
-#endif
     }
-#if PERIODIC
-    /* Periodicity (Brent's scheme, tested at block ends only): z at the end of block 2^j is
-     * kept, and each later block end compares with it until block 2^(j+1). An orbit that
-     * returns bit for bit to a value it had is a cycle of the iteration in this precision,
-     * so brute force would never see it escape: its count is max_iter. A cycle of period P
-     * is caught once the orbit is on it and 2^j blocks span a multiple of P. */
-    RV pr[IF], pi[IF];
-#pragma unroll
-    for (int k = 0; k < IF; k++) {
-        pr[k] = zr[k];
-        pi[k] = zi[k];
-    }
-    int blocks = 0;
-#endif
 
-    /* Blocks of CHECK iterations run the fast step, which only tracks the largest |z|^2.
-     * If no live lane exceeded 4 in the block, every live lane simply counts CHECK more.
-     * Otherwise the block is replayed from its saved start with the exact step: the replay
-     * repeats the same operations, so it reaches the same z, and yields exact counts and
-     * |z|^2 at escape. Each lane escapes once, so replays are few, and blocks without an
-     * escape (most of the work in slow regions) pay for no bookkeeping. Lanes that escaped
-     * earlier keep iterating towards inf/NaN; they are no longer live, so nothing reads them. */
-    int it = 0;
-    bool any_live = true;
-    while (any_live && it + CHECK <= max_iter) {
-        RV sr[IF], si[IF], mx[IF];
-#pragma unroll
-        for (int k = 0; k < IF; k++) {
-            sr[k] = zr[k];
-            si[k] = zi[k];
-            mx[k] = (RV)0;
+    /* Head: the tile's samples VW*IF consecutive ones at a time, for at most HEAD iterations,
+     * with the counts and colours stored as vectors: most samples of a frame escape early,
+     * and this is the cheapest way to finish them. Mandelbrot samples in the cardioid or the
+     * period-2 bulb are finished without iterating. The samples still running after HEAD
+     * iterations are listed, with their z, for the refill below. */
+    const int head = min(HEAD, max_iter) / CHECK * CHECK;
+    ushort todo[TILE];       /* offsets from t0 of the samples left for the refill */
+    REAL todo_zr[TILE], todo_zi[TILE];  /* their z after the head, by offset */
+    int ntodo = 0;
+    bool exact = false;  /* run blocks with the exact step directly: escapes are frequent */
+    for (int g = t0; g < t1; g += PER_ITEM) {
+        FOR_K {
+            RV x = LOADR(g / VW + k, xs);
+            live[k] = MASK((IV)(g + k * VW) + LANE_IDS < (IV)t1);  /* not the row's padding */
+#if KIND == 1
+            zr[k] = x;
+            zi[k] = (RV)y;
+#else
+            zr[k] = zi[k] = (RV)0;
+            cr[k] = x;
+#endif
+#if KIND == 0
+            IV inside = interior(x, (RV)y);
+            n[k] = inside & (IV)max_iter;
+            live[k] &= ~inside;
+#else
+            n[k] = (IV)0;
+#endif
+            mf[k] = (RV)0;
         }
-#pragma unroll
-        for (int s = 0; s < CHECK; s++) {
-#pragma unroll
-            for (int k = 0; k < IF; k++) FAST_STEP(k)
+        int it = 0;
+        for (; it < head; it += CHECK) {
+            IV l = (IV)0;
+            FOR_K l |= live[k];
+            if (!ANY(l)) break;
+            RUN_BLOCK(exact)
         }
-        it += CHECK;
-        /* One decision for all IF vectors: a branch per vector would split them into
-         * separate basic blocks, and the compiler would no longer interleave their chains. */
-        IV esc = (IV)0;
-#pragma unroll
-        for (int k = 0; k < IF; k++) esc |= live[k] & MASK(!(mx[k] <= (RV)4));
-        if (ANY(esc)) {
-#pragma unroll
-            for (int k = 0; k < IF; k++) {
-                /* x ^ 0 == x, but the compiler cannot know `zero`: otherwise it proves the
-                 * replay equal to the fast block and keeps every fast step's |z|^2 and mask
-                 * in memory for it, which costs the fast path more than the replays save. */
-                zr[k] = AS_RV(AS_IV(sr[k]) ^ (IV)zero);
-                zi[k] = AS_RV(AS_IV(si[k]) ^ (IV)zero);
+        if (it == head && head < max_iter) {
+            ulong left = 0;
+            FOR_K {
+                STOREU(zr[k], (g - t0) / VW + k, todo_zr);
+                STOREU(zi[k], (g - t0) / VW + k, todo_zi);
+                left |= TO_BITS(live[k], k);
             }
-#pragma unroll
-            for (int s = 0; s < CHECK; s++) {
-#pragma unroll
-                for (int k = 0; k < IF; k++) EXACT_STEP(k)
-            }
+            for (; left; left &= left - 1) todo[ntodo++] = (ushort)(g - t0 + LOWEST_BIT(left));
         } else {
-#pragma unroll
-            for (int k = 0; k < IF; k++) n[k] += live[k] & (IV)CHECK;
+            FOR_K n[k] = min(n[k], (IV)max_iter);  /* lanes live at max_iter: never escaped */
         }
+        FOR_K {  /* the listed samples' entries are overwritten by the refill */
+            STOREU(TO_UV(n[k]), g / VW + k, crow);
+            STORE_UC(shade(n[k], mf[k], max_iter, inv_max_iter), g / VW + k, srow);
+        }
+    }
+    if (!ntodo) return;
+
+    /* Refill: each of the VW*IF lanes works on its own listed sample. When lanes finish
+     * (escape, count max_iter, or an exact cycle), their results are written and they take
+     * the next listed samples, so vectors stay full until the list runs out instead of every
+     * lane waiting for the slowest sample of its vector. The refill is scalar work over
+     * finished lanes only, at most once per block of CHECK iterations. */
 #if PERIODIC
-        blocks++;
-#pragma unroll
-        for (int k = 0; k < IF; k++) {
+    RV pr[IF], pi[IF];
+    IV age[IF];  /* blocks since the lane's sample started its refill part */
+#endif
+    FOR_K {
+        live[k] = (IV)0;
+#if PERIODIC
+        pr[k] = pi[k] = (RV)0;
+        age[k] = (IV)0;
+#endif
+    }
+    uint at[PER_ITEM];  /* each lane's sample, as an offset from t0 */
+    REAL xnew[PER_ITEM], zrnew[PER_ITEM], zinew[PER_ITEM];  /* for the samples lanes take */
+    uint nout[PER_ITEM], sout[PER_ITEM];
+    for (int l = 0; l < PER_ITEM; l++) {
+        at[l] = 0;
+        xnew[l] = zrnew[l] = zinew[l] = (REAL)0;
+    }
+    int next = 0;
+    ulong busy = 0;                                     /* lanes holding a sample */
+    ulong fin = ((ulong)1 << (PER_ITEM - 1) << 1) - 1;  /* first pass: every lane takes one */
+    for (;;) {
+        if (fin) {
+            FOR_K {
+                STOREU(TO_UV(n[k]), k, nout);
+                STOREU(shade(n[k], mf[k], max_iter, inv_max_iter), k, sout);
+            }
+            ulong fresh = 0;
+            for (ulong d = fin; d; d &= d - 1) {
+                int l = LOWEST_BIT(d);
+                if ((busy >> l) & 1) {
+                    crow[t0 + at[l]] = nout[l];
+                    srow[t0 + at[l]] = (uchar)sout[l];
+                }
+                if (next < ntodo) {
+                    int j = todo[next++];
+                    at[l] = j;
+                    xnew[l] = xs[t0 + j];
+                    zrnew[l] = todo_zr[j];
+                    zinew[l] = todo_zi[j];
+                    fresh |= (ulong)1 << l;
+                }
+            }
+            busy = (busy & ~fin) | fresh;
+            if (!busy) break;
+            FOR_K {
+                IV f = FROM_BITS(fresh, k);
+#if KIND != 1
+                cr[k] = select(cr[k], LOADR(k, xnew), f);
+#endif
+                zr[k] = select(zr[k], LOADR(k, zrnew), f);
+                zi[k] = select(zi[k], LOADR(k, zinew), f);
+                n[k] = select(n[k], (IV)head, f);
+                live[k] |= f;
+#if PERIODIC
+                pr[k] = select(pr[k], zr[k], f);
+                pi[k] = select(pi[k], zi[k], f);
+                age[k] &= ~f;
+#endif
+            }
+        }
+
+        RUN_BLOCK(exact)
+
+        /* Counts past max_iter (a block may overrun it) are max_iter: brute force stops there. */
+        ulong still = 0;
+        FOR_K {
+            IV over = MASK(n[k] >= (IV)max_iter);
+            n[k] = select(n[k], (IV)max_iter, over);
+            live[k] &= ~over;
+#if PERIODIC
+            /* Periodicity (Brent's scheme, per lane, at block ends): z at the end of the
+             * lane's block 2^j is kept, and each later block end compares with it until block
+             * 2^(j+1). An orbit that returns bit for bit to a value it had is a cycle of the
+             * iteration in this precision, so brute force would never see it escape: its
+             * count is max_iter. A cycle of period P is caught once the orbit is on it and
+             * 2^j blocks span a multiple of P. */
+            age[k] += (IV)1;
             IV cycled = live[k] & MASK(zr[k] == pr[k]) & MASK(zi[k] == pi[k]);
             n[k] = select(n[k], (IV)max_iter, cycled);
             live[k] &= ~cycled;
-        }
-        if ((blocks & (blocks - 1)) == 0) {
-#pragma unroll
-            for (int k = 0; k < IF; k++) {
-                pr[k] = zr[k];
-                pi[k] = zi[k];
-            }
-        }
+            IV keep = MASK((age[k] & (age[k] - (IV)1)) == (IV)0);
+            pr[k] = select(pr[k], zr[k], keep);
+            pi[k] = select(pi[k], zi[k], keep);
 #endif
-        IV l = live[0];
-#pragma unroll
-        for (int k = 1; k < IF; k++) l |= live[k];
-        any_live = ANY(l);
-    }
-    for (; any_live && it < max_iter; it++) {
-#pragma unroll
-        for (int k = 0; k < IF; k++) EXACT_STEP(k)
-    }
-
-    __global uint *crow = counts + (size_t)row * stride;
-    __global uchar *srow = shades + (size_t)row * stride;
-#pragma unroll
-    for (int k = 0; k < IF; k++) {
-        STOREU(TO_UV(n[k]), v0 + k, crow);
-        STORE_UC(shade(n[k], mf[k], max_iter, inv_max_iter), v0 + k, srow);
+            still |= TO_BITS(live[k], k);
+        }
+        fin = busy & ~still;
     }
 }

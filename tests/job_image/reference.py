@@ -54,3 +54,30 @@ def escape(p: FractalParams) -> tuple[np.ndarray, np.ndarray]:
             zi = two * t + ci
             zr = (r - q) + cr
     return n, mag
+
+
+def repeats(p: FractalParams) -> np.ndarray:
+    """Samples whose orbit, within max_iter iterations and before escaping, returns bit for
+    bit to a value it had earlier (compared against z kept at iterations 2^j, Brent's way):
+    such an orbit is a cycle of the arithmetic, so it never escapes. Shows that a frame
+    exercises the kernel's periodicity skip; brute force (`escape`) stays the reference."""
+    dt = np.float32 if p.precision == "float32" else np.float64
+    x, y = (a.astype(dt) for a in sample_grid(p))
+    if p.kind == "julia":
+        zr, zi, cr, ci = x.copy(), y.copy(), dt(p.julia_re), dt(p.julia_im)
+    else:
+        zr, zi, cr, ci = np.zeros_like(x), np.zeros_like(x), x, y
+    kr, ki = zr.copy(), zi.copy()
+    live = np.ones(x.shape, bool)
+    found = np.zeros(x.shape, bool)
+    with np.errstate(all="ignore"):
+        for i in range(1, p.max_iter + 1):
+            r, q = zr * zr, zi * zi
+            live &= r + q <= dt(4)
+            t = zr * zi
+            zi = dt(2) * (np.abs(t) if p.kind == "burning_ship" else t) + ci
+            zr = (r - q) + cr
+            found |= live & (zr == kr) & (zi == ki)
+            if i & (i - 1) == 0:
+                kr, ki = zr.copy(), zi.copy()
+    return found

@@ -11,11 +11,12 @@ import numpy as np
 import pytest
 
 from job_image import colour, device, job
+from job_image.interior import mandelbrot_interior
 from job_image.params import FractalParams
 from job_image.render import FractalKernel, KernelShape, sample_axes
 from job_image.settings import JobSettings, configure_opencl_cache
 
-from .reference import escape, sample_grid
+from .reference import escape, repeats, sample_grid
 
 # Small frames whose widths are not multiples of the 64-sample row padding, centred where
 # counts vary a lot (set boundaries), with max_iter large enough to exercise many blocks.
@@ -26,14 +27,31 @@ FRAMES = {
                          zoom=18, max_iter=200),
 }
 
+# Frames where the exact skips fire: a third or more of the samples never escape (in the
+# cardioid, a period-3 bulb, the rabbit's basin, the ship's body), and most of those orbits
+# repeat exactly within max_iter. Brute force stays the reference, sample for sample.
+SKIP_FRAMES = {
+    "mandelbrot": dict(kind="mandelbrot", width=101, height=67, center_x=-0.75, zoom=1.2, max_iter=2000),
+    "mandelbrot_bulb3": dict(kind="mandelbrot", width=96, height=64, center_x=-0.122, center_y=0.745,
+                             zoom=12, max_iter=2000),
+    "julia": dict(kind="julia", width=96, height=64, center_x=0.0, zoom=1.2, max_iter=2000,
+                  julia_re=-0.123, julia_im=0.745),
+    "burning_ship": dict(kind="burning_ship", width=96, height=64, center_x=-0.45, center_y=-0.5,
+                         zoom=1.0, max_iter=2000),
+}
 
-def kernel_counts(p: FractalParams, shape: KernelShape | None = None, band_samples: int = 1 << 20):
+
+def kernel_counts(p: FractalParams, shape: KernelShape | None = None, band_samples: int = 1 << 20,
+                  periodic: bool | None = None):
     """Counts and palette indices for the whole frame, gathered band by band."""
     settings = JobSettings.from_env()
     cache = configure_opencl_cache(settings.opencl_cache_dir)
     chosen = device.choose("cpu")
     shape = shape or KernelShape.for_device(chosen, p.precision)
-    kernel = job._kernel(chosen, p.kind, p.precision, shape, cache)
+    if periodic is None:
+        kernel = job._kernel(chosen, p.kind, p.precision, shape, cache)
+    else:
+        kernel = FractalKernel(chosen, p.kind, p.precision, shape, cache, periodic=periodic)
     counts, shades = [], []
     for band in kernel.bands(p, band_samples):
         counts.append(band.counts.copy())
@@ -57,14 +75,40 @@ def test_counts_equal_reference(kind: str, precision: str) -> None:
     assert np.array_equal(got_shade == 0, want == p.max_iter)
 
 
-@pytest.mark.parametrize("vw,inflight", [(1, 1), (4, 2), (8, 4), (16, 4)])
-def test_other_kernel_shapes_count_the_same(vw: int, inflight: int) -> None:
-    """(1, 1) is the GPU shape; run on the CPU it checks the scalar code path. (16, 4) is
-    the AVX-512 shape, which must stay correct on a CPU whose native width is narrower."""
-    p = FractalParams(**FRAMES["mandelbrot"], precision="float32")
-    got, _ = kernel_counts(p, KernelShape(vw, inflight))
-    want, _ = escape(p)
+@pytest.mark.parametrize("periodic", [True, False])
+@pytest.mark.parametrize("precision", ["float32", "float64"])
+@pytest.mark.parametrize("frame", sorted(SKIP_FRAMES))
+def test_skips_give_brute_force_counts(frame: str, precision: str, periodic: bool) -> None:
+    """The cardioid / bulb test and the periodicity test each answer max_iter only where brute
+    force does; with periodicity on or off (whichever the kind uses by default)."""
+    p = FractalParams(**SKIP_FRAMES[frame], precision=precision)
+    got, got_shade = kernel_counts(p, periodic=periodic)
+    want, want_mag = escape(p)
+    never = want == p.max_iter
+    assert 0.25 < never.mean() < 0.75 and repeats(p)[never].mean() > 0.5  # the skips have work
+    if p.kind == "mandelbrot" and frame == "mandelbrot":
+        x, y = (a.astype(np.dtype(precision)) for a in sample_grid(p))
+        assert mandelbrot_interior(x, y).mean() > 0.3
     assert int((got != want).sum()) == 0
+    want_shade = colour.indices(want, want_mag.astype(np.float32), p.max_iter)
+    assert int((got_shade != want_shade).sum()) == 0
+
+
+@pytest.mark.parametrize("shape", [
+    KernelShape(1, 1, tile=1),  # the GPU shape, run on the CPU: the scalar code path
+    KernelShape(4, 2),
+    KernelShape(8, 4),
+    KernelShape(16, 4),  # the AVX-512 shape: correct on a CPU whose native width is narrower
+    KernelShape(8, 4, tile=32, head=0),  # no head part: every sample goes through the refill
+    KernelShape(8, 4, tile=64, head=8),  # small tiles: several per row, a partial last one
+    KernelShape(8, 4, head=2000),  # no refill part: fixed vector groups to max_iter
+], ids=lambda s: f"vw{s.vector_width}x{s.in_flight}-tile{s.tile}-head{s.head}")
+def test_other_kernel_shapes_count_the_same(shape: KernelShape) -> None:
+    for p in (FractalParams(**FRAMES["mandelbrot"], precision="float32"),
+              FractalParams(**SKIP_FRAMES["mandelbrot_bulb3"], precision="float32")):
+        got, _ = kernel_counts(p, shape)
+        want, _ = escape(p)
+        assert int((got != want).sum()) == 0
 
 
 def test_bands_do_not_change_counts() -> None:

@@ -143,8 +143,7 @@ def make_runner(storage: MinioStorage) -> Iterator[MakeRunner]:
 
     yield make
     for runner in made:
-        for reflector in runner.reflectors:
-            reflector.stop()
+        runner.watches.stop()
 
 
 async def wait_log(runner: KubernetesRunner, job_id: str, text: str, timeout: float = 20.0) -> str:

@@ -9,14 +9,13 @@ import uuid
 from pathlib import Path
 
 import pytest
-from kubernetes import client as k
 
 from job_image.storage import MinioStorage
 from scheduler.core.config import Settings
 from scheduler.runners.base import RunnerUnavailable, StatusReport
 from scheduler.runners.kubernetes import objects
 from scheduler.runners.kubernetes.errors import Forbidden
-from scheduler.runners.kubernetes.runner import KubernetesRunner, Tracked
+from scheduler.runners.kubernetes.runner import KubernetesRunner
 from tests.kubernetes.apiserver import FakeApiServer, load_rules
 from tests.kubernetes.conftest import STANDIN, MakeRunner, Recorder, make_spec, until, wait_log
 
@@ -93,7 +92,7 @@ def test_success_saves_log_state_and_events(
         assert await runner.logs(job_id) is None
         # The API server's selector (on the Job's uid) reached the runner through the client.
         uid = apiserver.job(job_id)["metadata"]["uid"]
-        selector = runner.jobs[job_id].job.spec.selector
+        selector = runner.watches.reflectors["jobs"].get(f"fractal-{job_id}").spec.selector
         assert selector.match_labels == {"batch.kubernetes.io/controller-uid": uid}
         assert apiserver.pods(job_id)[0]["metadata"]["labels"]["job-name"] == f"fractal-{job_id}"
         await runner.stop()
@@ -130,28 +129,6 @@ def test_job_error_is_its_last_stderr_line(
     assert conditions["Failed"] == "BackoffLimitExceeded"
 
 
-def test_oom_killed(
-    make_runner: MakeRunner,
-    settings: Settings,
-    recorder: Recorder,
-    storage: MinioStorage,
-    apiserver: FakeApiServer,
-) -> None:
-    settings = settings.model_copy(update={"job_backoff_limit": 0})
-    job_id = new_id()
-    apiserver.faults[job_id] = "oom"
-
-    async def scenario() -> None:
-        runner = make_runner(settings, recorder)
-        await runner.start([])
-        await runner.submit(make_spec(job_id))
-        failed = await recorder.wait(job_id, "failed")
-        assert "OOMKilled" in failed.error and "1Gi" in failed.error
-        await runner.stop()
-
-    run(scenario())
-
-
 def test_deadline_exceeded(
     make_runner: MakeRunner,
     settings: Settings,
@@ -175,46 +152,23 @@ def test_deadline_exceeded(
     assert apiserver.live(job_id) == []
 
 
-@pytest.mark.parametrize(
-    ("fault", "device", "expected"),
-    [
-        ("image_pull", "cpu", "Cannot pull the job image fractal-job:latest (ImagePullBackOff)"),
-        (
-            "",
-            "gpu",
-            "No node can run the job yet (Unschedulable): 0/1 nodes are available: "
-            "1 Insufficient nvidia.com/gpu.",
-        ),
-        (
-            "quota",
-            "cpu",
-            "The Job controller cannot create the job's pod (FailedCreate): Error creating: pods "
-            '"fractal-',
-        ),
-    ],
-    ids=["image-pull", "unschedulable-gpu", "pod-quota"],
-)
-def test_pending_is_explained_then_fails_at_the_pending_deadline(
+def test_a_job_without_a_pod_is_explained_by_its_events_then_fails_at_the_pending_deadline(
     make_runner: MakeRunner,
     settings: Settings,
     recorder: Recorder,
     storage: MinioStorage,
     apiserver: FakeApiServer,
-    fault: str,
-    device: str,
-    expected: str,
 ) -> None:
+    """The other pending reasons (image pull, unschedulable) are tables in test_tracking.py."""
     settings = settings.model_copy(update={"job_pending_deadline_seconds": 2})
     job_id = new_id()
-    if fault == "quota":
-        apiserver.pod_quota = 0  # a ResourceQuota `pods: 0`: the Job never gets a pod
-    elif fault:
-        apiserver.faults[job_id] = fault
+    apiserver.pod_quota = 0  # a ResourceQuota `pods: 0`: the Job never gets a pod
+    expected = "The Job controller cannot create the job's pod (FailedCreate): Error creating: pods"
 
     async def scenario() -> None:
         runner = make_runner(settings, recorder)
         await runner.start([])
-        spec = make_spec(job_id, device=device)
+        spec = make_spec(job_id)
         await runner.submit(spec)
         pending = await recorder.wait_for(lambda r: r.job_id == job_id and expected in (r.message or ""))
         assert pending.status == "pending"
@@ -226,9 +180,8 @@ def test_pending_is_explained_then_fails_at_the_pending_deadline(
 
     run(scenario())
     assert recorder.statuses(job_id).count("failed") == 1
-    if fault == "quota":
-        failed = recorder.of(job_id)[-1].error
-        assert "exceeded quota: fractal-quota, requested: pods=1, used: pods=0, limited: pods=0" in failed
+    failed = recorder.of(job_id)[-1].error
+    assert "exceeded quota: fractal-quota, requested: pods=1, used: pods=0, limited: pods=0" in failed
 
 
 def test_cancel_deletes_the_job_and_its_pods(
@@ -270,12 +223,12 @@ def test_api_server_down_at_submit_keeps_the_job_queued(
     async def scenario() -> None:
         runner = make_runner(settings, recorder)
         await runner.start([])
-        await until(lambda: all(r.healthy for r in runner.reflectors), what="watches up")
+        await until(lambda: all(r.healthy for r in runner.watches.reflectors.values()), what="watches up")
         apiserver.down()
         job_id = new_id()
         with pytest.raises(RunnerUnavailable, match="unreachable"):
             await runner.submit(make_spec(job_id))
-        await until(lambda: not runner.reflectors[1].healthy, what="watch notices")
+        await until(lambda: not runner.watches.reflectors["jobs"].healthy, what="watch notices")
         with pytest.raises(Exception, match="unreachable|Connection|refused"):
             await runner.check()
         apiserver.up()
@@ -527,7 +480,7 @@ def test_jobs_without_a_record_are_deleted_at_start_and_nothing_is_saved(
             lambda: apiserver.job(orphan_id) is None
             and not apiserver.pods(orphan_id)
             and apiserver.live(orphan_id) == []
-            and orphan_id not in runner.jobs,  # the runner saw the deletion through
+            and orphan_id not in runner.states,  # the runner saw the deletion through
             what="orphan deleted",
         )
         assert apiserver.job(ended_id) is not None  # ended: its TTL removes it
@@ -566,7 +519,7 @@ def test_forget_removes_the_job_and_saves_nothing_more(
             lambda: apiserver.job(running_id) is None
             and apiserver.job(finished_id) is None
             and apiserver.live(running_id) == []
-            and not ({running_id, finished_id} & set(runner.jobs)),
+            and not ({running_id, finished_id} & set(runner.states)),
             what="Jobs deleted",
         )
         await runner.stop()
@@ -653,32 +606,6 @@ def test_a_failed_end_report_is_sent_again(
     run(scenario())
     assert [r.status for r in reports.failed] == ["succeeded"]
     assert reports.statuses(job_id).count("succeeded") == 1
-
-
-def test_the_sweep_survives_an_error(
-    make_runner: MakeRunner,
-    settings: Settings,
-    recorder: Recorder,
-    storage: MinioStorage,
-    apiserver: FakeApiServer,
-    caplog: pytest.LogCaptureFixture,
-) -> None:
-    settings = settings.model_copy(update={"job_pending_deadline_seconds": 2})
-    job_id, bad_id = new_id(), new_id()
-
-    async def scenario() -> None:
-        runner = make_runner(settings, recorder)
-        await runner.start([])
-        await until(lambda: runner._classified, what="adopted")
-        # A tracked Job the sweep chokes on, every pass (it has no metadata).
-        runner.jobs[bad_id] = Tracked(bad_id, job=k.V1Job())
-        await runner.submit(make_spec(job_id, device="gpu"))  # unschedulable on the GPU-less node
-        failed = await recorder.wait(job_id, "failed", timeout=15)
-        assert failed.error.startswith("The job did not start within 2 s: No node can run the job yet")
-        await runner.stop()
-
-    run(scenario())
-    assert any(f"sweep failed for job {bad_id}" in r.getMessage() for r in caplog.records)
 
 
 def test_the_saved_log_is_its_tail_within_the_byte_limit(

@@ -8,15 +8,22 @@ silently without a resourceVersion.
 https://kubernetes.io/docs/reference/using-api/api-concepts/#efficient-detection-of-changes
 
 The client is synchronous, so the loop runs in its own thread; `handle()` (one event in, the
-cache updated, the callback told) is what the tests drive with canned events.
+cache updated, the callback told) is what the tests drive with canned events. The cache is the
+only copy of what the watch saw: readers on other threads use `get` and `select`, under a lock.
+A deleted object's last state stays readable as a tombstone (client-go's
+DeletedFinalStateUnknown does the same), marked with a deletionTimestamp, until the bounded
+tombstone list drops it or the name is used again.
 """
 
 from __future__ import annotations
 
+import itertools
 import json
 import logging
 import threading
+from collections import OrderedDict
 from collections.abc import Callable
+from datetime import UTC, datetime
 from typing import Any
 
 import urllib3
@@ -29,6 +36,7 @@ log = logging.getLogger(__name__)
 # on_event(type, object): "ADDED" | "MODIFIED" | "DELETED", called on the reflector's thread.
 EventCallback = Callable[[str, Any], None]
 FIRST_RETRY_SECONDS = 0.4
+TOMBSTONES = 1024  # deleted objects whose last state stays readable (a few minutes of deletions)
 
 
 class Reflector:
@@ -58,7 +66,9 @@ class Reflector:
         self.request_timeout = request_timeout
         self.watch_timeout = watch_timeout
         self.backoff_max = backoff_max
-        self.cache: dict[str, Any] = {}
+        self.cache: dict[str, Any] = {}  # name -> the object as last seen (live ones)
+        self.tombstones: OrderedDict[str, Any] = OrderedDict()  # name -> last state, deleted ones
+        self._lock = threading.Lock()  # the loop thread reads while this one writes
         self.resource_version: str | None = None
         self.synced = threading.Event()  # the first list has been loaded
         self.last_error: str | None = None  # None while the last call succeeded
@@ -88,6 +98,37 @@ class Reflector:
     @property
     def healthy(self) -> bool:
         return self.synced.is_set() and self.last_error is None
+
+    # --- reading the cache (any thread) --------------------------------------------------------
+
+    def get(self, name: str) -> Any | None:
+        """The object as last seen, or its tombstone once deleted; None when never seen."""
+        with self._lock:
+            return self.cache.get(name) or self.tombstones.get(name)
+
+    def select(self, label: str, value: str) -> list[Any]:
+        """Objects (tombstones too) whose label `label` is `value`."""
+        with self._lock:
+            return [
+                obj
+                for obj in itertools.chain(self.cache.values(), self.tombstones.values())
+                if (obj.metadata.labels or {}).get(label) == value
+            ]
+
+    def _keep(self, obj: Any) -> None:
+        with self._lock:
+            self.tombstones.pop(obj.metadata.name, None)
+            self.cache[obj.metadata.name] = obj
+
+    def _bury(self, obj: Any) -> None:
+        """Move a deleted object to the tombstones, marked deleted however the API sent it."""
+        if obj.metadata.deletion_timestamp is None:
+            obj.metadata.deletion_timestamp = datetime.now(UTC)
+        with self._lock:
+            self.cache.pop(obj.metadata.name, None)
+            self.tombstones[obj.metadata.name] = obj
+            while len(self.tombstones) > TOMBSTONES:
+                self.tombstones.popitem(last=False)
 
     # --- the loop ----------------------------------------------------------------------------
 
@@ -127,18 +168,21 @@ class Reflector:
             _request_timeout=self.request_timeout,
         )
         fresh = {obj.metadata.name: obj for obj in result.items or []}
-        old, self.cache = self.cache, dict(fresh)
+        with self._lock:
+            old = dict(self.cache)
         self.resource_version = result.metadata.resource_version
         self.last_error = None
+        for name, obj in old.items():
+            if name not in fresh:
+                self._bury(obj)
+                self.on_event("DELETED", obj)
         for name, obj in fresh.items():
             before = old.get(name)
+            self._keep(obj)
             if before is None:
                 self.on_event("ADDED", obj)
             elif before.metadata.resource_version != obj.metadata.resource_version:
                 self.on_event("MODIFIED", obj)
-        for name, obj in old.items():
-            if name not in fresh:
-                self.on_event("DELETED", obj)
         if not self.synced.is_set():
             self.synced.set()
         if self.on_sync is not None:
@@ -195,11 +239,11 @@ class Reflector:
             log.warning("%s watch: unknown event type %r skipped", self.kind, kind)
             return
         obj = self.model.from_dict(raw)
-        name, rv = obj.metadata.name, obj.metadata.resource_version
+        rv = obj.metadata.resource_version
         if kind == "DELETED":
-            self.cache.pop(name, None)
+            self._bury(obj)
         else:
-            self.cache[name] = obj
+            self._keep(obj)
         if rv:
             self.resource_version = rv
         self.on_event(kind, obj)

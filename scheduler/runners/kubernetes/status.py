@@ -72,3 +72,13 @@ def observe(job: k.V1Job, pods: Sequence[k.V1Pod], no_pod: str | None = None) ->
         # it, or a retry is coming. Once started, a job never goes back to pending.
         return Observation("running", started_at=started)
     return Observation("pending", started_at=started, message=reasons.pending_message(newest, no_pod))
+
+
+def newest_started(pods: Sequence[k.V1Pod]) -> k.V1Pod | None:
+    """The newest pod whose container has started (its log can be read)."""
+    started = [
+        p for p in pods
+        if any(cs.state and (cs.state.running or cs.state.terminated)
+               for cs in (p.status and p.status.container_statuses) or [])
+    ]
+    return _newest(started)

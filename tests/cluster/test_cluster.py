@@ -127,8 +127,8 @@ async def gone(runner: KubernetesRunner, job_id: str, timeout: float) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         listed = {"namespace": runner.namespace, "label_selector": selector, "_request_timeout": 10}
-        jobs = runner.batch.list_namespaced_job(**listed)
-        pods = runner.core.list_namespaced_pod(**listed)
+        jobs = runner.cluster.batch.list_namespaced_job(**listed)
+        pods = runner.cluster.core.list_namespaced_pod(**listed)
         if not jobs.items and not pods.items:
             return
         await asyncio.sleep(1)

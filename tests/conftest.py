@@ -42,3 +42,15 @@ def minio_env(s3_server: str) -> dict[str, str]:
         "MINIO_SECRET_KEY": "testing-secret",
         "MINIO_SECURE": "false",
     }
+
+
+@pytest.fixture(scope="session")
+def live_service(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """`python -m scheduler` on 127.0.0.1, shared by the client tests (fractalctl, the explorer),
+    which each use their own users; yields its URL."""
+    from tests.scheduler.test_http_e2e import serve  # imported late: it imports this module
+
+    root = tmp_path_factory.mktemp("live-service")
+    limits = {"SIGNUPS_PER_MINUTE": "1000", "SIGNIN_ATTEMPTS_PER_MINUTE": "1000"}
+    with serve(root / "data", root / "opencl-cache", **limits) as (client, _proc):
+        yield str(client.base_url).rstrip("/")

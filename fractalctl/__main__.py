@@ -1,0 +1,7 @@
+"""`python -m fractalctl`."""
+
+import sys
+
+from fractalctl.cli import main
+
+sys.exit(main())

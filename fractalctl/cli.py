@@ -1,0 +1,252 @@
+"""`fractalctl`: argument parsing and one small function per command.
+
+Exit codes: 0 done; 1 the job failed or was cancelled (or a local file could not be
+read or written); 2 bad usage; 3 the server refused the
+call (the reason is its sentence); 4 the server could not be reached. A failure prints one line
+on stderr."""
+
+from __future__ import annotations
+
+import argparse
+import getpass
+import json
+import os
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from fractalctl import credentials
+from fractalctl.api import Api, ApiError, Unreachable
+from fractalctl.follow import choose_display, follow
+from fractalctl.output import job_details, jobs_table
+
+EXIT_JOB_FAILED, EXIT_USAGE, EXIT_REFUSED, EXIT_UNREACHABLE = 1, 2, 3, 4
+DEFAULT_SERVER = "http://127.0.0.1:8888"
+
+# the request fields of DESIGN.md; the server validates them (tests/fractalctl checks the lists)
+KINDS = ("mandelbrot", "julia", "burning_ship")
+COLORMAPS = ("classic", "viridis", "magma", "inferno", "twilight", "fire", "ice", "grey")
+PRECISIONS = ("float32", "float64")
+DEVICES = ("auto", "gpu", "cpu")
+PRIORITIES = ("low", "normal", "high")
+STATUSES = ("queued", "pending", "running", "succeeded", "failed", "cancelled")
+# flag -> (type, choices); the request field is the flag with '-' as '_'
+RENDER_FLAGS: dict[str, tuple[type, tuple[str, ...] | None]] = {
+    "kind": (str, KINDS),
+    "width": (int, None),
+    "height": (int, None),
+    "center-x": (float, None),
+    "center-y": (float, None),
+    "zoom": (float, None),
+    "max-iter": (int, None),
+    "julia-re": (float, None),
+    "julia-im": (float, None),
+    "colormap": (str, COLORMAPS),
+    "precision": (str, PRECISIONS),
+    "device": (str, DEVICES),
+    "supersample": (int, None),
+    "priority": (str, PRIORITIES),
+    "callback-url": (str, None),
+}
+
+
+class Failure(Exception):
+    """Ends the command with one line on stderr and this exit code."""
+
+    def __init__(self, message: str, code: int) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+# --- the commands ---------------------------------------------------------------------------
+
+
+def emit(args: argparse.Namespace, doc: Any, text: str) -> None:
+    print(json.dumps(doc, indent=2) if args.output == "json" else text)
+
+
+def read_password(args: argparse.Namespace, confirm: bool) -> str:
+    if args.password_stdin:
+        password = sys.stdin.read().removesuffix("\n").removesuffix("\r")
+    elif sys.stdin.isatty():
+        password = getpass.getpass("Password: ")
+        if confirm and getpass.getpass("Repeat password: ") != password:
+            raise Failure("The passwords do not match.", EXIT_USAGE)
+    else:
+        raise Failure("No terminal to ask for the password; pipe it in with --password-stdin.", EXIT_USAGE)
+    if not password:
+        raise Failure("The password is empty.", EXIT_USAGE)
+    return password
+
+
+def sign_in(args: argparse.Namespace, api: Api, password: str) -> None:
+    token = api.sign_in(args.username, password)
+    expires_at = time.time() + token["expires_in"]
+    credentials.save(args.server, credentials.Credential(args.username, token["access_token"], expires_at))
+    emit(args, {"username": args.username, "server": args.server},
+         f"Signed in to {args.server} as {args.username}.")
+
+
+def cmd_signup(args: argparse.Namespace, api: Api) -> int:
+    password = read_password(args, confirm=True)
+    api.sign_up(args.username, password)
+    sign_in(args, api, password)  # an account is for using: keep its token at once
+    return 0
+
+
+def cmd_login(args: argparse.Namespace, api: Api) -> int:
+    sign_in(args, api, read_password(args, confirm=False))
+    return 0
+
+
+def cmd_logout(args: argparse.Namespace, _api: Api) -> int:
+    had = credentials.forget(args.server)
+    emit(args, {"server": args.server, "signed_out": had},
+         f"Signed out of {args.server}." if had else f"Not signed in to {args.server}.")
+    return 0
+
+
+def render_body(args: argparse.Namespace) -> dict[str, Any]:
+    """The request: only the flags given, so the server's defaults (e.g. each kind's view) apply."""
+    fields = {flag.replace("-", "_") for flag in RENDER_FLAGS}
+    return {name: value for name, value in vars(args).items() if name in fields and value is not None}
+
+
+def cmd_render(args: argparse.Namespace, api: Api) -> int:
+    job = api.submit(render_body(args))
+    if not (args.wait or args.out):
+        emit(args, job, job_details(job))
+        return 0
+    job = follow(api, job, choose_display(args.output == "json"))
+    if job["status"] != "succeeded":
+        reason = f": {job['error']}" if job.get("error") else "."
+        raise Failure(f"Job {job['job_id']} {job['status']}{reason}", EXIT_JOB_FAILED)
+    text = f"Job {job['job_id']} succeeded."
+    if args.out:
+        size = api.download(job["job_id"], args.out)
+        text += f" Saved {args.out} ({size} bytes)."
+    emit(args, job, text)
+    return 0
+
+
+def cmd_get(args: argparse.Namespace, api: Api) -> int:
+    job = api.job(args.job_id)
+    emit(args, job, job_details(job))
+    return 0
+
+
+def cmd_ls(args: argparse.Namespace, api: Api) -> int:
+    page = api.jobs(status=args.status, limit=args.limit)
+    text = jobs_table(page["data"]) if page["data"] else "No jobs."
+    if page["count"] > len(page["data"]):
+        text += f"\n({len(page['data'])} of {page['count']}; --limit shows more)"
+    emit(args, page, text)
+    return 0
+
+
+def cmd_logs(args: argparse.Namespace, api: Api) -> int:
+    sys.stdout.write(api.logs(args.job_id))
+    return 0
+
+
+def cmd_cancel(args: argparse.Namespace, api: Api) -> int:
+    job = api.cancel(args.job_id)
+    emit(args, job, f"Job {job['job_id']} {job['status']}.")
+    return 0
+
+
+def cmd_rm(args: argparse.Namespace, api: Api) -> int:
+    job = api.delete(args.job_id)
+    emit(args, job, f"Job {job['job_id']} deleted.")
+    return 0
+
+
+# --- parsing --------------------------------------------------------------------------------
+
+
+def common_options(parser: argparse.ArgumentParser, defaults: bool) -> None:
+    """--server and -o, accepted before or after the command (the command's copy only
+    overrides what was given, hence SUPPRESS there)."""
+    server = os.environ.get("FRACTAL_SERVER") or DEFAULT_SERVER
+    parser.add_argument("--server", default=server if defaults else argparse.SUPPRESS,
+                        help=f"the API's address (FRACTAL_SERVER; default {DEFAULT_SERVER})")
+    parser.add_argument("-o", "--output", choices=("table", "json"),
+                        default="table" if defaults else argparse.SUPPRESS,
+                        help="table for people (default), json: the API's documents")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="fractalctl", description="Render fractals on a fractal-scheduler.")
+    common_options(parser, defaults=True)
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    def command(name: str, handler: Callable[..., int], text: str) -> argparse.ArgumentParser:
+        sub = commands.add_parser(name, help=text, description=text)
+        common_options(sub, defaults=False)
+        sub.set_defaults(handler=handler)
+        return sub
+
+    for name, handler, text in (
+        ("signup", cmd_signup, "create an account and sign in"),
+        ("login", cmd_login, "sign in and keep the token"),
+    ):
+        sub = command(name, handler, text)
+        sub.add_argument("--username", required=True)
+        sub.add_argument("--password-stdin", action="store_true", help="read the password from stdin")
+    command("logout", cmd_logout, "forget this server's token")
+
+    render = command("render", cmd_render, "submit a render job")
+    for flag, (kind, choices) in RENDER_FLAGS.items():
+        render.add_argument(f"--{flag}", type=kind, choices=choices)
+    render.add_argument("--wait", action="store_true", help="follow the job until it ends")
+    render.add_argument("--out", type=Path, metavar="FILE", help="save the PNG here (implies --wait)")
+
+    command("get", cmd_get, "show a job").add_argument("job_id", metavar="ID")
+    ls = command("ls", cmd_ls, "list your jobs, newest first")
+    ls.add_argument("--status", choices=STATUSES)
+    ls.add_argument("--limit", type=int, help="how many (the server's page size by default)")
+    for name, handler, text in (
+        ("logs", cmd_logs, "print a job's output"),
+        ("cancel", cmd_cancel, "stop a job; it stays, as cancelled"),
+        ("rm", cmd_rm, "delete a job, its logs and its image"),
+    ):
+        command(name, handler, text).add_argument("job_id", metavar="ID")
+    return parser
+
+
+def session(args: argparse.Namespace) -> Api:
+    """An API session, signed in with the kept token unless the command signs in itself."""
+    if args.command in ("signup", "login", "logout"):
+        return Api(args.server)
+    kept = credentials.load(args.server)
+    if kept is None or kept.expired():
+        state = "Not signed in" if kept is None else "The token has expired"
+        raise Failure(f"{state} for {args.server}; run: fractalctl login --username NAME", EXIT_REFUSED)
+    return Api(args.server, kept.access_token)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    args.server = args.server.rstrip("/")  # one credentials entry per server, however it is typed
+    try:
+        with session(args) as api:
+            return args.handler(args, api)
+    except ApiError as exc:
+        hint = " (fractalctl login --username NAME)" if exc.status == 401 else ""
+        return fail(f"{exc.detail}{hint}", EXIT_REFUSED)
+    except Unreachable as exc:
+        return fail(str(exc), EXIT_UNREACHABLE)
+    except BrokenPipeError:  # e.g. `fractalctl ls | head`: the reader has all it wanted
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
+    except (Failure, ValueError, OSError) as exc:
+        return fail(str(exc), getattr(exc, "code", EXIT_JOB_FAILED))
+    except KeyboardInterrupt:
+        return 130
+
+
+def fail(message: str, code: int) -> int:
+    print(f"fractalctl: {message}", file=sys.stderr)
+    return code

@@ -1,0 +1,164 @@
+"""fractalctl as a user runs it: a subprocess against the service on 127.0.0.1."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import struct
+import subprocess
+import sys
+import uuid
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+TINY = ["--width", "48", "--height", "32", "--max-iter", "40", "--device", "cpu"]
+PASSWORD = "correct-horse"
+
+Run = Callable[..., subprocess.CompletedProcess[str]]
+
+
+@pytest.fixture
+def env(live_service: str, tmp_path: Path) -> dict[str, str]:
+    """A config dir of its own; FRACTAL_SERVER names the service."""
+    return {**os.environ, "XDG_CONFIG_HOME": str(tmp_path / "config"), "FRACTAL_SERVER": live_service}
+
+
+@pytest.fixture
+def ctl(env: dict[str, str]) -> Run:
+    """Runs `python -m fractalctl ARGS`."""
+
+    def run(*args: str, stdin: str | None = None, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "fractalctl", *args],
+            cwd=ROOT, env=env, input=stdin, capture_output=True, text=True, timeout=timeout,
+        )
+
+    return run
+
+
+@pytest.fixture
+def user(ctl: Run) -> str:
+    name = f"u{uuid.uuid4().hex[:10]}"
+    done = ctl("signup", "--username", name, "--password-stdin", stdin=PASSWORD + "\n")
+    assert done.returncode == 0, done.stderr
+    return name
+
+
+def one_line(stderr: str) -> str:
+    lines = stderr.splitlines()
+    assert len(lines) == 1, stderr
+    assert lines[0].startswith("fractalctl: ")
+    return lines[0]
+
+
+def png_size(path: Path) -> tuple[int, int]:
+    data = path.read_bytes()
+    assert data.startswith(b"\x89PNG\r\n\x1a\n")
+    return struct.unpack(">II", data[16:24])
+
+
+def test_signup_keeps_the_token_readable_by_the_user_alone(ctl: Run, user: str, tmp_path: Path) -> None:
+    kept = tmp_path / "config" / "fractalctl" / "credentials.json"
+    assert kept.stat().st_mode & 0o777 == 0o600
+    assert kept.parent.stat().st_mode & 0o777 == 0o700
+    assert PASSWORD not in kept.read_text()
+    login = ctl("login", "--username", user, "--password-stdin", stdin=PASSWORD)
+    assert login.returncode == 0 and user in login.stdout
+
+
+def test_render_out_follows_the_job_and_saves_the_png(ctl: Run, user: str, tmp_path: Path) -> None:
+    out = tmp_path / "m.png"
+    done = ctl("render", *TINY, "--kind", "julia", "--center-x", "0", "--out", str(out))
+    assert done.returncode == 0, done.stderr
+    assert done.stderr == ""
+    assert png_size(out) == (48, 32)
+    lines = done.stdout.splitlines()  # not a terminal: plain lines, no bar
+    assert lines[-1].startswith("Job ") and f"Saved {out}" in lines[-1]
+    job_id = lines[-1].split()[1]
+    assert any(line.startswith(f"{job_id} succeeded") for line in lines)
+    assert "\x1b[" not in done.stdout
+
+
+def test_on_a_terminal_the_progress_is_a_bar(env: dict[str, str], user: str) -> None:
+    leader, follower = os.openpty()  # stderr is a terminal, stdout a pipe
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "fractalctl", "render", *TINY, "--wait"],
+        cwd=ROOT, env={**env, "TERM": "xterm-256color"},
+        stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=follower,
+    )
+    os.close(follower)
+    terminal = b""
+    with contextlib.suppress(OSError):  # EIO once the process has closed the terminal
+        while chunk := os.read(leader, 4096):
+            terminal += chunk
+    os.close(leader)
+    stdout = proc.communicate(timeout=120)[0].decode()
+    assert proc.returncode == 0, terminal
+    assert "━" in terminal.decode() and "100%" in terminal.decode()  # rich's bar, full
+    assert stdout.startswith("Job ") and "running" not in stdout  # no plain lines beside the bar
+
+
+def test_json_output_is_the_api_documents(ctl: Run, user: str) -> None:
+    submitted = json.loads(ctl("-o", "json", "render", *TINY, "--colormap", "fire", "--zoom", "2").stdout)
+    assert submitted["status"] == "queued"
+    assert submitted["params"]["colormap"] == "fire" and submitted["params"]["zoom"] == 2
+    job_id = submitted["job_id"]
+    got = json.loads(ctl("get", job_id, "-o", "json").stdout)
+    assert got["job_id"] == job_id and got["params"] == submitted["params"]
+    listed = json.loads(ctl("ls", "-o", "json").stdout)
+    assert [j["job_id"] for j in listed["data"]] == [job_id] and listed["count"] == 1
+
+
+def test_tables_for_people(ctl: Run, user: str) -> None:
+    job_id = ctl("-o", "json", "render", *TINY, "--wait").stdout
+    job_id = json.loads(job_id)["job_id"]
+    table = ctl("ls", "--status", "succeeded").stdout.splitlines()
+    assert table[0].split() == ["JOB", "ID", "STATUS", "KIND", "SIZE", "ZOOM", "PROGRESS", "AGE"]
+    assert table[1].split()[:6] == [job_id, "succeeded", "mandelbrot", "48x32", "1", "100%"]
+    assert ctl("ls", "--status", "failed").stdout.strip() == "No jobs."
+    details = ctl("get", job_id).stdout
+    assert "Job ID:" in details and "Status:" in details and "Size:" in details and "48x32" in details
+    assert "progress 100%" in ctl("logs", job_id).stdout
+
+
+def test_rm_removes_the_job(ctl: Run, user: str) -> None:
+    job_id = json.loads(ctl("-o", "json", "render", *TINY, "--wait").stdout)["job_id"]
+    removed = ctl("rm", job_id)
+    assert removed.returncode == 0 and removed.stdout.strip() == f"Job {job_id} deleted."
+    gone = ctl("get", job_id)
+    assert gone.returncode == 3 and f"No job {job_id}" in one_line(gone.stderr)
+
+
+def test_a_refused_request_is_one_line_with_the_servers_sentence(ctl: Run, user: str) -> None:
+    refused = ctl("render", "--width", "0")
+    assert refused.returncode == 3 and refused.stdout == ""
+    assert "width" in one_line(refused.stderr)
+
+
+def test_a_wrong_password_is_refused(ctl: Run, user: str) -> None:
+    refused = ctl("login", "--username", user, "--password-stdin", stdin="wrong-horse")
+    assert refused.returncode == 3
+    hint = "(fractalctl login --username NAME)"
+    assert one_line(refused.stderr) == f"fractalctl: Wrong username or password. {hint}"
+
+
+def test_signed_out_commands_say_how_to_sign_in(ctl: Run) -> None:
+    refused = ctl("ls")
+    assert refused.returncode == 3 and "fractalctl login" in one_line(refused.stderr)
+
+
+def test_an_unreachable_server_is_exit_4(ctl: Run, user: str) -> None:
+    from tests.conftest import free_port
+
+    refused = ctl("--server", f"http://127.0.0.1:{free_port()}", "login", "--username", user,
+                  "--password-stdin", stdin=PASSWORD)
+    assert refused.returncode == 4 and "Cannot reach" in one_line(refused.stderr)
+
+
+def test_no_password_without_a_terminal_or_stdin_flag(ctl: Run) -> None:
+    refused = ctl("login", "--username", "someone", stdin="")
+    assert refused.returncode == 2 and "--password-stdin" in one_line(refused.stderr)

@@ -9,7 +9,7 @@ from fastapi import FastAPI
 
 from job_image.storage import Storage
 from scheduler.api.errors import BodyLimitMiddleware, install_handlers
-from scheduler.api.routes import auth, health, jobs
+from scheduler.api.routes import auth, health, jobs, web
 from scheduler.core.config import Settings
 from scheduler.metrics import MetricsMiddleware
 from scheduler.service import Service
@@ -36,6 +36,7 @@ def create_app(settings: Settings | None = None, storage: Storage | None = None)
     app.include_router(auth.router)
     app.include_router(jobs.router)
     app.include_router(health.router)
+    web.install(app)
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
     app.add_middleware(MetricsMiddleware, metrics=service.metrics)
     return app

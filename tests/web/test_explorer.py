@@ -1,0 +1,159 @@
+"""The web explorer in Chromium against the service: sign-up and sign-in, the first render,
+click-to-zoom on DESIGN's pixel mapping, the gallery, errors as sentences, a clean console."""
+
+from __future__ import annotations
+
+import math
+import uuid
+from typing import Any
+
+import httpx
+import pytest
+from playwright.sync_api import Page, expect
+
+from tests.web.conftest import Console
+
+PASSWORD = "correct-horse"
+
+
+def new_name() -> str:
+    return f"w{uuid.uuid4().hex[:10]}"
+
+
+def token_of(page: Page) -> str:
+    return page.evaluate("JSON.parse(localStorage.getItem('fractal-explorer.session')).token")
+
+
+def job_of(page: Page, live_service: str, job_id: str) -> dict[str, Any]:
+    headers = {"Authorization": f"Bearer {token_of(page)}"}
+    response = httpx.get(f"{live_service}/jobs/{job_id}", headers=headers)
+    assert response.status_code == 200, response.text
+    return response.json()
+
+
+def shown_job(page: Page) -> str:
+    """The id of the job whose image is in the view, once one is."""
+    view = page.get_by_test_id("view")
+    expect(view).to_be_visible()
+    return view.get_attribute("data-job-id") or ""
+
+
+def sign_up(page: Page, username: str) -> None:
+    page.goto("/")
+    page.get_by_test_id("username").fill(username)
+    page.get_by_test_id("password").fill(PASSWORD)
+    page.get_by_test_id("sign-up").click()
+
+
+def test_sign_up_first_render_click_to_zoom_and_gallery(
+    page: tuple[Page, Console], live_service: str
+) -> None:
+    page, console = page
+    sign_up(page, new_name())
+    first_id = shown_job(page)  # an account without jobs starts with a first render
+    first = job_of(page, live_service, first_id)
+    assert first["status"] == "succeeded" and first["params"]["zoom"] == 1
+
+    view = page.get_by_test_id("view")
+    box = view.bounding_box()
+    assert box is not None
+    p = first["params"]
+    click_x, click_y = box["width"] * 0.3, box["height"] * 0.25
+    view.click(position={"x": click_x, "y": click_y})
+    expect(view).not_to_have_attribute("data-job-id", first_id)
+    zoomed = job_of(page, live_service, shown_job(page))
+    q = zoomed["params"]
+
+    assert q["zoom"] == 2 * p["zoom"]
+    assert (q["kind"], q["width"], q["height"]) == (p["kind"], p["width"], p["height"])
+    # the new centre is the centre of a pixel of the old view (DESIGN's mapping, exactly) ...
+    s = 3.0 / p["zoom"] / p["width"]
+    px = (q["center_x"] - p["center_x"]) / s - 0.5 + p["width"] / 2
+    py = (p["center_y"] - q["center_y"]) / s - 0.5 + p["height"] / 2
+    assert px == pytest.approx(round(px), abs=1e-6) and py == pytest.approx(round(py), abs=1e-6)
+    # ... the pixel that was clicked (within the browser's rounding of the click to a CSS pixel)
+    assert abs(round(px) - math.floor(click_x * p["width"] / box["width"])) <= 1
+    assert abs(round(py) - math.floor(click_y * p["height"] / box["height"])) <= 1
+
+    gallery = page.get_by_test_id("gallery")
+    items = gallery.locator("button.thumb")
+    expect(items).to_have_count(2)
+    expect(gallery.locator("img.picture")).to_have_count(2)
+    for img in gallery.locator("img.picture").all():
+        expect(img).to_have_js_property("complete", True)
+        assert img.evaluate("i => i.naturalWidth") == p["width"]
+    expect(items.first).to_have_class("thumb active")
+    items.nth(1).click()  # the older one reopens its view
+    expect(view).to_have_attribute("data-job-id", first_id)
+    expect(page.get_by_text("1×", exact=True)).to_be_visible()
+    expect(page.get_by_test_id("error")).to_be_hidden()
+    assert console.unexpected() == []
+
+
+def test_sign_in_opens_the_newest_render(page: tuple[Page, Console], live_service: str) -> None:
+    page, console = page
+    username = new_name()
+    with httpx.Client(base_url=live_service) as api:
+        assert api.post("/auth/sign-up", json={"username": username, "password": PASSWORD}).status_code == 201
+        token = api.post("/auth/sign-in", auth=(username, PASSWORD)).json()["access_token"]
+        body = {"kind": "julia", "width": 160, "height": 120, "max_iter": 100, "colormap": "twilight"}
+        job_id = api.post("/jobs", json=body, headers={"Authorization": f"Bearer {token}"}).json()["job_id"]
+    page.goto("/")
+    page.get_by_test_id("username").fill(username)
+    page.get_by_test_id("password").fill(PASSWORD)
+    page.get_by_test_id("sign-in").click()
+    expect(page.get_by_test_id("view")).to_have_attribute("data-job-id", job_id)
+    expect(page.get_by_test_id("kind")).to_have_value("julia")
+    expect(page.get_by_test_id("colormap")).to_have_value("twilight")
+    page.reload()  # the session outlives a reload
+    expect(page.get_by_test_id("view")).to_have_attribute("data-job-id", job_id)
+    assert console.unexpected() == []
+
+
+def test_errors_are_sentences_on_the_page(page: tuple[Page, Console]) -> None:
+    page, console = page
+    page.goto("/")
+    page.get_by_test_id("sign-in").click()
+    expect(page.get_by_test_id("error")).to_have_text("Enter a username and a password.")
+    page.get_by_test_id("username").fill(new_name())
+    page.get_by_test_id("password").fill("wrong-horse")
+    page.get_by_test_id("sign-in").click()
+    expect(page.get_by_test_id("error")).to_have_text("Wrong username or password.")
+    # the browser itself logs the refused request; nothing else may be there
+    assert [e for e in console if "status of 401" not in e] == []
+
+
+def test_the_view_geometry_is_designs_pixel_mapping(page: tuple[Page, Console]) -> None:
+    page, console = page
+    page.goto("/")
+    params = {"width": 640, "height": 480, "center_x": -0.75, "center_y": 0.1, "zoom": 8.0}
+    got = page.evaluate(
+        """async (params) => {
+            const view = await import('/web/view.js');
+            const corners = [[0, 0], [639, 479], [320, 240], [17, 401]];
+            return {
+                points: corners.map(([px, py]) => view.pixelPoint(params, px, py)),
+                // a 640-pixel render shown 320 CSS pixels wide: (100.7, 50.2) is pixel (201, 100)
+                hit: view.pixelAt(params, 100.7, 50.2, 320, 240),
+                edge: view.pixelAt(params, 320, 240, 320, 240),
+            };
+        }""",
+        params,
+    )
+    s = 3.0 / params["zoom"] / params["width"]
+    for (px, py), point in zip([(0, 0), (639, 479), (320, 240), (17, 401)], got["points"], strict=True):
+        assert point["x"] == params["center_x"] + (px + 0.5 - params["width"] / 2) * s
+        assert point["y"] == params["center_y"] - (py + 0.5 - params["height"] / 2) * s
+    assert got["hit"] == {"px": 201, "py": 100}
+    assert got["edge"] == {"px": 639, "py": 479}  # the last pixel, not one past it
+    assert console.unexpected() == []
+
+
+def test_nothing_is_loaded_from_outside_the_service(page: tuple[Page, Console], live_service: str) -> None:
+    page, console = page
+    outside: list[str] = []
+    page.on("request", lambda r: outside.append(r.url) if not r.url.startswith(live_service) else None)
+    page.goto("/")
+    expect(page.get_by_test_id("sign-in")).to_be_visible()
+    page.wait_for_load_state("networkidle")
+    assert outside == [] and console.unexpected() == []

@@ -51,6 +51,7 @@ def live_service(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     from tests.scheduler.test_http_e2e import serve  # imported late: it imports this module
 
     root = tmp_path_factory.mktemp("live-service")
-    limits = {"SIGNUPS_PER_MINUTE": "1000", "SIGNIN_ATTEMPTS_PER_MINUTE": "1000"}
+    limits = {"SIGNUPS_PER_MINUTE": "1000", "SIGNIN_ATTEMPTS_PER_MINUTE": "1000",
+              "SIGNIN_ATTEMPTS_PER_CLIENT_PER_MINUTE": "1000"}
     with serve(root / "data", root / "opencl-cache", **limits) as (client, _proc):
         yield str(client.base_url).rstrip("/")

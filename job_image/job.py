@@ -60,20 +60,22 @@ def render(p: FractalParams, settings: JobSettings, progress: Callable[[int], No
 
     n = p.supersample
     lut = colour.palette(p.colormap)
-    image = np.empty((p.height, p.width) if n == 1 else (p.height, p.width, 3), np.uint8)
+    # Each band is compressed on the encoder's threads as soon as it is coloured, while the
+    # kernel renders the next: what is left to wait for after the last band is encode_seconds.
+    encoder = png.Encoder(p.width, p.height, lut if n == 1 else None, settings.png_compress_level,
+                          settings.png_threads)
     total = 0
     colour_seconds = 0.0
     t0 = time.perf_counter()
     for band in kernel.bands(p, settings.band_samples):
         tc = time.perf_counter()
         total += int(band.counts.sum(dtype=np.uint64))
-        r0, rows = band.row0 // n, band.counts.shape[0] // n
-        image[r0:r0 + rows] = band.shades if n == 1 else colour.downsample(band.shades, lut, n)
+        encoder.add(band.shades if n == 1 else colour.downsample(band.shades, lut, n))
         colour_seconds += time.perf_counter() - tc
         if progress:
             progress((band.row0 + band.counts.shape[0]) * 100 // (p.height * n))
     te = time.perf_counter()
-    data = png.encode(image, lut if n == 1 else None, settings.png_compress_level)
+    data = encoder.finish()
     done = time.perf_counter()
     return Rendered(
         png=data,

@@ -95,7 +95,10 @@ class FractalKernel:
     """A built kernel for one device, kind and precision; keep it to render several frames."""
 
     def __init__(self, chosen: Chosen, kind: str, precision: str, shape: KernelShape,
-                 cache_dir: Path | None = None, periodic: bool | None = None) -> None:
+                 cache_dir: Path | None = None, periodic: bool | None = None,
+                 brute_force: bool = False) -> None:
+        """`periodic` overrides the kind's periodicity test (PERIODIC); `brute_force` turns
+        off both exact skips, for benchmarks to compare with."""
         self.chosen, self.kind, self.precision, self.shape = chosen, kind, precision, shape
         self.real = np.float32 if precision == "float32" else np.float64
         self.ctx = cl.Context([chosen.device])
@@ -111,7 +114,8 @@ class FractalKernel:
             f"-DTILE={shape.tile}",
             f"-DHEAD={shape.head}",
             f"-DKIND={KIND_CODES[kind]}",
-            f"-DPERIODIC={PERIODIC[kind] if periodic is None else int(periodic)}",
+            f"-DPERIODIC={0 if brute_force else PERIODIC[kind] if periodic is None else int(periodic)}",
+            f"-DINTERIOR={int(not brute_force)}",
         ]
         t0 = time.perf_counter()
         program = cl.Program(self.ctx, KERNEL_SOURCE).build(

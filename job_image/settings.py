@@ -35,6 +35,8 @@ class JobSettings:
     in_flight: int = 0
     # PNG zlib level: 1 keeps encoding well below kernel time; higher levels save ~10 % size.
     png_compress_level: int = 1
+    # Threads compressing PNG bands (0 = one per CPU); see png.py.
+    png_threads: int = 0
 
     @classmethod
     def from_env(cls, env: dict[str, str] | None = None) -> JobSettings:
@@ -45,6 +47,7 @@ class JobSettings:
             vector_width=_int(env, "FRACTAL_VECTOR_WIDTH", 0),
             in_flight=_int(env, "FRACTAL_IN_FLIGHT", 0),
             png_compress_level=min(9, max(0, _int(env, "PNG_COMPRESS_LEVEL", cls.png_compress_level))),
+            png_threads=max(0, _int(env, "PNG_THREADS", cls.png_threads)),
         )
 
 

@@ -11,6 +11,8 @@
  *   CHECK     iterations per block between escape tests (see the loop in escape())
  *   KIND      0 mandelbrot, 1 julia, 2 burning_ship
  *   PERIODIC  1: detect orbits that repeat exactly (see the loop in escape()); 0: don't
+ *   INTERIOR  1: mandelbrot samples in the cardioid or period-2 bulb are not iterated; 0: they
+ *             are (brute force, for benchmarks to check the skips against)
  *
  * Each work-item renders TILE consecutive samples of one row, VW*IF at a time. Per sample it
  * writes the escape count (iterations done before |z|^2 > 4, capped at max_iter) and a
@@ -293,7 +295,7 @@ __kernel void escape(__global const REAL *xs,   /* sample x per column, padded t
             zr[k] = zi[k] = (RV)0;
             cr[k] = x;
 #endif
-#if KIND == 0
+#if KIND == 0 && INTERIOR
             IV inside = interior(x, (RV)y);
             n[k] = inside & (IV)max_iter;
             live[k] &= ~inside;

@@ -5,11 +5,13 @@ A job's status changes only in `job_status`.
 
 from __future__ import annotations
 
-from sqlalchemy import func
+from datetime import datetime
+
+from sqlalchemy import delete, func, update
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, col, select
 
-from scheduler.models import Job, User
+from scheduler.models import Job, JobEvent, User, new_webhook_secret
 from scheduler.statuses import JobStatus
 
 
@@ -31,6 +33,18 @@ def create_user(session: Session, *, username: str, password_hash: str) -> User:
 
 def get_user(session: Session, *, username: str) -> User | None:
     return session.exec(select(User).where(User.username == username)).first()
+
+
+def webhook_secret(session: Session, *, username: str) -> str:
+    """The user's callback-signing secret; an account made before secrets existed gets one now
+    (conditionally, so two replicas filling it at once agree on one)."""
+    session.execute(
+        update(User)
+        .where(col(User.username) == username, col(User.webhook_secret).is_(None))
+        .values(webhook_secret=new_webhook_secret())
+    )
+    session.commit()
+    return session.exec(select(User.webhook_secret).where(User.username == username)).one() or ""
 
 
 def get_job(session: Session, *, job_id: str, owner: str) -> Job | None:
@@ -72,7 +86,40 @@ def count_by_status(session: Session) -> dict[str, int]:
 
 
 def delete_job(session: Session, *, job_id: str) -> None:
+    """Remove the job and its event log, leaving one `deleted` event for the owner's stream."""
     job = session.get(Job, job_id)
     if job is not None:
+        session.execute(delete(JobEvent).where(col(JobEvent.job_id) == job_id))
+        session.add(JobEvent(job_id=job_id, owner=job.owner, kind="deleted", document={"job_id": job_id}))
         session.delete(job)
         session.commit()
+
+
+# --- the event log (written by job_status.log_change), read by the SSE feed --------------------
+
+
+def last_event_seq(session: Session, *, job_id: str | None = None) -> int:
+    """The newest event's seq (of one job, or of all), 0 when there is none."""
+    query = select(func.max(JobEvent.seq))
+    if job_id is not None:
+        query = query.where(JobEvent.job_id == job_id)
+    return session.exec(query).one() or 0
+
+
+def events_after(
+    session: Session, *, seq: int, owner: str | None = None, job_id: str | None = None, limit: int
+) -> list[JobEvent]:
+    """Events newer than `seq`, oldest first (of one owner or job, or everyone's)."""
+    query = select(JobEvent).where(col(JobEvent.seq) > seq)
+    if owner is not None:
+        query = query.where(JobEvent.owner == owner)
+    if job_id is not None:
+        query = query.where(JobEvent.job_id == job_id)
+    return list(session.exec(query.order_by(col(JobEvent.seq)).limit(limit)).all())
+
+
+def prune_events(session: Session, *, before: datetime) -> int:
+    """Drop events older than `before` (a resume from before then starts from the current document)."""
+    removed = session.execute(delete(JobEvent).where(col(JobEvent.created_at) < before)).rowcount
+    session.commit()
+    return removed

@@ -6,7 +6,20 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Column, DateTime, Engine, Integer, Table, event, insert, literal, select, update
+from sqlalchemy import (
+    Column,
+    DateTime,
+    Engine,
+    Integer,
+    Table,
+    event,
+    insert,
+    inspect,
+    literal,
+    select,
+    text,
+    update,
+)
 from sqlmodel import SQLModel, create_engine
 
 from scheduler.core import files
@@ -36,6 +49,36 @@ def init_db(engine: Engine) -> None:
     from scheduler import models  # noqa: F401  (registers the tables)
 
     SQLModel.metadata.create_all(engine)
+    add_missing_columns(engine)
+
+
+def add_missing_columns(engine: Engine) -> None:
+    """`create_all` makes missing tables, not missing columns: add the columns a newer version
+    declares (nullable, or with a plain default) and their indexes, so a database made by an
+    older version keeps working after an upgrade."""
+    inspector = inspect(engine)
+    with engine.begin() as conn:
+        for table in SQLModel.metadata.sorted_tables:
+            have = {column["name"] for column in inspector.get_columns(table.name)}
+            missing = [column for column in table.columns if column.name not in have]
+            for column in missing:
+                name = engine.dialect.identifier_preparer.format_table(table)  # "user" is reserved
+                conn.execute(text(f"ALTER TABLE {name} ADD COLUMN {_column_ddl(column, engine)}"))
+            if missing:
+                for index in table.indexes:
+                    index.create(conn, checkfirst=True)
+
+
+def _column_ddl(column: Column[Any], engine: Engine) -> str:
+    name = engine.dialect.identifier_preparer.quote(column.name)
+    ddl = f"{name} {column.type.compile(engine.dialect)}"
+    if column.nullable:
+        return ddl
+    default = getattr(column.default, "arg", None)
+    if not isinstance(default, int | float | str) or isinstance(default, bool):
+        raise RuntimeError(f"cannot add the required column {column.table.name}.{column.name} by itself")
+    value = repr(default) if isinstance(default, str) else str(default)
+    return f"{ddl} NOT NULL DEFAULT {value}"
 
 
 # One row that /readyz rewrites: a database that can be reached but not written (a full disk, a

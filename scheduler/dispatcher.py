@@ -79,6 +79,7 @@ class Dispatcher:
                 job = job_status.claim_next(session)
             if job is None:
                 return
+            self.tracker.notify(job.id)
             await self._submit(job)
 
     async def _submit(self, job: Job) -> None:

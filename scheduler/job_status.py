@@ -1,5 +1,6 @@
 """Every change of a job's status, and only here: create (queued), claim (queued -> pending),
 requeue (pending -> queued) and a runner's report (pure `apply_report`, stored by `record`).
+Each change also writes its event (`log_change`) in the same transaction: the SSE streams' log.
 
 The dispatcher and the tracker call these; nothing else writes `Job.status`. Updates that can
 race another replica (claim, requeue) are conditional on the status they start from.
@@ -13,7 +14,7 @@ from typing import Any, NamedTuple
 from sqlalchemy import func, update
 from sqlmodel import Session, col, select
 
-from scheduler.models import Job, utcnow
+from scheduler.models import Job, JobEvent, JobPublic, utcnow
 from scheduler.runners.base import StatusReport
 from scheduler.statuses import ACTIVE, FINISHED
 
@@ -43,9 +44,11 @@ def create(
         status="queued",
         params=params,
         callback_url=callback_url,
+        callback_state="pending" if callback_url else None,
         runner=runner,
     )
     session.add(job)
+    log_change(session, job)
     session.commit()
     session.refresh(job)
     return job
@@ -69,9 +72,14 @@ def claim_next(session: Session) -> Job | None:
             .where(col(Job.id) == queued.id, col(Job.status) == "queued")
             .values(status="pending", message="starting", attempts=Job.attempts + 1)
         )
+        if claimed.rowcount != 1:
+            session.commit()
+            continue
+        job = session.get(Job, queued.id, populate_existing=True)
+        if job is not None:
+            log_change(session, job)
         session.commit()
-        if claimed.rowcount == 1:
-            return session.get(Job, queued.id, populate_existing=True)
+        return job
 
 
 def requeue(session: Session, *, job_id: str, reason: str) -> bool:
@@ -82,8 +90,11 @@ def requeue(session: Session, *, job_id: str, reason: str) -> bool:
         .where(col(Job.id) == job_id, col(Job.status) == "pending")
         .values(status="queued", attempts=Job.attempts - 1, message=f"waiting for the runner: {reason}")
     )
+    job = session.get(Job, job_id, populate_existing=True) if changed.rowcount == 1 else None
+    if job is not None:
+        log_change(session, job)
     session.commit()
-    return changed.rowcount == 1
+    return job is not None
 
 
 def apply_report(job: Job, report: StatusReport, *, max_attempts: int) -> bool:
@@ -134,5 +145,13 @@ def record(session: Session, report: StatusReport, *, max_attempts: int) -> Reco
     if not apply_report(job, report, max_attempts=max_attempts):
         return Recorded(job, False, False)
     session.add(job)
+    log_change(session, job)
     session.commit()
     return Recorded(job, True, job.started_at is not None and not was_started)
+
+
+def log_change(session: Session, job: Job) -> None:
+    """Log the job's new document in the transaction that changes it (the caller commits), so
+    a change and its event are never one without the other. Any other change of what the job
+    document shows (progress, queue position) must call this too, or streams won't see it."""
+    session.add(JobEvent(job_id=job.id, owner=job.owner, document=JobPublic.of(job).model_dump(mode="json")))

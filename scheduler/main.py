@@ -9,7 +9,7 @@ from fastapi import FastAPI
 
 from job_image.storage import Storage
 from scheduler.api.errors import BodyLimitMiddleware, install_handlers
-from scheduler.api.routes import auth, health, jobs, web
+from scheduler.api.routes import auth, events, health, jobs, web
 from scheduler.core.config import Settings
 from scheduler.metrics import MetricsMiddleware
 from scheduler.service import Service
@@ -35,6 +35,7 @@ def create_app(settings: Settings | None = None, storage: Storage | None = None)
     install_handlers(app)
     app.include_router(auth.router)
     app.include_router(jobs.router)
+    app.include_router(events.router)
     app.include_router(health.router)
     web.install(app)
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)

@@ -7,6 +7,8 @@ because SQLModel skips validation on `table=True` models and a body could then s
 
 from __future__ import annotations
 
+import base64
+import secrets
 from datetime import UTC, datetime
 from typing import Any, Literal
 
@@ -16,6 +18,8 @@ from sqlalchemy import JSON, Column
 
 from job_image.params import FractalParams
 from scheduler.statuses import JobStatus
+
+CallbackState = Literal["pending", "delivered", "failed"]
 
 
 def utcnow() -> datetime:
@@ -32,11 +36,18 @@ def as_utc(ts: datetime | None) -> datetime | None:
 # --- users ----------------------------------------------------------------------------------
 
 
+def new_webhook_secret() -> str:
+    """A Standard Webhooks secret: `whsec_` and base64 of 24 random bytes."""
+    return "whsec_" + base64.b64encode(secrets.token_bytes(24)).decode()
+
+
 class User(sqlmodel.SQLModel, table=True):
     id: int | None = sqlmodel.Field(default=None, primary_key=True)
     username: str = sqlmodel.Field(unique=True, index=True, max_length=64)
     password_hash: str
     created_at: datetime = sqlmodel.Field(default_factory=utcnow)
+    # signs this user's callbacks; null only for accounts made before it existed (filled on use)
+    webhook_secret: str | None = sqlmodel.Field(default_factory=new_webhook_secret, max_length=64)
 
 
 class Credentials(BaseModel):
@@ -51,6 +62,12 @@ class Credentials(BaseModel):
 class UserPublic(BaseModel):
     username: str
     created_at: datetime
+
+
+class Me(UserPublic):
+    """`GET /auth/me`: the account, with the secret that signs its callbacks."""
+
+    webhook_secret: str = Field(description="`whsec_...`: the key of the callbacks' webhook-signature")
 
 
 class Token(BaseModel):
@@ -77,6 +94,11 @@ class Job(sqlmodel.SQLModel, table=True):
     status: str = sqlmodel.Field(index=True, max_length=16)
     params: dict[str, Any] = sqlmodel.Field(sa_column=Column(JSON, nullable=False))
     callback_url: str | None = None
+    # the callback's delivery: `pending` with a `callback_next_at` is the (persistent) retry queue
+    callback_state: str | None = sqlmodel.Field(default=None, index=True, max_length=16)
+    callback_attempts: int = 0
+    callback_last_error: str | None = None
+    callback_next_at: datetime | None = None  # when a pending delivery is tried (again)
     created_at: datetime = sqlmodel.Field(default_factory=utcnow, index=True)
     started_at: datetime | None = None
     finished_at: datetime | None = None
@@ -91,6 +113,27 @@ class Job(sqlmodel.SQLModel, table=True):
         return f"{self.owner}/{self.id}/"
 
 
+class JobEvent(sqlmodel.SQLModel, table=True):
+    """One change of a job, as the document it left: the log the SSE streams read and resume
+    from. `seq` is the event's `id:`; AUTOINCREMENT so SQLite never reuses one."""
+
+    __table_args__ = {"sqlite_autoincrement": True}
+
+    seq: int | None = sqlmodel.Field(default=None, primary_key=True)
+    job_id: str = sqlmodel.Field(index=True, max_length=32)
+    owner: str = sqlmodel.Field(index=True, max_length=64)
+    kind: str = sqlmodel.Field(default="job", max_length=16)  # `job` (a document) or `deleted`
+    document: dict[str, Any] = sqlmodel.Field(sa_column=Column(JSON, nullable=False))
+    created_at: datetime = sqlmodel.Field(default_factory=utcnow, index=True)
+
+
+class CallbackPublic(BaseModel):
+    url: str
+    state: CallbackState = Field(description="pending until delivered or given up")
+    attempts: int
+    last_error: str | None
+
+
 class JobLinks(BaseModel):
     self: str
     result: str
@@ -102,7 +145,7 @@ class JobPublic(BaseModel):
     job_id: str
     status: JobStatus
     params: dict[str, Any]
-    callback_url: str | None
+    callback: CallbackPublic | None
     created_at: datetime
     started_at: datetime | None
     finished_at: datetime | None
@@ -124,7 +167,14 @@ class JobPublic(BaseModel):
             job_id=job.id,
             status=job.status,  # type: ignore[arg-type]
             params=job.params,
-            callback_url=job.callback_url,
+            callback=CallbackPublic(
+                url=job.callback_url,
+                state=job.callback_state or "pending",  # type: ignore[arg-type]
+                attempts=job.callback_attempts,
+                last_error=job.callback_last_error,
+            )
+            if job.callback_url
+            else None,
             created_at=job.created_at,
             started_at=job.started_at,
             finished_at=job.finished_at,

@@ -21,6 +21,7 @@ from scheduler.core.config import Settings
 from scheduler.core.jwt import load_secret
 from scheduler.core.ratelimit import RateLimiter
 from scheduler.dispatcher import Dispatcher, job_spec
+from scheduler.events import EventFeed
 from scheduler.metrics import Metrics
 from scheduler.models import Job, JobCreate, JobPublic, User
 from scheduler.runners import make_runner
@@ -29,6 +30,10 @@ from scheduler.statuses import ACTIVE, FINISHED, WITH_RUNNER
 from scheduler.tracker import Tracker, seconds_between
 
 log = logging.getLogger(__name__)
+
+
+class JobFinished(Exception):
+    """The job had already ended (str: its status): there is nothing to cancel."""
 
 
 class Service:
@@ -47,12 +52,21 @@ class Service:
         )
         self.metrics = Metrics(job_counts=self.job_counts)
         self.callbacks = CallbackSender(settings)
+        self.events = EventFeed(
+            self.engine,
+            queue_size=settings.events_queue_size,
+            poll_seconds=settings.events_poll_seconds,
+            retention_seconds=settings.events_retention_seconds,
+            max_streams_per_user=settings.events_max_streams_per_user,
+            gap_grace_seconds=settings.events_gap_grace_seconds,
+        )
         self.tracker = Tracker(
             self.engine,
             max_attempts=settings.job_max_attempts,
             on_started=self._started,
             on_finished=self._finished,
             on_requeued=lambda job: self.dispatcher.wake(),
+            on_change=self.events.wake,
         )
         self.runner = make_runner(settings, self.tracker.report, self.storage)
         self.dispatcher = Dispatcher(
@@ -75,12 +89,14 @@ class Service:
             log.info("%d jobs were active when the service stopped; handing them to the runner", len(active))
         await self.runner.start([job_spec(job) for job in active])
         self.tracker.start()
+        self.events.start()
         self.dispatcher.start()
         self.dispatcher.wake()
 
     async def stop(self) -> None:
         await self.dispatcher.stop()
         await self.tracker.stop()
+        await self.events.stop()
         await self.runner.stop()
         await self.callbacks.aclose()
         self.engine.dispose()
@@ -115,17 +131,33 @@ class Service:
             )
         log.info("job %s queued for %s", job.id, owner)
         self.metrics.job_submitted()
+        self.tracker.notify(job.id)
         self.dispatcher.wake()
         return job
 
-    async def delete(self, job: Job) -> JobPublic:
-        """Cancel it if active, remove its process/Job and stored objects, then the record."""
+    async def cancel(self, job: Job) -> JobPublic:
+        """Stop an active job; it stays, `cancelled`, with its logs and what it stored.
+        Raises JobFinished when it had ended (perhaps while this ran)."""
+        if job.status in FINISHED:
+            raise JobFinished(job.status)
+        final = await self._stop(job)
+        if final.status != "cancelled":
+            raise JobFinished(final.status)
+        log.info("job %s cancelled", job.id)
+        return final
+
+    async def _stop(self, job: Job) -> JobPublic:
+        """End the job if it is active (the runner reports its end); its document after that."""
         if job.status in WITH_RUNNER:
             await self.runner.cancel(job.id)
         if job.status in ACTIVE:  # queued, or a runner that reported nothing: it ends here
             await self.tracker.report(StatusReport(job.id, "cancelled"))
         with self.session() as session:
-            final = JobPublic.of(session.get(Job, job.id) or job)
+            return JobPublic.of(session.get(Job, job.id) or job)
+
+    async def delete(self, job: Job) -> JobPublic:
+        """Cancel it if active, remove its process/Job and stored objects, then the record."""
+        final = await self._stop(job)
         await asyncio.to_thread(self.storage.delete_prefix, job.result_prefix)
         self.runner.forget(job.id)
         with self.session() as session:

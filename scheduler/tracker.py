@@ -42,10 +42,12 @@ class Tracker:
         on_started: Callable[[Job], None] = lambda job: None,
         on_finished: Callable[[Job], None] = lambda job: None,
         on_requeued: Callable[[Job], None] = lambda job: None,
+        on_change: Callable[[str], None] = lambda job_id: None,
     ) -> None:
         self.engine = engine
         self.max_attempts = max_attempts
         self.on_started, self.on_finished, self.on_requeued = on_started, on_finished, on_requeued
+        self.on_change = on_change  # the event feed: a change was logged (job_status.log_change)
         self._changed: dict[str, asyncio.Event] = {}  # job id -> what its long-polls wait on
         self._waiting: collections.Counter[str] = collections.Counter()  # job id -> long-polls
         self._recheck_task: asyncio.Task[None] | None = None
@@ -71,7 +73,8 @@ class Tracker:
         return True
 
     def notify(self, job_id: str) -> None:
-        """Wake the long-polls of `job_id` (they read the DB again)."""
+        """`job_id` changed: wake its long-polls (they read the DB again) and the event feed."""
+        self.on_change(job_id)
         event = self._changed.pop(job_id, None)
         if event is not None:
             event.set()

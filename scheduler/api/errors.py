@@ -24,8 +24,10 @@ from scheduler import db
 from scheduler.callbacks import CallbackRefused
 from scheduler.core.ratelimit import Throttled
 from scheduler.crud import UsernameTaken
+from scheduler.events import TooManyStreams
 from scheduler.job_status import TooManyActiveJobs
 from scheduler.runners.base import RunnerUnavailable
+from scheduler.service import JobFinished
 
 
 def unauthorized(detail: str, scheme: str = "Bearer") -> HTTPException:
@@ -80,6 +82,8 @@ DOMAIN_ERRORS: dict[type[Exception], tuple[int, Any]] = {
     # a full disk, a read-only or unreadable file, a server that is down or out of connections
     DBAPIError: (503, database_unavailable),
     SQLAlchemyTimeout: (503, database_unavailable),
+    JobFinished: (409, lambda exc: f"The job has already finished ({exc}); there is nothing to cancel."),
+    TooManyStreams: (429, lambda exc: f"You have {exc} event streams open, the most allowed; close one."),
 }
 
 

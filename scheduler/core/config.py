@@ -121,6 +121,29 @@ class Settings(BaseSettings):
         1_048_576, description="pods/log reads are capped so one chatty job cannot fill memory"
     )
 
+    # --- live events (SSE) ---------------------------------------------------------------------
+    events_queue_size: int = Field(
+        256, ge=1, description="events held for one client; one that falls further behind is dropped"
+    )
+    events_poll_seconds: float = Field(
+        1.0, gt=0, description="how stale a stream may be for changes made by another replica"
+    )
+    events_ping_seconds: float = Field(
+        15.0, gt=0, description="keep-alive comment: proxies close idle streams"
+    )
+    events_send_timeout_seconds: float = Field(
+        10.0, gt=0, description="a client that takes longer to accept one event is dropped"
+    )
+    events_retention_seconds: float = Field(
+        3600.0, gt=0, description="how long the log keeps events; Last-Event-ID can resume within it"
+    )
+    events_gap_grace_seconds: float = Field(
+        1.0, ge=0, description="PostgreSQL: how long a missing seq is waited for (a commit in flight)"
+    )
+    events_max_streams_per_user: int = Field(
+        32, ge=1, description="open event streams per user (429 past it)"
+    )
+
     # --- callbacks -------------------------------------------------------------------------------
     callback_allow_private: bool = False  # SSRF guard: refuse loopback/private targets by default
     callback_timeout: float = 5.0

@@ -287,10 +287,7 @@ class LocalRunner:
         elif code != 0:
             error = job.last_error or describe_exit(code)
             end = StatusReport(job_id, "failed", finished_at=end.finished_at, error=error)
-        if end.status == "cancelled":  # only a DELETE cancels: the log goes with the job
-            self.forget(job_id)
-        else:
-            await self._save_log(job)
+        await self._save_log(job)  # a cancelled job keeps its log too (DELETE removes it)
         log.info("job %s: %s (exit code %s)", job_id, end.status, code)
         await self._emit(end)
 

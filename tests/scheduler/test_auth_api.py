@@ -182,3 +182,16 @@ def test_generated_secret_is_kept_across_restarts(make_client: Client) -> None:
     auth = sign_up_and_in(first, "alice")
     second = make_client(jwt_secret=None)
     assert second.get("/jobs", headers=auth).status_code == 200
+
+
+def test_me_shows_the_account_and_a_stable_webhook_secret(client: TestClient) -> None:
+    alice, bob = sign_up_and_in(client, "alice"), sign_up_and_in(client, "bob")
+    me = client.get("/auth/me", headers=alice)
+    assert me.status_code == 200
+    body = me.json()
+    assert set(body) == {"username", "created_at", "webhook_secret"} and body["username"] == "alice"
+    assert body["webhook_secret"].startswith("whsec_")
+    assert len(base64.b64decode(body["webhook_secret"].removeprefix("whsec_"))) == 24
+    assert client.get("/auth/me", headers=alice).json() == body
+    assert client.get("/auth/me", headers=bob).json()["webhook_secret"] != body["webhook_secret"]
+    assert client.get("/auth/me").status_code == 401

@@ -193,6 +193,45 @@ def test_cancel_a_running_job(client: TestClient, alice: dict[str, str]) -> None
     assert storage.list(f"alice/{job_id}/") == []
 
 
+def test_cancel_keeps_the_job_its_logs_and_files(client: TestClient, alice: dict[str, str]) -> None:
+    job_id = submit(client, alice, **LONG)["job_id"]
+    wait_for(client, job_id, alice, ("running",))
+    cancelled = client.post(f"/jobs/{job_id}/cancel", headers=alice)
+    assert cancelled.status_code == 200, cancelled.text
+    assert cancelled.json()["status"] == "cancelled" and cancelled.json()["finished_at"]
+    assert client.get(f"/jobs/{job_id}", headers=alice).json()["status"] == "cancelled"
+    listed = client.get("/jobs?status=cancelled", headers=alice).json()["data"]
+    assert [j["job_id"] for j in listed] == [job_id]
+    assert client.get(f"/jobs/{job_id}/logs", headers=alice).status_code == 200  # kept (perhaps empty)
+    files = client.get(f"/jobs/{job_id}/result/list", headers=alice).json()["files"]
+    assert "job.log" in [f["name"] for f in files]
+    again = client.post(f"/jobs/{job_id}/cancel", headers=alice)
+    assert again.status_code == 409 and "already finished (cancelled)" in again.json()["detail"]
+    assert client.delete(f"/jobs/{job_id}", headers=alice).status_code == 200
+    assert client.get(f"/jobs/{job_id}", headers=alice).status_code == 404
+
+
+def test_cancel_a_queued_job(make_client: Client) -> None:
+    client = make_client(local_max_concurrent=1)
+    alice = sign_up_and_in(client, "alice")
+    blocker = submit(client, alice, **LONG)["job_id"]
+    queued = submit(client, alice)["job_id"]
+    assert client.get(f"/jobs/{queued}", headers=alice).json()["status"] == "queued"
+    cancelled = client.post(f"/jobs/{queued}/cancel", headers=alice)
+    assert cancelled.status_code == 200 and cancelled.json()["status"] == "cancelled"
+    client.post(f"/jobs/{blocker}/cancel", headers=alice)
+    assert wait_for(client, blocker, alice)["status"] == "cancelled"
+    assert client.get(f"/jobs/{queued}", headers=alice).json()["status"] == "cancelled"  # never started
+
+
+def test_cancel_a_finished_job_is_409(client: TestClient, alice: dict[str, str]) -> None:
+    job_id = submit(client, alice)["job_id"]
+    wait_for(client, job_id, alice, ("succeeded",))
+    refused = client.post(f"/jobs/{job_id}/cancel", headers=alice)
+    assert refused.status_code == 409 and "already finished (succeeded)" in refused.json()["detail"]
+    assert client.get(f"/jobs/{job_id}/result", headers=alice).status_code == 200
+
+
 def test_delete_finished_job_removes_its_files(client: TestClient, alice: dict[str, str]) -> None:
     job_id = submit(client, alice)["job_id"]
     wait_for(client, job_id, alice, ("succeeded",))
@@ -207,12 +246,13 @@ def test_another_users_job_is_404_on_every_path(
     job_id = submit(client, alice)["job_id"]
     wait_for(client, job_id, alice, ("succeeded",))
     missing = "0" * 32
-    for path in ("", "/result", "/result/list", "/logs", "?wait=1", "/result?file=result.json"):
+    for path in ("", "/result", "/result/list", "/logs", "?wait=1", "/result?file=result.json", "/events"):
         theirs = client.get(f"/jobs/{job_id}{path}", headers=bob)
         nothing = client.get(f"/jobs/{missing}{path}", headers=bob)
         assert theirs.status_code == nothing.status_code == 404, path
         assert theirs.json()["detail"].replace(job_id, missing) == nothing.json()["detail"]
     assert client.delete(f"/jobs/{job_id}", headers=bob).status_code == 404
+    assert client.post(f"/jobs/{job_id}/cancel", headers=bob).status_code == 404
     assert client.get("/jobs", headers=bob).json()["count"] == 0
     assert client.get(f"/jobs/{job_id}", headers=alice).json()["status"] == "succeeded"
 

@@ -24,10 +24,11 @@ from fastapi.testclient import TestClient
 from sqlalchemy import Engine
 from sqlmodel import Session, select
 
-from scheduler import db, job_status
+from scheduler import crud, db, job_status
 from scheduler.models import Job
 from tests.postgres import PostgresServer, Unavailable, running_postgres
 from tests.scheduler.conftest import TINY, Client, sign_up_and_in, submit, wait_for
+from tests.scheduler.test_db import old_database_gains_new_columns
 
 CLOCK_SLACK = timedelta(minutes=2)  # generous: a time-zone mistake is hours, not minutes
 
@@ -188,9 +189,22 @@ def test_concurrent_claims_hand_out_each_job_once(database_url: str) -> None:
         assert len(claims) == len(set(claims)) == count and set(claims) == ids  # each exactly once
         stored = jobs_in_db(engines[0]).values()
         assert {(job.status, job.attempts) for job in stored} == {("pending", 1)}
+        with Session(engines[0]) as session:  # each change logged once, in its own transaction
+            events = crud.events_after(session, seq=0, limit=10 * count)
+        assert len({e.seq for e in events}) == len(events) == 2 * count
+        for job_id in ids:
+            assert [e.document["status"] for e in events if e.job_id == job_id] == ["queued", "pending"]
     finally:
         for engine in engines:
             engine.dispose()
+
+
+def test_an_old_database_gains_the_new_columns(database_url: str) -> None:
+    engine = db.make_engine(database_url)
+    try:
+        old_database_gains_new_columns(engine)
+    finally:
+        engine.dispose()
 
 
 def test_restart_keeps_accounts_tokens_and_queued_jobs(make_pg_client: Client, tmp_path: Path) -> None:

@@ -1,4 +1,4 @@
-"""Sign-up and sign-in."""
+"""Sign-up, sign-in and the signed-in account."""
 
 from __future__ import annotations
 
@@ -10,12 +10,12 @@ from fastapi import APIRouter, Depends, Request, status
 from fastapi.security import HTTPBasic, HTTPBasicCredentials
 
 from scheduler import crud
-from scheduler.api.deps import ServiceDep
+from scheduler.api.deps import CurrentUser, ServiceDep
 from scheduler.api.errors import unauthorized, unprocessable
 from scheduler.core.jwt import issue_token
 from scheduler.core.ratelimit import throttle
 from scheduler.core.security import hash_password, password_problem, username_problem, verify_password
-from scheduler.models import Credentials, Token, UserPublic
+from scheduler.models import Credentials, Me, Token, UserPublic
 
 router = APIRouter(prefix="/auth", tags=["auth"])
 
@@ -100,3 +100,11 @@ async def sign_in(
         raise unauthorized(BAD_CREDENTIALS, "Basic")
     ttl = service.settings.jwt_ttl_seconds
     return Token(access_token=issue_token(username, service.jwt_secret, ttl), expires_in=ttl)
+
+
+@router.get("/me")
+async def me(user: CurrentUser, service: ServiceDep) -> Me:
+    """Your account, with the `webhook_secret` that signs your jobs' callbacks."""
+    with service.session() as session:
+        secret = crud.webhook_secret(session, username=user.username)
+    return Me(username=user.username, created_at=user.created_at, webhook_secret=secret)

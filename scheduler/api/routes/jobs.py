@@ -74,6 +74,12 @@ async def get_job(job: OwnedJob, service: ServiceDep, wait: WaitQuery = 0) -> Jo
     return await finished_or_current(service, job, wait)
 
 
+@router.post("/{job_id}/cancel")
+async def cancel_job(job: OwnedJob, service: ServiceDep) -> JobPublic:
+    """Stop an active job; it stays as `cancelled`, with its logs and whatever it stored."""
+    return await service.cancel(job)  # JobFinished: 409; RunnerUnavailable: 503 (api/errors.py)
+
+
 @router.delete("/{job_id}")
 async def delete_job(job: OwnedJob, service: ServiceDep) -> JobPublic:
     """Cancel the job if it is active, remove its process or Kubernetes Job and its stored files."""

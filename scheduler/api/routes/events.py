@@ -1,0 +1,86 @@
+"""Server-Sent Events: a job's changes (`/jobs/{id}/events`) or all of yours (`/events`)."""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import AsyncIterator
+from typing import Annotated
+
+from fastapi import APIRouter, Header
+from sse_starlette import EventSourceResponse, ServerSentEvent
+from sse_starlette.sse import SendTimeoutError
+from starlette.types import Receive, Scope, Send
+
+from scheduler.api.deps import CurrentUser, OwnedJob, ServiceDep
+from scheduler.api.errors import unprocessable
+from scheduler.service import Service
+
+log = logging.getLogger(__name__)
+
+router = APIRouter(tags=["events"])
+
+LastEventId = Annotated[
+    str | None, Header(alias="Last-Event-ID", description="resume after this event (EventSource sends it)")
+]
+STREAM = {
+    200: {
+        "content": {"text/event-stream": {"schema": {"type": "string"}}},
+        "description": "`id: <seq>` and `data: <job document>` per change; `event: deleted` when a "
+        "job is removed; `: ping` comments keep the connection open",
+    },
+    429: {"description": "too many streams open"},
+}
+
+
+class EventStream(EventSourceResponse):
+    """A client too slow to take one event within the send timeout is dropped quietly (it can
+    resume with Last-Event-ID); that is expected, not an application error."""
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        try:
+            await super().__call__(scope, receive, send)
+        except SendTimeoutError:
+            log.info(
+                "event stream to %s dropped: it did not read for %s s", scope.get("client"), self.send_timeout
+            )
+
+
+def parse_last_event_id(value: str | None) -> int | None:
+    if value is None or not value.strip():
+        return None
+    if not value.strip().isdigit() or len(value.strip()) > 18:
+        raise unprocessable("Last-Event-ID must be the id of an event from this stream.")
+    return int(value)
+
+
+def open_stream(service: Service, owner: str, job_id: str | None, last_event_id: str | None) -> EventStream:
+    after = parse_last_event_id(last_event_id)
+    sub = service.events.subscribe(owner, job_id)  # TooManyStreams: a 429 (api/errors.py)
+
+    async def frames() -> AsyncIterator[ServerSentEvent]:
+        async for event in service.events.follow(sub, after):
+            kind = None if event.kind == "job" else event.kind  # job documents are plain `message`s
+            yield ServerSentEvent(data=json.dumps(event.document), id=str(event.seq), event=kind)
+
+    settings = service.settings
+    return EventStream(
+        frames(),
+        ping=settings.events_ping_seconds,
+        send_timeout=settings.events_send_timeout_seconds,
+        headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"},  # no proxy buffering
+    )
+
+
+@router.get("/jobs/{job_id}/events", response_class=EventStream, responses=STREAM)  # type: ignore[arg-type]
+async def job_events(job: OwnedJob, service: ServiceDep, last_event_id: LastEventId = None) -> EventStream:
+    """Live changes of one job as Server-Sent Events; the stream ends after its final status."""
+    return open_stream(service, job.owner, job.id, last_event_id)
+
+
+@router.get("/events", response_class=EventStream, responses=STREAM)  # type: ignore[arg-type]
+async def all_events(
+    user: CurrentUser, service: ServiceDep, last_event_id: LastEventId = None
+) -> EventStream:
+    """Live changes of all your jobs as Server-Sent Events (unfinished jobs first, as they are now)."""
+    return open_stream(service, user.username, None, last_event_id)

@@ -1,0 +1,227 @@
+"""Live job events (the SSE streams): one reader of the event log per replica, fanned out.
+
+Every change of a job is logged in the transaction that makes it (`job_status.log_change`), with
+an increasing `seq` that is the event's `id:`. The feed reads the log once per change (the
+tracker wakes it) and every EVENTS_POLL_SECONDS while anyone listens (changes made by other
+replicas), however many clients there are: no client ever queries the database itself after
+its start. Each subscriber has a bounded queue; one that overflows is dropped, and its client
+resumes with `Last-Event-ID` from the log, so a slow client costs neither memory nor events.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import contextlib
+import logging
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass
+from datetime import timedelta
+
+from sqlalchemy import Engine
+from sqlmodel import Session, col, select
+
+from scheduler import crud
+from scheduler.models import Job, JobEvent, JobPublic, utcnow
+from scheduler.statuses import ACTIVE, FINISHED
+
+log = logging.getLogger(__name__)
+
+BATCH = 500  # events per log read
+PRUNE_EVERY_SECONDS = 60.0
+
+
+class TooManyStreams(Exception):
+    """The user has EVENTS_MAX_STREAMS_PER_USER streams open already."""
+
+
+@dataclass(eq=False)
+class Subscription:
+    owner: str
+    job_id: str | None  # None: all of the owner's jobs
+    queue: asyncio.Queue[JobEvent | None]  # None: the stream ends (dropped, or shutdown)
+    dropped: bool = False
+
+
+def ends_stream(event: JobEvent) -> bool:
+    """A one-job stream ends after the job's terminal status (or its deletion)."""
+    return event.kind == "deleted" or event.document.get("status") in FINISHED
+
+
+class EventFeed:
+    def __init__(
+        self,
+        engine: Engine,
+        *,
+        queue_size: int,
+        poll_seconds: float,
+        retention_seconds: float,
+        max_streams_per_user: int,
+        gap_grace_seconds: float,
+    ) -> None:
+        self.engine = engine
+        self.queue_size, self.poll_seconds = queue_size, poll_seconds
+        self.retention_seconds, self.max_streams_per_user = retention_seconds, max_streams_per_user
+        # PostgreSQL may commit seq 11 before seq 10: a hole is waited for this long before it
+        # is taken as final (a rolled-back or deleted event). SQLite commits in seq order.
+        self.gap_grace_seconds = gap_grace_seconds if engine.dialect.name != "sqlite" else 0.0
+        self._subs: dict[str, set[Subscription]] = collections.defaultdict(set)
+        self._cursor: int | None = None  # the newest seq fanned out; None while nobody listens
+        self._hole_since: float | None = None
+        self._wake = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+
+    # --- lifecycle ------------------------------------------------------------------------------
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._loop(), name="event-feed")
+
+    async def stop(self) -> None:
+        for subs in list(self._subs.values()):
+            for sub in list(subs):
+                self._end(sub)
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+
+    def wake(self, _job_id: str = "") -> None:
+        """A change was logged here: read the log now rather than at the next poll."""
+        self._wake.set()
+
+    @property
+    def streams(self) -> int:
+        return sum(len(subs) for subs in self._subs.values())
+
+    # --- one client's stream ----------------------------------------------------------------------
+
+    async def follow(self, sub: Subscription, after: int | None) -> AsyncIterator[JobEvent]:
+        """The events of one job (ending after its terminal one) or of all the owner's jobs:
+        those after `after` from the log (or the current state without it), then live ones."""
+        job_id = sub.job_id
+        try:
+            last = after or 0
+            with Session(self.engine, expire_on_commit=False) as session:
+                backlog = list(self._backlog(session, sub, after))
+                job = session.get(Job, job_id) if job_id is not None else None
+            for event in backlog:
+                last = max(last, event.seq or 0)
+                yield event
+                if job_id is not None and ends_stream(event):
+                    return
+            if job_id is not None and (job is None or job.status in FINISHED):
+                return  # the client has seen its end already
+            while (event := await sub.queue.get()) is not None:
+                if (event.seq or 0) <= last:  # also in the backlog
+                    continue
+                last = event.seq or 0
+                yield event
+                if job_id is not None and ends_stream(event):
+                    return
+        finally:
+            self._unsubscribe(sub)
+
+    def _backlog(self, session: Session, sub: Subscription, after: int | None) -> Iterator[JobEvent]:
+        if after is None:  # a fresh stream starts from the current state
+            yield from self._current(session, sub)
+            return
+        seq, found = after, False
+        while events := crud.events_after(session, seq=seq, owner=sub.owner, job_id=sub.job_id, limit=BATCH):
+            yield from events
+            seq, found = events[-1].seq or seq, True
+        if not found and sub.job_id is not None and not crud.last_event_seq(session, job_id=sub.job_id):
+            yield from self._current(session, sub)  # its log has been pruned: its document
+
+    def _current(self, session: Session, sub: Subscription) -> Iterator[JobEvent]:
+        """The current documents, as events with the newest seq (a resume from it misses nothing)."""
+        seq = crud.last_event_seq(session)
+        query = select(Job).where(Job.owner == sub.owner)
+        if sub.job_id is not None:
+            query = query.where(Job.id == sub.job_id)
+        else:
+            query = query.where(col(Job.status).in_(ACTIVE)).order_by(col(Job.created_at))
+        for job in session.exec(query):
+            yield JobEvent(
+                seq=seq, job_id=job.id, owner=job.owner, document=JobPublic.of(job).model_dump(mode="json")
+            )
+
+    def subscribe(self, owner: str, job_id: str | None) -> Subscription:
+        """Register a stream (raises TooManyStreams); `follow` it, which also ends it."""
+        if len(self._subs.get(owner, ())) >= self.max_streams_per_user:
+            raise TooManyStreams(self.max_streams_per_user)
+        if self._cursor is None:  # before the backlog is read: nothing falls between the two
+            with Session(self.engine) as session:
+                self._cursor = crud.last_event_seq(session)
+        sub = Subscription(owner, job_id, asyncio.Queue(self.queue_size))
+        self._subs[owner].add(sub)
+        return sub
+
+    def _unsubscribe(self, sub: Subscription) -> None:
+        subs = self._subs.get(sub.owner)
+        if subs is not None:
+            subs.discard(sub)
+            if not subs:
+                del self._subs[sub.owner]
+        if not self._subs:
+            self._cursor = None  # nobody listens: stop reading the log
+
+    def _end(self, sub: Subscription) -> None:
+        self._unsubscribe(sub)
+        while not sub.queue.empty():
+            sub.queue.get_nowait()
+        sub.queue.put_nowait(None)
+
+    # --- the one reader -----------------------------------------------------------------------
+
+    async def _loop(self) -> None:
+        loop = asyncio.get_running_loop()
+        pruned = loop.time()
+        while True:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), self.poll_seconds)
+            self._wake.clear()
+            try:
+                self._read()
+                if loop.time() - pruned > PRUNE_EVERY_SECONDS:
+                    pruned = loop.time()
+                    await asyncio.to_thread(self._prune)
+            except Exception:  # a DB hiccup: the next round reads from the same cursor
+                log.warning("event feed: reading the log failed", exc_info=True)
+
+    def _read(self) -> None:
+        """Fan out the events after the cursor, in seq order, holding back at a fresh hole."""
+        while self._cursor is not None:
+            with Session(self.engine, expire_on_commit=False) as session:
+                events = crud.events_after(session, seq=self._cursor, limit=BATCH)
+            for event in events:
+                if event.seq != self._cursor + 1 and not self._hole_is_final():
+                    return
+                self._hole_since, self._cursor = None, event.seq
+                self._fan_out(event)
+                if self._cursor is None:  # the last subscriber was dropped
+                    return
+            if len(events) < BATCH:
+                return
+
+    def _hole_is_final(self) -> bool:
+        now = asyncio.get_running_loop().time()
+        if self._hole_since is None:
+            self._hole_since = now
+        return now - self._hole_since >= self.gap_grace_seconds
+
+    def _fan_out(self, event: JobEvent) -> None:
+        for sub in list(self._subs.get(event.owner, ())):
+            if sub.job_id is not None and sub.job_id != event.job_id:
+                continue
+            try:
+                sub.queue.put_nowait(event)
+            except asyncio.QueueFull:  # it stopped reading: drop it, not the service
+                log.info("event stream of %s dropped: %d events unread", sub.owner, sub.queue.qsize())
+                sub.dropped = True
+                self._end(sub)
+
+    def _prune(self) -> None:
+        with Session(self.engine) as session:
+            removed = crud.prune_events(session, before=utcnow() - timedelta(seconds=self.retention_seconds))
+        if removed:
+            log.debug("event feed: %d old events pruned", removed)

@@ -1,0 +1,154 @@
+"""The event feed on a real SQLite database: one log read for any number of streams, bounded
+queues (a client that stops reading is dropped), and the per-user stream limit."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from sqlalchemy import Engine, event
+from sqlmodel import Session
+
+from scheduler import crud, db, job_status
+from scheduler.events import EventFeed, TooManyStreams
+from scheduler.models import Job
+
+
+@pytest.fixture
+def engine(tmp_path: Path) -> Iterator[Engine]:
+    engine = db.make_engine(f"sqlite:///{tmp_path / 'events.db'}")
+    db.init_db(engine)
+    yield engine
+    engine.dispose()
+
+
+def make_feed(engine: Engine, **overrides: Any) -> EventFeed:
+    options: dict[str, Any] = {
+        "queue_size": 8,
+        "poll_seconds": 30.0,  # only explicit reads in these tests
+        "retention_seconds": 3600.0,
+        "max_streams_per_user": 1000,
+        "gap_grace_seconds": 1.0,
+    }
+    return EventFeed(engine, **(options | overrides))
+
+
+def new_job(engine: Engine, owner: str = "alice") -> Job:
+    with Session(engine, expire_on_commit=False) as session:
+        return job_status.create(
+            session, owner=owner, params={}, callback_url=None, runner="local", max_active=100
+        )
+
+
+def progress(engine: Engine, job_id: str, steps: int) -> None:
+    with Session(engine) as session:
+        for step in range(steps):
+            job = session.get(Job, job_id)
+            assert job is not None
+            job.status, job.progress = "running", step / steps
+            job_status.log_change(session, job)
+            session.commit()
+
+
+def count_queries(engine: Engine) -> list[str]:
+    seen: list[str] = []
+    event.listen(engine, "before_cursor_execute", lambda *args: seen.append(args[2]))
+    return seen
+
+
+def test_one_log_read_serves_every_stream(engine: Engine) -> None:
+    async def run() -> None:
+        feed = make_feed(engine)
+        job = new_job(engine)
+        subs = [feed.subscribe("alice", job.id if i % 2 else None) for i in range(200)]
+        queries = count_queries(engine)
+        progress(engine, job.id, 3)
+        writes = len(queries)
+        feed._read()
+        assert len(queries) - writes <= 2  # the log read (and its empty follow-up), not 200
+        assert all(sub.queue.qsize() == 3 for sub in subs)
+
+    asyncio.run(run())
+
+
+def test_a_client_that_stops_reading_is_dropped_with_a_bounded_queue(engine: Engine) -> None:
+    async def run() -> None:
+        feed = make_feed(engine, queue_size=4)
+        job = new_job(engine)
+        stalled = feed.subscribe("alice", job.id)
+        reader = feed.subscribe("alice", job.id)
+        got = []
+        for _ in range(5):
+            progress(engine, job.id, 2)
+            feed._read()
+            while not reader.queue.empty():
+                got.append(reader.queue.get_nowait())
+        assert stalled.dropped and stalled.queue.qsize() == 1 and stalled.queue.get_nowait() is None
+        assert not reader.dropped and len(got) == 10
+        assert feed.streams == 1  # the dropped one no longer receives anything
+
+    asyncio.run(run())
+
+
+def test_a_dropped_stream_ends_and_the_client_can_resume_from_the_log(engine: Engine) -> None:
+    async def run() -> None:
+        feed = make_feed(engine, queue_size=2)
+        job = new_job(engine)
+        sub = feed.subscribe("alice", job.id)
+        seen = []
+        async for ev in feed.follow(sub, None):
+            seen.append(ev.seq)
+            if len(seen) == 1:
+                progress(engine, job.id, 5)  # more than the queue holds, unread
+                feed._read()
+        assert sub.dropped and len(seen) == 1
+        resumed = feed.subscribe("alice", job.id)
+        rest = []
+        async for ev in feed.follow(resumed, seen[-1]):
+            rest.append(ev.seq)
+            if len(rest) == 5:
+                break
+        assert rest == list(range(seen[0] + 1, seen[0] + 6))
+
+    asyncio.run(run())
+
+
+def test_streams_per_user_are_limited(engine: Engine) -> None:
+    async def run() -> None:
+        feed = make_feed(engine, max_streams_per_user=2)
+        feed.subscribe("alice", None)
+        feed.subscribe("alice", None)
+        with pytest.raises(TooManyStreams):
+            feed.subscribe("alice", None)
+        feed.subscribe("bob", None)  # another user's are counted apart
+
+    asyncio.run(run())
+
+
+def test_a_hole_in_the_log_is_waited_for_before_it_is_skipped(engine: Engine) -> None:
+    """On PostgreSQL a lower seq may commit after a higher one; the feed holds back at a hole
+    for the grace period (SQLite commits in order, so there it never waits)."""
+
+    async def run() -> None:
+        feed = make_feed(engine)
+        feed.gap_grace_seconds = 0.2  # as on PostgreSQL
+        job = new_job(engine)
+        sub = feed.subscribe("alice", None)
+        progress(engine, job.id, 3)
+        with Session(engine) as session:  # seq cursor+1 "not yet committed"
+            first = crud.events_after(session, seq=feed._cursor or 0, limit=1)[0]
+            session.delete(first)
+            session.commit()
+        feed._read()
+        assert sub.queue.empty()
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + 10
+        while sub.queue.qsize() < 2:  # once past the grace period the hole is final
+            assert loop.time() < deadline, "the hole was never skipped"
+            await asyncio.sleep(0.02)
+            feed._read()
+
+    asyncio.run(run())

@@ -5,6 +5,11 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -15,7 +20,7 @@ from job_image.errors import StorageFailed
 from job_image.storage import StorageError, storage_from_env
 from tests.conftest import free_port
 
-from .conftest import job_env, run_cli
+from .conftest import REPO, job_env, run_cli
 
 JOB_ID = "0123456789abcdef0123456789abcdef"
 SMALL = ["--width", "64", "--height", "48", "--max-iter", "60"]
@@ -188,3 +193,28 @@ def test_quiet_has_no_progress(capsys, tmp_path: Path) -> None:
     code, out, err = run_in_process(capsys, *SMALL, "--quiet", "--out", str(tmp_path / "q.png"))
     assert code == 0 and err == "" and "progress " not in out
     assert (tmp_path / "q.json").exists()
+
+
+@pytest.mark.parametrize("pid1", [False, True], ids=["process", "pid-1"])
+def test_sigterm_ends_the_job_with_143_writing_nothing(tmp_path: Path, pid1: bool) -> None:
+    """As a pod's container the job is PID 1 of its PID namespace, where a signal without a
+    handler is ignored: a cancelled job must still stop (not hold its quota until SIGKILL)."""
+    if pid1 and (os.geteuid() != 0 or shutil.which("unshare") is None):
+        pytest.skip("a PID namespace needs root and unshare")
+    argv = [sys.executable, "-m", "job_image", "--width", "2048", "--height", "2048", "--max-iter", "100000",
+            "--supersample", "4", "--device", "cpu", "--out", str(tmp_path / "m.png")]
+    if pid1:
+        argv = ["unshare", "--pid", "--fork", "--kill-child", *argv]
+    env = job_env(FRACTAL_BAND_SAMPLES="65536")
+    proc = subprocess.Popen(argv, env=env, cwd=REPO, stdout=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdout is not None and proc.stdout.readline().startswith("progress")  # rendering
+        target = proc.pid
+        if pid1:  # unshare's child is the namespace's PID 1
+            target = int(Path(f"/proc/{proc.pid}/task/{proc.pid}/children").read_text().split()[0])
+        os.kill(target, signal.SIGTERM)
+        assert proc.wait(timeout=30) == 143
+    finally:
+        proc.kill()
+        proc.wait()
+    assert not (tmp_path / "m.png").exists() and not (tmp_path / "m.json").exists()

@@ -1,28 +1,41 @@
-"""A Kubernetes API server double that the real `kubernetes` client talks to over HTTP.
+"""A Kubernetes API server double that the real `kubernetes` client talks to over HTTP, and
+that fails the way a real cluster fails wherever that could hide a bug in the client's user.
 
 What it serves (namespaced): batch/v1 jobs (create/get/list/watch/delete with
-propagationPolicy), core/v1 pods (get/list/watch) and pods/log, events (list/watch),
+propagationPolicy), core/v1 pods (get/list/watch/delete) and pods/log, events (list/watch),
 configmaps and secrets (for the pods' envFrom), and authorization.k8s.io/v1
 selfsubjectaccessreviews. Lists carry a resourceVersion; watches stream chunked JSON lines
-(ADDED/MODIFIED/DELETED/BOOKMARK/ERROR) from a resourceVersion, answer 410 Gone for one the
-history no longer holds, and end after timeoutSeconds. Errors are real Status objects.
+(ADDED/MODIFIED/DELETED/BOOKMARK/ERROR) from a resourceVersion and end after timeoutSeconds or
+earlier, at random. An expired resourceVersion is a 410 Gone, as the HTTP status of a list or
+watch or as an ERROR event inside a stream; one the watch cache has not reached is a 504 "Too
+large resource version". Label selectors are equality- and set-based (`a in (x,y)`, `!a`);
+a field selector on a field the resource does not index is a 400. Errors are real Status objects.
 
-Every request is authorised by bearer token: the service account's token against the Role in
-serviceaccount/role.yaml (as in a cluster, a verb the code needs but the Role lacks is a 403),
-an admin token for everything. SelfSubjectAccessReview is open to every authenticated user
-(system:basic-user grants it in a real cluster).
+Every request is authorised by bearer token: the service account's token through the RoleBinding
+of serviceaccount/rolebinding.yaml (its subjects decide who gets the Role of role.yaml, as in a
+cluster: a verb the code needs but the Role lacks is a 403, and so is every verb for an account
+the binding does not name), an admin token for everything. SelfSubjectAccessReview is open to
+every authenticated user (system:basic-user grants it in a real cluster).
 
 It also plays the Job controller and the kubelet: a created Job gets a Pod whose container
-command runs here as a process (`python` mapped to this interpreter) with the pod's resolved
-environment (env + envFrom ConfigMaps/Secrets); pod and Job status move Pending -> Running ->
-Succeeded/Failed as a cluster's would (conditions, reasons, termination message from the
-log's tail under FallbackToLogsOnError), honouring backoffLimit and activeDeadlineSeconds.
+command runs here as a process (`python` mapped to this interpreter), as PID 1 of its own PID
+namespace when it can (root: `unshare`), with the pod's resolved environment (env + envFrom
+ConfigMaps/Secrets); pod and Job status move Pending -> Running -> Succeeded/Failed as a
+cluster's would (conditions, reasons, termination message from the log's tail under
+FallbackToLogsOnError), honouring backoffLimit and activeDeadlineSeconds. FailureTarget comes
+before Failed and SuccessCriteriaMet before Complete, in updates of their own (1.31's Job
+controller). Deletion is graceful: a deleted pod gets a deletionTimestamp and is Terminating, its
+PID 1 gets SIGTERM (ignored without a handler, as in a container) and SIGKILL after the grace
+period, and only then does the pod disappear; a Job deleted with Background propagation goes at
+once and its pods terminate afterwards; past activeDeadlineSeconds its pods are deleted
+gracefully and Failed follows once they are gone.
 
 Fault knobs: `faults[job_id]` = "image_pull" | "oom" | "unschedulable"; a GPU limit is
 unschedulable on its GPU-less node; `pod_quota` = N plays a ResourceQuota `pods: N` (the Job
 controller's pod creation is refused with a FailedCreate event on the Job until a slot frees);
 `down()`/`up()` refuse connections and cut open streams; `expire_watches()` ends open watches
-with a 410 ERROR and forgets the history.
+with a 410 ERROR and forgets the history; `watch_cache_lag` = N answers 504 to watches from the
+last N versions; `watch_early_end`, `default_grace_seconds`, `rng` (seed it to replay a run).
 """
 
 from __future__ import annotations
@@ -36,6 +49,8 @@ import logging
 import os
 import random
 import re
+import shutil
+import signal
 import socket
 import string
 import subprocess
@@ -45,7 +60,7 @@ import time
 import uuid
 from collections import Counter
 from collections.abc import Callable
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
@@ -57,6 +72,7 @@ log = logging.getLogger(__name__)
 
 REPO = Path(__file__).resolve().parents[2]
 ROLE_FILE = REPO / "serviceaccount" / "role.yaml"
+ROLEBINDING_FILE = REPO / "serviceaccount" / "rolebinding.yaml"
 
 # resource -> (api group, version, kind)
 RESOURCES: dict[str, tuple[str, str, str]] = {
@@ -72,8 +88,8 @@ IMAGE_ID = "docker.io/library/fractal-job@sha256:" + "0" * 64
 Obj = dict[str, Any]
 
 
-def now_iso() -> str:
-    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+def now_iso(later: float = 0) -> str:
+    return (datetime.now(UTC) + timedelta(seconds=later)).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def status_obj(code: int, reason: str, message: str, details: Obj | None = None) -> Obj:
@@ -92,6 +108,17 @@ def status_obj(code: int, reason: str, message: str, details: Obj | None = None)
     return body
 
 
+def too_large(asked: int, current: int) -> ApiError:
+    """What a watch cache that is behind answers for a resourceVersion it has not seen yet."""
+    return ApiError(
+        504,
+        "Timeout",
+        f"Timeout: Too large resource version: {asked}, current: {current}",
+        {"causes": [{"reason": "ResourceVersionTooLarge", "message": "Too large resource version"}],
+         "retryAfterSeconds": 1},
+    )
+
+
 class ApiError(Exception):
     def __init__(self, code: int, reason: str, message: str, details: Obj | None = None) -> None:
         super().__init__(message)
@@ -101,36 +128,85 @@ class ApiError(Exception):
 # --- selectors -------------------------------------------------------------------------------
 
 
+_TERMS = re.compile(r"\s*([^,(]+(?:\([^)]*\))?)\s*(?:,|$)")
+_SET_TERM = re.compile(r"^([\w./-]+)\s+(in|notin)\s+\(([^)]*)\)$")
+_TERM = re.compile(r"^(!?)([\w./-]+)\s*(?:(==|!=|=)\s*([\w.-]*))?$")
+
+
+def _label_terms(selector: str) -> list[tuple[str, str, set[str]]]:
+    """Parse a label selector into (key, operator, values): equality (`a=b`, `a==b`, `a!=b`),
+    set-based (`a in (x,y)`, `a notin (x)`) and existence (`a`, `!a`); a 400 otherwise.
+    https://kubernetes.io/docs/concepts/overview/working-with-objects/labels/#label-selectors"""
+    if selector.count("(") != selector.count(")"):
+        raise ApiError(400, "BadRequest", f"unable to parse requirement: {selector!r}")
+    terms = []
+    for raw in (m.group(1).strip() for m in _TERMS.finditer(selector.strip()) if m.group(1).strip()):
+        if match := _SET_TERM.match(raw):
+            values = {v.strip() for v in match.group(3).split(",") if v.strip()}
+            terms.append((match.group(1), match.group(2), values))
+        elif match := _TERM.match(raw):
+            bang, key, op, value = match.groups()
+            if bang and op:
+                raise ApiError(400, "BadRequest", f"unable to parse requirement: {raw!r}")
+            terms.append((key, {"==": "=", None: "!" if bang else "exists"}.get(op, op), {value or ""}))
+        else:
+            raise ApiError(400, "BadRequest", f"unable to parse requirement: {raw!r}")
+    return terms
+
+
 def label_match(selector: str, labels: dict[str, str]) -> bool:
-    """Equality-based and existence label selectors (`a=b,c!=d,e,!f`)."""
-    for term in filter(None, (t.strip() for t in selector.split(","))):
-        if "!=" in term:
-            key, value = term.split("!=", 1)
-            if labels.get(key.strip()) == value.strip():
-                return False
-        elif "=" in term:
-            key, value = term.replace("==", "=").split("=", 1)
-            if labels.get(key.strip()) != value.strip():
-                return False
-        elif term.startswith("!"):
-            if term[1:] in labels:
-                return False
-        elif term not in labels:
+    for key, op, values in _label_terms(selector):
+        present, value = key in labels, labels.get(key)
+        ok = {
+            "=": value in values,
+            "!=": value not in values,
+            "in": present and value in values,
+            "notin": value not in values,
+            "exists": present,
+            "!": not present,
+        }[op]
+        if not ok:
             return False
     return True
 
 
-def field_match(selector: str, obj: Obj) -> bool:
-    """Field selectors on dotted paths (`involvedObject.name=x,metadata.name=y`)."""
+# Field selectors each resource supports; anything else is a 400, as from a real API server.
+FIELDS: dict[str, set[str]] = {
+    "jobs": {"status.successful"},
+    "pods": {"spec.nodeName", "spec.restartPolicy", "spec.schedulerName", "spec.serviceAccountName",
+             "spec.hostNetwork", "status.phase", "status.podIP", "status.nominatedNodeName"},
+    "events": {"involvedObject.kind", "involvedObject.namespace", "involvedObject.name",
+               "involvedObject.uid", "involvedObject.apiVersion", "involvedObject.resourceVersion",
+               "involvedObject.fieldPath", "reason", "reportingComponent", "source", "type"},
+}
+
+
+def field_terms(resource: str, selector: str) -> list[tuple[str, bool, str]]:
+    """(path, negated, value) per term of a field selector; unsupported fields are a 400."""
+    terms = []
     for term in filter(None, (t.strip() for t in selector.split(","))):
         negate = "!=" in term
         path, value = term.split("!=" if negate else "=", 1)
+        path = path.strip()
+        if path not in FIELDS.get(resource, set()) | {"metadata.name", "metadata.namespace"}:
+            raise ApiError(400, "BadRequest", f"field label not supported: {path}")
+        terms.append((path, negate, value.lstrip("=").strip()))
+    return terms
+
+
+def field_match(selector: str, obj: Obj, resource: str = "") -> bool:
+    """Field selectors on dotted paths (`involvedObject.name=x,metadata.name=y`)."""
+    for path, negate, value in field_terms(resource or _resource_of(obj), selector):
         cur: Any = obj
         for part in path.split("."):
             cur = cur.get(part) if isinstance(cur, dict) else None
-        if (str(cur) == value.lstrip("=")) == negate:
+        if (str(cur) == value) == negate:
             return False
     return True
+
+
+def _resource_of(obj: Obj) -> str:
+    return next((r for r, (_, _, kind) in RESOURCES.items() if kind == obj.get("kind")), "")
 
 
 # --- RBAC ------------------------------------------------------------------------------------
@@ -142,6 +218,32 @@ def load_rules(path: Path = ROLE_FILE) -> list[Obj]:
         if doc and doc.get("kind") == "Role":
             return list(doc.get("rules") or [])
     raise AssertionError(f"no Role in {path}")
+
+
+def load_binding(namespace: str, path: Path = ROLEBINDING_FILE) -> Obj:
+    """The RoleBinding of serviceaccount/rolebinding.yaml as applied to `namespace`: kustomize
+    rewrites its ServiceAccount subjects' namespace to the kustomization's."""
+    binding = yaml.safe_load(path.read_text())
+    binding.setdefault("metadata", {})["namespace"] = namespace
+    for subject in binding.get("subjects") or []:
+        if subject.get("kind") == "ServiceAccount":
+            subject["namespace"] = namespace
+    return binding
+
+
+def binds(binding: Obj, user: str, role: str) -> bool:
+    """Whether `binding` grants the Role `role` to `user` (a ServiceAccount's or a User's name)."""
+    ref = binding.get("roleRef") or {}
+    if ref.get("kind") != "Role" or ref.get("name") != role:
+        return False
+    for subject in binding.get("subjects") or []:
+        if subject.get("kind") == "ServiceAccount":
+            ns = subject.get("namespace") or binding["metadata"].get("namespace")
+            if user == f"system:serviceaccount:{ns}:{subject.get('name')}":
+                return True
+        elif subject.get("kind") == "User" and user == subject.get("name"):
+            return True
+    return False
 
 
 def allowed(rules: list[Obj], group: str, resource: str, verb: str) -> bool:
@@ -267,6 +369,13 @@ class Store:
             self.cond.notify_all()
 
 
+DEADLINE_MESSAGE = "Job was active longer than specified deadline"
+
+
+def _condition(job: Obj, kind: str) -> Obj | None:
+    return next((c for c in job["status"].get("conditions") or [] if c["type"] == kind), None)
+
+
 def _select_own_pods(job: Obj) -> None:
     """What the Job API adds once the uid exists (no manualSelector): a selector on the
     controller uid, and its labels on the pod template.
@@ -374,9 +483,16 @@ class Handler(BaseHTTPRequestHandler):
             full = f"{resource}/{sub}" if sub else resource
             api.count(verb, full)
             api.authorize(user, group, full, verb, ns, name)
+            if verb in ("list", "watch"):  # bad selectors are refused before anything is sent
+                _label_terms(query.get("labelSelector", ""))
+                field_terms(resource, query.get("fieldSelector", ""))
             if verb == "watch":
                 self._watch(resource, ns, query)
             elif verb == "list":
+                asked = query.get("resourceVersion", "")
+                if asked not in ("", "0") and int(asked) < api.store.oldest_rv:
+                    message = f"too old resource version: {asked} ({api.store.oldest_rv})"
+                    raise ApiError(410, "Expired", message)
                 items, rv = api.store.list(
                     resource, ns, query.get("labelSelector", ""), query.get("fieldSelector", "")
                 )
@@ -398,7 +514,9 @@ class Handler(BaseHTTPRequestHandler):
                 self._send_json(201, api.create(resource, ns, body))
             elif verb == "delete":
                 policy = query.get("propagationPolicy") or body.get("propagationPolicy") or ""
-                self._send_json(200, api.delete(resource, ns, name, policy))
+                grace = query.get("gracePeriodSeconds", body.get("gracePeriodSeconds"))
+                grace = None if grace is None else int(grace)
+                self._send_json(200, api.delete(resource, ns, name, policy, grace))
             else:
                 raise ApiError(405, "MethodNotAllowed", f"{verb} is not supported by this double")
         except ApiError as exc:
@@ -407,13 +525,32 @@ class Handler(BaseHTTPRequestHandler):
             self.close_connection = True
 
     def _watch(self, resource: str, ns: str, query: dict[str, str]) -> None:
-        """A watch stream: chunked JSON lines from resourceVersion until timeoutSeconds."""
+        """A watch stream: chunked JSON lines from resourceVersion until timeoutSeconds, or
+        earlier at random (a real API server's streams end early too: restarts, rebalancing).
+        An expired resourceVersion is a 410, as an HTTP status or as an ERROR event in the
+        stream (both happen); one ahead of the server's is a 504 "Too large resource version"."""
         api, store = self.server.api, self.server.api.store
         labels = query.get("labelSelector", "")
         fields = query.get("fieldSelector", "")
         bookmarks = query.get("allowWatchBookmarks") in ("true", "1")
         timeout = float(query.get("timeoutSeconds") or 1800)
-        deadline = time.monotonic() + timeout
+        deadline = time.monotonic() + timeout * api.rng.uniform(api.watch_early_end, 1.0)
+        rv_param = query.get("resourceVersion", "")
+        with store.cond:
+            expiry = store.expiry
+            if rv_param in ("", "0"):
+                # "Start at most recent": synthetic ADDED for what exists now.
+                items, last = store.list(resource, ns, labels, fields)
+                initial = [("ADDED", o) for o in items]
+            else:
+                last, initial = int(rv_param), []
+                if last > store.rv - api.watch_cache_lag:
+                    raise too_large(last, store.rv - api.watch_cache_lag)
+                if last < store.oldest_rv:
+                    gone = status_obj(410, "Expired", f"too old resource version: {last} ({store.oldest_rv})")
+                    if api.rng.random() < 0.5:
+                        raise ApiError(410, "Expired", gone["message"])
+                    initial = [("ERROR", gone)]
         self.send_response(200)
         self.send_header("Content-Type", "application/json")
         self.send_header("Transfer-Encoding", "chunked")
@@ -424,24 +561,6 @@ class Handler(BaseHTTPRequestHandler):
             self.wfile.write(b"%x\r\n%s\r\n" % (len(data), data))
             self.wfile.flush()
 
-        rv_param = query.get("resourceVersion", "")
-        with store.cond:
-            expiry = store.expiry
-            if rv_param in ("", "0"):
-                # "Start at most recent": synthetic ADDED for what exists now.
-                items, last = store.list(resource, ns, labels, fields)
-                initial = [("ADDED", o) for o in items]
-            else:
-                last, initial = int(rv_param), []
-                if last < store.oldest_rv:
-                    initial = [
-                        (
-                            "ERROR",
-                            status_obj(
-                                410, "Expired", f"too old resource version: {last} ({store.oldest_rv})"
-                            ),
-                        )
-                    ]
         for kind, obj in initial:
             send(kind, obj)
         if initial and initial[-1][0] == "ERROR":
@@ -512,7 +631,9 @@ class FakeApiServer:
         self, namespace: str = "fractal-test", rules: list[Obj] | None = None, workdir: Path | None = None
     ) -> None:
         self.namespace = namespace
-        self.rules = load_rules() if rules is None else rules
+        self.rules = load_rules() if rules is None else rules  # the Role's
+        self.role_name = "fractal-scheduler"
+        self.bindings = [load_binding(namespace)]  # RBAC goes through these: who has the Role
         self.store = Store()
         self.sa_user = f"system:serviceaccount:{namespace}:fractal-scheduler"
         self.tokens = {"sa-" + uuid.uuid4().hex: self.sa_user, "admin-" + uuid.uuid4().hex: "admin"}
@@ -523,8 +644,17 @@ class FakeApiServer:
         self.default_command: list[str] | None = None
         self.node_gpus = 0
         self.bookmark_interval = 1.0
+        self.rng = random.Random()  # the double's random choices (set a seed to replay a run)
+        self.watch_early_end = 0.3  # a watch lasts this fraction of timeoutSeconds, or more, at random
+        self.watch_cache_lag = 0  # versions the watch cache is behind: newer ones are a 504
         self.tick = 0.02  # how often the kubelet looks at its processes
         self.pod_quota: int | None = None  # a ResourceQuota's `pods`: non-terminal pods allowed
+        self.default_grace_seconds = 30  # terminationGracePeriodSeconds when a pod sets none
+        self.kubelet_pods: set[str] = set()  # pods whose kubelet loop runs (a container may run)
+        self._kubelet_lock = threading.Lock()
+        # Run containers as PID 1 of their own PID namespace, as a container runtime does: a
+        # PID 1 without a SIGTERM handler ignores SIGTERM (needs root; else a plain process).
+        self.pid_namespaces = os.geteuid() == 0 and shutil.which("unshare") is not None
         self.workdir = workdir or REPO
         self.closing = False
         self.connections: set[socket.socket] = set()
@@ -622,7 +752,7 @@ class FakeApiServer:
     def authorize(self, user: str, group: str, resource: str, verb: str, ns: str, name: str | None) -> None:
         if user == "admin":
             return
-        if ns == self.namespace and allowed(self.rules, group, resource, verb):
+        if self.may(user, ns, group, resource, verb):
             return
         qualified = f"{resource}.{group}" if group else resource
         named = f' "{name}"' if name else ""
@@ -633,14 +763,20 @@ class FakeApiServer:
         self.denials.append(f"{verb} {qualified}")
         raise ApiError(403, "Forbidden", message, {"name": name or "", "group": group, "kind": resource})
 
+    def may(self, user: str, ns: str, group: str, resource: str, verb: str) -> bool:
+        """RBAC: the Role's rules apply to `user` in its namespace only through a RoleBinding."""
+        bound = any(
+            b["metadata"].get("namespace") == ns and binds(b, user, self.role_name) for b in self.bindings
+        )
+        return ns == self.namespace and bound and allowed(self.rules, group, resource, verb)
+
     def access_review(self, user: str, body: Obj) -> Obj:
         attrs = (body.get("spec") or {}).get("resourceAttributes") or {}
         resource = attrs.get("resource", "")
         if attrs.get("subresource"):
             resource += "/" + attrs["subresource"]
-        ok = user == "admin" or (
-            attrs.get("namespace") == self.namespace
-            and allowed(self.rules, attrs.get("group", ""), resource, attrs.get("verb", ""))
+        ok = user == "admin" or self.may(
+            user, attrs.get("namespace", ""), attrs.get("group", ""), resource, attrs.get("verb", "")
         )
         return {
             "kind": "SelfSubjectAccessReview",
@@ -675,24 +811,31 @@ class FakeApiServer:
             self._spawn(self._run_job, ns, obj["metadata"]["name"])
         return obj
 
-    def delete(self, resource: str, ns: str, name: str, policy: str) -> Obj:
+    def delete(self, resource: str, ns: str, name: str, policy: str, grace: int | None = None) -> Obj:
+        """Pods end gracefully (see terminate_pod). A Job goes at once with Background
+        propagation, its pods terminating afterwards; with Foreground it waits for them."""
         obj = self.get(resource, ns, name)
-        self.store.delete(resource, ns, name)
+        if resource == "pods":
+            self.terminate_pod(ns, name, grace)
+        elif resource == "jobs" and policy == "Foreground":
+            self.store.update(resource, ns, name, lambda j: j["metadata"].update(
+                deletionTimestamp=now_iso(), finalizers=["foregroundDeletion"]))
+        else:
+            self.store.delete(resource, ns, name)
         if resource == "jobs":
             uid = obj["metadata"]["uid"]
-            for pod in self.store.list("pods", ns)[0]:
-                if not any(ref.get("uid") == uid for ref in pod["metadata"].get("ownerReferences", [])):
-                    continue
-                if policy in ("Background", "Foreground"):
-                    # The garbage collector removes the dependents.
-                    self.store.delete("pods", ns, pod["metadata"]["name"])
-                else:  # batch/v1 Jobs default to orphaning their pods
-                    self.store.update(
-                        "pods",
-                        ns,
-                        pod["metadata"]["name"],
-                        lambda p: p["metadata"].pop("ownerReferences", None),
-                    )
+            owned = [
+                p["metadata"]["name"] for p in self.store.list("pods", ns)[0]
+                if any(ref.get("uid") == uid for ref in p["metadata"].get("ownerReferences", []))
+            ]
+            if policy in ("Background", "Foreground"):  # the garbage collector deletes the dependents
+                for pod in owned:
+                    self.terminate_pod(ns, pod, None)
+                if policy == "Foreground":
+                    self._spawn(self._delete_when_gone, ns, name, owned)
+            else:  # batch/v1 Jobs default to orphaning their pods
+                for pod in owned:
+                    self.store.update("pods", ns, pod, lambda p: p["metadata"].pop("ownerReferences", None))
         group = RESOURCES[resource][0]
         return {
             "kind": "Status",
@@ -701,6 +844,27 @@ class FakeApiServer:
             "status": "Success",
             "details": {"name": name, "group": group, "kind": resource, "uid": obj["metadata"]["uid"]},
         }
+
+    def terminate_pod(self, ns: str, name: str, grace: int | None) -> None:
+        """Graceful deletion: the pod gets a deletionTimestamp (it is Terminating), its kubelet
+        sends SIGTERM to the container's PID 1 and SIGKILL after the grace period; only then does
+        the pod disappear. A pod with nothing running goes at once.
+        https://kubernetes.io/docs/concepts/workloads/pods/pod-lifecycle/#pod-termination"""
+        with self._kubelet_lock:
+            pod = self.store.get("pods", ns, name)
+            if pod is None or pod["metadata"].get("deletionTimestamp"):
+                return
+            if grace is None:
+                grace = int(pod["spec"].get("terminationGracePeriodSeconds", self.default_grace_seconds))
+            self.store.update("pods", ns, name, lambda p: p["metadata"].update(
+                deletionTimestamp=now_iso(grace), deletionGracePeriodSeconds=grace))
+            if name not in self.kubelet_pods:
+                self.store.delete("pods", ns, name)
+
+    def _delete_when_gone(self, ns: str, name: str, pods: list[str]) -> None:
+        while not self.closing and any(self.store.get("pods", ns, p) for p in pods):
+            time.sleep(self.tick)
+        self.store.delete("jobs", ns, name)
 
     def pod_log(self, ns: str, name: str, query: dict[str, str]) -> bytes:
         """The container's output: the last `tailLines` lines, then at most `limitBytes` bytes
@@ -736,11 +900,11 @@ class FakeApiServer:
         pod_spec = spec["template"].setdefault("spec", {})
         pod_spec.setdefault("dnsPolicy", "ClusterFirst")
         pod_spec.setdefault("schedulerName", "default-scheduler")
-        pod_spec.setdefault("terminationGracePeriodSeconds", 30)
         for c in pod_spec.get("containers", []):
             c.setdefault("terminationMessagePath", "/dev/termination-log")
             c.setdefault("terminationMessagePolicy", "File")
             c.setdefault("imagePullPolicy", "IfNotPresent")
+        pod_spec.setdefault("terminationGracePeriodSeconds", self.default_grace_seconds)
         body["status"] = {}
         return body
 
@@ -808,7 +972,7 @@ class FakeApiServer:
                     self._event(ns, job, "Job", "FailedCreate", refusal, "Warning")
                     refused = True
                 if deadline and time.monotonic() > started + deadline:
-                    self._past_deadline(ns, name)
+                    self._finish_job(ns, name, "Failed", "DeadlineExceeded", DEADLINE_MESSAGE)
                     return
                 time.sleep(self.tick * 5)
                 continue
@@ -816,11 +980,13 @@ class FakeApiServer:
             self._event(ns, job, "Job", "SuccessfulCreate", f"Created pod: {pod['metadata']['name']}")
             self.store.update("jobs", ns, name, lambda j: j["status"].update(active=1))
             outcome = self._run_pod(ns, pod, job, started + deadline if deadline else None)
-            if outcome == "gone" or self.store.get("jobs", ns, name) is None:
+            job = self.store.get("jobs", ns, name)
+            if job is None or job["metadata"].get("deletionTimestamp"):
                 return
-            if outcome == "deadline":
-                self.store.delete("pods", ns, pod["metadata"]["name"])
-                self._past_deadline(ns, name)
+            if _condition(job, "FailureTarget"):  # the deadline passed; its pods are gone now
+                self._finish_job(ns, name, "Failed", "DeadlineExceeded", DEADLINE_MESSAGE)
+                return
+            if outcome == "gone":
                 return
             if outcome == "succeeded":
                 self.store.update(
@@ -844,28 +1010,41 @@ class FakeApiServer:
                 )
                 return
 
-    def _past_deadline(self, ns: str, name: str) -> None:
-        message = "Job was active longer than specified deadline"
-        self._finish_job(ns, name, "Failed", "DeadlineExceeded", message)
+    def _deadline_passed(self, ns: str, name: str) -> None:
+        """activeDeadlineSeconds passed while a pod exists: FailureTarget now, the pods deleted
+        gracefully, and Failed once they are gone (the Job controller of 1.31)."""
+        job = self.store.get("jobs", ns, name)
+        if job is None or _condition(job, "FailureTarget"):
+            return
+        self._add_condition(ns, name, "FailureTarget", "DeadlineExceeded", DEADLINE_MESSAGE)
+        for pod in self.store.list("pods", ns, f"job-name={name}")[0]:
+            if pod.get("status", {}).get("phase") not in ("Succeeded", "Failed"):
+                self.terminate_pod(ns, pod["metadata"]["name"], None)
 
-    def _finish_job(self, ns: str, name: str, kind: str, reason: str, message: str) -> None:
+    def _add_condition(
+        self, ns: str, name: str, kind: str, reason: str, message: str, **status: Any
+    ) -> Obj | None:
         ts = now_iso()
-        target = "SuccessCriteriaMet" if kind == "Complete" else "FailureTarget"
 
         def change(j: Obj) -> None:
-            cond = {
-                "status": "True",
-                "reason": reason,
-                "message": message,
-                "lastProbeTime": ts,
-                "lastTransitionTime": ts,
-            }
-            j["status"]["conditions"] = [{"type": target, **cond}, {"type": kind, **cond}]
-            j["status"]["active"] = 0
-            if kind == "Complete":
-                j["status"]["completionTime"] = ts
+            kept = [c for c in j["status"].get("conditions") or [] if c["type"] != kind]
+            j["status"]["conditions"] = [*kept, {
+                "type": kind, "status": "True", "reason": reason, "message": message,
+                "lastProbeTime": ts, "lastTransitionTime": ts,
+            }]
+            j["status"].update(status)
 
-        job = self.store.update("jobs", ns, name, change)
+        return self.store.update("jobs", ns, name, change)
+
+    def _finish_job(self, ns: str, name: str, kind: str, reason: str, message: str) -> None:
+        """The terminal condition, after FailureTarget / SuccessCriteriaMet in an update of its
+        own (as 1.31's Job controller writes them): a watcher sees the target first."""
+        target = "SuccessCriteriaMet" if kind == "Complete" else "FailureTarget"
+        job = self.store.get("jobs", ns, name)
+        if job is not None and not _condition(job, target):
+            self._add_condition(ns, name, target, reason, message)
+        extra: Obj = {"active": 0, **({"completionTime": now_iso()} if kind == "Complete" else {})}
+        job = self._add_condition(ns, name, kind, reason, message, **extra)
         self.ended_at[name] = time.monotonic()
         if job is not None:
             self._event(
@@ -948,7 +1127,21 @@ class FakeApiServer:
         return self.store.update("pods", ns, pod["metadata"]["name"], lambda p: p["status"].update(status))
 
     def _run_pod(self, ns: str, pod: Obj, job: Obj, deadline: float | None) -> str:
-        """Schedule, pull, run and end one pod; returns succeeded|failed|deadline|gone."""
+        """The kubelet for one pod; a pod being deleted disappears once its container has ended."""
+        name = pod["metadata"]["name"]
+        with self._kubelet_lock:
+            self.kubelet_pods.add(name)
+        try:
+            return self._kubelet(ns, pod, job, deadline)
+        finally:
+            with self._kubelet_lock:
+                self.kubelet_pods.discard(name)
+                current = self.store.get("pods", ns, name)
+                if current is not None and current["metadata"].get("deletionTimestamp"):
+                    self.store.delete("pods", ns, name)
+
+    def _kubelet(self, ns: str, pod: Obj, job: Obj, deadline: float | None) -> str:
+        """Schedule, pull, run and end one pod; returns succeeded|failed|gone."""
         name = pod["metadata"]["name"]
         job_id = (job["metadata"].get("labels") or {}).get("fractal-scheduler/job-id", "")
         fault = self.faults.get(job_id, "")
@@ -977,7 +1170,7 @@ class FakeApiServer:
                 ],
             )
             self._event(ns, pod, "Pod", "FailedScheduling", message, "Warning")
-            return self._stuck(ns, name, deadline)
+            return self._stuck(ns, name, job["metadata"]["name"], deadline)
 
         def scheduled(p: Obj) -> None:
             p["spec"]["nodeName"] = NODE
@@ -1028,7 +1221,7 @@ class FakeApiServer:
                 self._event(
                     ns, pod, "Pod", "Failed" if reason == "ErrImagePull" else "BackOff", message, "Warning"
                 )
-            return self._stuck(ns, name, deadline)
+            return self._stuck(ns, name, job["metadata"]["name"], deadline)
         try:
             env = self._resolve_env(ns, container)
         except KeyError as exc:
@@ -1043,7 +1236,7 @@ class FakeApiServer:
                 ],
             )
             self._event(ns, pod, "Pod", "Failed", f"Error: {message}", "Warning")
-            return self._stuck(ns, name, deadline)
+            return self._stuck(ns, name, job["metadata"]["name"], deadline)
         self._event(
             ns, pod, "Pod", "Pulled", f'Container image "{container["image"]}" already present on machine'
         )
@@ -1068,6 +1261,8 @@ class FakeApiServer:
         argv += list(container.get("args") or [])
         if argv and argv[0] == "python":
             argv[0] = sys.executable
+        if self.pid_namespaces:
+            argv = ["unshare", "--pid", "--fork", "--kill-child", *argv]
         buf = self.logs.setdefault(name, bytearray())
         proc = subprocess.Popen(
             argv,
@@ -1083,26 +1278,63 @@ class FakeApiServer:
             daemon=True,
         )  # type: ignore[union-attr]
         reader.start()
-        while proc.poll() is None:
-            if self.closing or self.store.get("pods", ns, name) is None:
-                proc.kill()
-                proc.wait()
-                return "gone"
-            if deadline is not None and time.monotonic() > deadline:
-                proc.kill()
-                proc.wait()
-                return "deadline"
-            time.sleep(self.tick)
+        code = self._supervise(ns, name, job["metadata"]["name"], proc, deadline)
+        if code is None:
+            return "gone"
         reader.join(5)
-        code = proc.returncode
         message = ""
         if code != 0 and container.get("terminationMessagePolicy") == "FallbackToLogsOnError":
             # The tail of the log: at most 80 lines or 2048 bytes, whichever is smaller.
             tail = b"\n".join(bytes(buf).splitlines()[-80:])[-2048:]
             message = tail.decode(errors="replace")
-        return self._terminate(
+        outcome = self._terminate(
             ns, pod, running, started, code, "Completed" if code == 0 else "Error", message
         )
+        current = self.store.get("pods", ns, name)
+        return "gone" if current is None or current["metadata"].get("deletionTimestamp") else outcome
+
+    def _supervise(self, ns: str, name: str, job_name: str, proc: subprocess.Popen[bytes],
+                   deadline: float | None) -> int | None:
+        """Wait for the container to exit: SIGTERM to its PID 1 once the pod is being deleted,
+        SIGKILL when the grace period is over. Its exit code, or None when the pod vanished
+        (force-deleted, or the double is closing)."""
+        term_at, grace = None, 0.0
+        while proc.poll() is None:
+            pod = self.store.get("pods", ns, name)
+            if self.closing or pod is None:
+                proc.kill()
+                proc.wait()
+                return None
+            meta = pod["metadata"]
+            if deadline is not None and time.monotonic() > deadline and not meta.get("deletionTimestamp"):
+                self._deadline_passed(ns, job_name)
+                continue
+            if meta.get("deletionTimestamp") and term_at is None:
+                term_at, grace = time.monotonic(), float(meta.get("deletionGracePeriodSeconds") or 0)
+                self._signal_pid1(proc, signal.SIGTERM)
+            if term_at is not None and time.monotonic() >= term_at + grace:
+                proc.kill()  # --kill-child: its PID 1 goes with it
+                proc.wait()
+                return 128 + signal.SIGKILL
+            time.sleep(self.tick)
+        code = proc.returncode
+        return 128 - code if code < 0 else code
+
+    def _signal_pid1(self, proc: subprocess.Popen[bytes], sig: signal.Signals) -> None:
+        """Signal the container's PID 1: unshare's child in its PID namespace (a signal it has
+        no handler for is ignored there, as in a container), else the process itself."""
+        pid = proc.pid
+        if self.pid_namespaces:
+            deadline = time.monotonic() + 2
+            while time.monotonic() < deadline and proc.poll() is None:
+                with contextlib.suppress(OSError):
+                    children = Path(f"/proc/{proc.pid}/task/{proc.pid}/children").read_text().split()
+                    if children:
+                        pid = int(children[0])
+                        break
+                time.sleep(0.01)
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, sig)
 
     def _terminate(
         self, ns: str, pod: Obj, running: Obj, started: str, code: int, reason: str, message: str
@@ -1122,13 +1354,14 @@ class FakeApiServer:
             return "gone"
         return "succeeded" if code == 0 else "failed"
 
-    def _stuck(self, ns: str, name: str, deadline: float | None) -> str:
-        """A pod that never starts: wait until it is deleted or the Job's deadline passes."""
+    def _stuck(self, ns: str, name: str, job_name: str, deadline: float | None) -> str:
+        """A pod that never starts: wait until it is deleted (nothing runs: it goes at once)."""
         while not self.closing:
-            if self.store.get("pods", ns, name) is None:
+            pod = self.store.get("pods", ns, name)
+            if pod is None or pod["metadata"].get("deletionTimestamp"):
                 return "gone"
             if deadline is not None and time.monotonic() > deadline:
-                return "deadline"
+                self._deadline_passed(ns, job_name)
             time.sleep(self.tick * 5)
         return "gone"
 

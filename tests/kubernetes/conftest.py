@@ -25,6 +25,9 @@ STANDIN = str(Path(__file__).with_name("standin_job.py"))
 def apiserver() -> Iterator[FakeApiServer]:
     server = FakeApiServer(namespace="fractal-test").start()
     server.bookmark_interval = 0.5
+    # A container that misses SIGTERM (its handler not yet set) is killed this much later (30 s in
+    # a cluster's default): the tests' deadlines stay bounded.
+    server.default_grace_seconds = 5
     try:
         yield server
     finally:

@@ -1,20 +1,27 @@
 """A tiny stand-in for `python -m job_image`, for runner tests that need no render.
 
 Modes (argv[1]): ok (uploads image.png + result.json like the real job), fail (one stderr
-line, exit 2), sleep (runs until killed), wait-file PATH [SECONDS] (runs until PATH exists
+line, exit 2), sleep (runs until stopped), wait-file PATH [SECONDS] (runs until PATH exists
 or SECONDS, default 60, have passed; then ok), chatty LINES WIDTH (prints LINES numbered lines
-of WIDTH two-byte characters each; then ok).
+of WIDTH two-byte characters each; then ok), stubborn (sleeps with no SIGTERM handler: as a
+container's PID 1 it ignores SIGTERM and is killed after the grace period).
+Like the real job, every other mode exits 143 on SIGTERM.
 """
 
 from __future__ import annotations
 
-import json
-import os
+import signal
 import sys
-import time
-from pathlib import Path
 
-from job_image.storage import storage_from_env
+if sys.argv[1:2] != ["stubborn"]:  # before the slow imports: a SIGTERM may come at once
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
+
+import json  # noqa: E402
+import os  # noqa: E402
+import time  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+from job_image.storage import storage_from_env  # noqa: E402
 
 
 def upload() -> None:
@@ -31,7 +38,7 @@ def main() -> int:
     if mode == "fail":
         print("error: width: Input should be greater than or equal to 1", file=sys.stderr)
         return 2
-    if mode == "sleep":
+    if mode in ("sleep", "stubborn"):
         time.sleep(600)
     if mode == "chatty":
         for i in range(int(sys.argv[2])):

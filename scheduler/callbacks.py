@@ -1,4 +1,4 @@
-"""Job-end callbacks: POST the final job document to the user's `callback_url`.
+"""Job-end callbacks, one attempt at a time: the SSRF guard and one signed POST.
 
 A callback makes the scheduler open a connection to an address a user chose, so it is an SSRF
 vector: without a guard a user could make it poke the cloud metadata endpoint, the cluster's
@@ -6,35 +6,32 @@ API server or anything else on the private network. The guard works twice:
 
 - at submit time `check_callback_url` (pure, no DNS) refuses what is plainly not a public
   http(s) URL, so the user gets a 422 instead of a silent non-delivery;
-- at send time `resolve_public` resolves the name and refuses it if any address is not global,
-  since DNS can point a public-looking name at 127.0.0.1 (checked again on every attempt).
+- at send time `resolve` resolves the name once and refuses it if any address is not global,
+  and the POST then connects to the address that was checked (`pinned`), keeping the name
+  for the Host header, TLS SNI and the certificate check: DNS answering differently the
+  second time (rebinding) cannot move the connection to 127.0.0.1.
 
 Redirects are never followed (a 302 could lead to a private address). `CALLBACK_ALLOW_PRIVATE`
-switches the guard off for development and tests. Delivery runs in the background, retries
-transient failures with exponential backoff and never raises: a callback is best effort and
-must not disturb the job's own bookkeeping.
+switches the address checks off for development and tests. The body is signed per Standard
+Webhooks (`webhooks.py`); `deliveries.py` schedules the attempts and keeps their outcome.
 """
 
 from __future__ import annotations
 
 import asyncio
 import ipaddress
-import json
 import logging
 import socket
-from typing import Any
-from urllib.parse import urlsplit
+from dataclasses import dataclass
+from urllib.parse import urlsplit, urlunsplit
 
 import httpx
-
-from job_image.backoff import Backoff
-from scheduler.core.config import Settings
 
 log = logging.getLogger(__name__)
 
 MAX_URL_LENGTH = 2048
 USER_AGENT = "fractal-scheduler"
-MAX_BACKOFF_SECONDS = 60.0  # however many attempts are configured, never sleep longer than this at once
+ALLOW_HINT = "An operator can allow private callback addresses with CALLBACK_ALLOW_PRIVATE=true."
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 
@@ -96,157 +93,110 @@ def check_callback_url(url: str, allow_private: bool) -> None:
     if allow_private:
         return
     if host == "localhost" or host.endswith(".localhost"):
-        raise CallbackRefused("The callback URL may not point at localhost.")
+        raise CallbackRefused(f"The callback URL may not point at localhost. {ALLOW_HINT}")
     ip = _ip_literal(host)
     if ip is not None and not _is_public(ip):
         raise CallbackRefused(
-            f"The callback URL's address {ip} is not public (loopback, private, link-local or reserved)."
+            f"The callback URL's address {ip} is not public (loopback, private, link-local or reserved). "
+            + ALLOW_HINT
         )
 
 
-async def resolve_public(host: str, port: int) -> None:
-    """Resolve `host` and refuse it unless every address is public (DNS can point anywhere).
+async def resolve(host: str, port: int, *, allow_private: bool) -> IPAddress:
+    """Resolve `host` once; the address to connect to. Unless private addresses are allowed,
+    every address must be public (DNS can point a public-looking name anywhere).
 
     Raises CallbackRefused for a non-public address, OSError (socket.gaierror) when resolution
     fails, which the sender treats as transient.
     """
-    loop = asyncio.get_running_loop()
-    infos = await loop.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    literal = _ip_literal(host)
+    if literal is not None:
+        infos = [(0, 0, 0, "", (str(literal), port))]
+    else:
+        infos = await asyncio.get_running_loop().getaddrinfo(host, port, type=socket.SOCK_STREAM)
     if not infos:
         raise OSError(f"{host} resolved to no address")
+    found: list[IPAddress] = []
     for _family, _type, _proto, _canon, sockaddr in infos:
         address = str(sockaddr[0])
         try:
-            ip = ipaddress.ip_address(address)
+            ip = ipaddress.ip_address(address.split("%", 1)[0])  # drop an IPv6 zone
         except ValueError as exc:
             raise CallbackRefused(
                 f"The callback host {host} resolved to an odd address {address!r}."
             ) from exc
-        if not _is_public(ip):
+        if not allow_private and not _is_public(ip):
             raise CallbackRefused(
-                f"The callback host {host} resolves to {ip}, which is not a public address."
+                f"The callback host {host} resolves to {ip}, which is not a public address. {ALLOW_HINT}"
             )
+        found.append(ip)
+    return found[0]
 
 
-class CallbackSender:
-    """Delivers job documents in the background; one per service.
+@dataclass(frozen=True)
+class Pinned:
+    """A request for `url` that connects to `ip`, the address that was checked."""
 
-    `client` is injectable for tests; when not given, the sender creates its own on first use
-    (so a sender built outside an event loop, or never used, opens nothing) and closes it in
-    `aclose`.
-    """
+    url: str  # the URL with the address in place of the name
+    host: str  # the Host header: the name (and port) the user gave
+    sni: str  # the name TLS asks for and checks the certificate against
 
-    def __init__(
-        self, settings: Settings, client: httpx.AsyncClient | None = None, backoff_base: float = 0.5
-    ) -> None:
-        self.settings = settings
-        self.backoff_base = backoff_base
-        self._client = client
-        self._owns_client = client is None
-        self._tasks: set[asyncio.Task[bool]] = set()  # strong references: the loop keeps only weak ones
-        self._closed = False
 
-    # --- public -------------------------------------------------------------------------------
+def pinned(url: str, ip: IPAddress) -> Pinned:
+    parts = urlsplit(url)
+    name = (parts.hostname or "").rstrip(".")
+    address = f"[{ip}]" if ip.version == 6 else str(ip)
+    netloc = f"{address}:{parts.port}" if parts.port else address
+    host = parts.netloc.rsplit("@", 1)[-1]
+    return Pinned(urlunsplit(parts._replace(netloc=netloc)), host, name)
 
-    def send(self, url: str, document: dict[str, Any]) -> None:
-        """Schedule delivery and return at once; must be called from within the event loop."""
-        job_id = document.get("job_id", "?")
-        if self._closed:
-            log.warning("callback for job %s dropped: the sender is shut down", job_id)
-            return
-        try:
-            loop = asyncio.get_running_loop()
-        except RuntimeError:
-            log.error("callback for job %s dropped: send() called outside the event loop", job_id)
-            return
-        task = loop.create_task(self.deliver(url, document), name=f"callback-{job_id}")
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
 
-    async def deliver(self, url: str, document: dict[str, Any]) -> bool:
-        """POST `document` to `url` until a 2xx, a final refusal or the attempts run out.
+@dataclass(frozen=True)
+class Outcome:
+    delivered: bool
+    retry: bool  # worth another attempt (timeouts, 5xx, 429, a name that does not resolve)
+    reason: str | None  # why not delivered, a phrase for `callback.last_error`
 
-        Returns whether it was delivered; never raises (except cancellation).
-        """
-        job_id = str(document.get("job_id", "?"))
-        attempts = max(1, self.settings.callback_attempts)
-        try:
-            body = json.dumps(document, default=str).encode()
-        except (TypeError, ValueError) as exc:
-            log.error("callback for job %s not sent: the document is not JSON (%s)", job_id, exc)
-            return False
-        headers = {"Content-Type": "application/json", "User-Agent": USER_AGENT}
-        if "job_id" in document:
-            headers["X-Fractal-Job-Id"] = job_id
-        backoff = Backoff(self.backoff_base, MAX_BACKOFF_SECONDS, jitter=0.1)  # jitter: endings spread out
-        for attempt in range(attempts):
-            retry, reason = await self._attempt(url, body, headers)
-            if reason is None:
-                log.info("callback for job %s delivered to %s (attempt %d)", job_id, url, attempt + 1)
-                return True
-            last = attempt + 1 == attempts
-            log.warning(
-                "callback for job %s to %s failed (attempt %d of %d): %s",
-                job_id,
-                url,
-                attempt + 1,
-                attempts,
-                reason,
+
+async def post_once(
+    client: httpx.AsyncClient,
+    url: str,
+    body: bytes,
+    headers: dict[str, str],
+    *,
+    allow_private: bool,
+    timeout: float,
+) -> Outcome:
+    """One POST of `body` to `url`, through the guard; never raises (except cancellation)."""
+    try:
+        check_callback_url(url, allow_private)  # settings may have tightened since submit
+        parts = urlsplit(url)
+        port = parts.port or (443 if parts.scheme.lower() == "https" else 80)
+        async with asyncio.timeout(timeout * 2):  # bounds DNS + a server dripping its headers
+            target = pinned(
+                url, await resolve((parts.hostname or "").rstrip("."), port, allow_private=allow_private)
             )
-            if not retry or last:
-                break
-            await asyncio.sleep(backoff.next())
-        log.error("callback for job %s to %s given up", job_id, url)
-        return False
-
-    async def aclose(self, timeout: float = 5.0) -> None:
-        """Give pending deliveries `timeout` seconds, cancel the rest, close an owned client."""
-        self._closed = True
-        pending = set(self._tasks)
-        if pending:
-            _done, still = await asyncio.wait(pending, timeout=timeout)
-            if still:
-                log.warning("cancelling %d callbacks still pending at shutdown", len(still))
-                for task in still:
-                    task.cancel()
-                await asyncio.gather(*still, return_exceptions=True)
-        if self._owns_client and self._client is not None:
-            await self._client.aclose()
-            self._client = None
-
-    # --- internals --------------------------------------------------------------------------------
-
-    def _http(self) -> httpx.AsyncClient:
-        if self._client is None:
-            self._client = httpx.AsyncClient(follow_redirects=False, timeout=self.settings.callback_timeout)
-        return self._client
-
-    async def _attempt(self, url: str, body: bytes, headers: dict[str, str]) -> tuple[bool, str | None]:
-        """One POST. Returns (retryable, reason); reason None means delivered."""
-        allow_private = self.settings.callback_allow_private
-        timeout = self.settings.callback_timeout
-        try:
-            check_callback_url(url, allow_private)  # settings may have tightened since submit
-            async with asyncio.timeout(timeout * 2):  # bounds DNS + a server dripping its headers
-                if not allow_private:
-                    parts = urlsplit(url)
-                    port = parts.port or (443 if parts.scheme.lower() == "https" else 80)
-                    await resolve_public((parts.hostname or "").rstrip("."), port)
-                # streamed so the receiver's response body is never read into memory
-                async with self._http().stream(
-                    "POST", url, content=body, headers=headers, timeout=timeout, follow_redirects=False
-                ) as response:
-                    status = response.status_code
-        except CallbackRefused as exc:
-            return False, str(exc)
-        except (httpx.TransportError, TimeoutError, OSError) as exc:
-            return True, f"{type(exc).__name__}: {exc}".rstrip(": ")
-        except Exception as exc:  # an invalid URL, a bug: give up rather than crash the task
-            return False, f"{type(exc).__name__}: {exc}"
-        if 200 <= status < 300:
-            return False, None
-        if status == 429 or status >= 500:
-            return True, f"HTTP {status}"
-        if 300 <= status < 400:
-            return False, f"HTTP {status} (redirects are not followed)"
-        return False, f"HTTP {status}"
+            # streamed so the receiver's response body is never read into memory
+            async with client.stream(
+                "POST",
+                target.url,
+                content=body,
+                headers={**headers, "Host": target.host},
+                timeout=timeout,
+                follow_redirects=False,
+                extensions={"sni_hostname": target.sni},
+            ) as response:
+                status = response.status_code
+    except CallbackRefused as exc:
+        return Outcome(False, False, str(exc))
+    except (httpx.TransportError, TimeoutError, OSError) as exc:
+        return Outcome(False, True, f"{type(exc).__name__}: {exc}".rstrip(": "))
+    except Exception as exc:  # an invalid URL, a bug: give up rather than crash the sender
+        return Outcome(False, False, f"{type(exc).__name__}: {exc}")
+    if 200 <= status < 300:
+        return Outcome(True, False, None)
+    if status == 429 or status >= 500:
+        return Outcome(False, True, f"HTTP {status}")
+    if 300 <= status < 400:
+        return Outcome(False, False, f"HTTP {status} (redirects are not followed)")
+    return Outcome(False, False, f"HTTP {status}")

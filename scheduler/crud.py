@@ -11,6 +11,7 @@ from sqlalchemy import delete, func, update
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, col, select
 
+from scheduler import job_status
 from scheduler.models import Job, JobEvent, User, new_webhook_secret
 from scheduler.statuses import JobStatus
 
@@ -93,6 +94,58 @@ def delete_job(session: Session, *, job_id: str) -> None:
         session.add(JobEvent(job_id=job_id, owner=job.owner, kind="deleted", document={"job_id": job_id}))
         session.delete(job)
         session.commit()
+
+
+# --- the callback queue (deliveries.py) -------------------------------------------------------
+
+
+def due_callbacks(session: Session, *, now: datetime, limit: int) -> list[Job]:
+    """Ended jobs whose callback is due (first attempt or a retry), the longest waiting first."""
+    query = (
+        select(Job)
+        .where(Job.callback_state == "pending", col(Job.callback_next_at) <= now)
+        .order_by(col(Job.callback_next_at))
+        .limit(limit)
+    )
+    return list(session.exec(query).all())
+
+
+def next_callback_at(session: Session) -> datetime | None:
+    """When the next pending callback is due, if any is."""
+    query = select(func.min(Job.callback_next_at)).where(Job.callback_state == "pending")
+    return session.exec(query).one()
+
+
+def claim_callback(session: Session, *, job: Job, lease_until: datetime) -> bool:
+    """Take the job's due callback for one attempt: conditional on it being unchanged, so two
+    replicas never send it at once; the lease makes it due again if this one dies meanwhile."""
+    claimed = session.execute(
+        update(Job)
+        .where(
+            col(Job.id) == job.id,
+            col(Job.callback_state) == "pending",
+            col(Job.callback_next_at) == job.callback_next_at,
+        )
+        .values(callback_next_at=lease_until)
+    )
+    session.commit()
+    return claimed.rowcount == 1
+
+
+def record_callback(
+    session: Session, *, job_id: str, state: str, error: str | None, next_at: datetime | None
+) -> Job | None:
+    """Store one attempt's outcome: its state, one more attempt, the error, when to try again."""
+    job = session.get(Job, job_id)
+    if job is None:  # deleted meanwhile
+        return None
+    job.callback_state, job.callback_last_error, job.callback_next_at = state, error, next_at
+    job.callback_attempts += 1
+    session.add(job)
+    if state != "pending":  # its outcome shows on the job document: the streams get it too
+        job_status.log_change(session, job)
+    session.commit()
+    return job
 
 
 # --- the event log (written by job_status.log_change), read by the SSE feed --------------------

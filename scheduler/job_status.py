@@ -110,6 +110,7 @@ def apply_report(job: Job, report: StatusReport, *, max_attempts: int) -> bool:
         if job.attempts >= max_attempts:
             job.status, job.finished_at = "failed", report.finished_at or utcnow()
             job.error = f"the job was interrupted {job.attempts} times (service restarts) and was given up"
+            _callback_due(job)
         else:
             job.status, job.message, job.progress, job.started_at = "queued", report.message, None, None
         return True
@@ -123,11 +124,18 @@ def apply_report(job: Job, report: StatusReport, *, max_attempts: int) -> bool:
         job.message = None
         if report.status == "succeeded":
             job.progress = 1.0
+        _callback_due(job)
     else:
         job.message = report.message
         if report.progress is not None:
             job.progress = report.progress
     return before != (job.status, job.started_at, job.finished_at, job.error, job.message, job.progress)
+
+
+def _callback_due(job: Job) -> None:
+    """A job that ends owes its callback now; stored with the end, so a restart cannot lose it."""
+    if job.callback_url and job.callback_state == "pending" and job.callback_next_at is None:
+        job.callback_next_at = job.finished_at
 
 
 class Recorded(NamedTuple):

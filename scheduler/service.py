@@ -15,11 +15,11 @@ from sqlmodel import Session
 
 from job_image.storage import Storage, storage_from_env
 from scheduler import crud, db, job_status
-from scheduler.callbacks import CallbackSender
 from scheduler.core import files, security
 from scheduler.core.config import Settings
 from scheduler.core.jwt import load_secret
 from scheduler.core.ratelimit import RateLimiter
+from scheduler.deliveries import CallbackDeliveries
 from scheduler.dispatcher import Dispatcher, job_spec
 from scheduler.events import EventFeed
 from scheduler.metrics import Metrics
@@ -51,7 +51,7 @@ class Service:
             attempts=settings.storage_attempts,
         )
         self.metrics = Metrics(job_counts=self.job_counts)
-        self.callbacks = CallbackSender(settings)
+        self.callbacks = CallbackDeliveries(self.engine, settings)
         self.events = EventFeed(
             self.engine,
             queue_size=settings.events_queue_size,
@@ -90,6 +90,7 @@ class Service:
         await self.runner.start([job_spec(job) for job in active])
         self.tracker.start()
         self.events.start()
+        self.callbacks.start()
         self.dispatcher.start()
         self.dispatcher.wake()
 
@@ -98,7 +99,7 @@ class Service:
         await self.tracker.stop()
         await self.events.stop()
         await self.runner.stop()
-        await self.callbacks.aclose()
+        await self.callbacks.stop()
         self.engine.dispose()
 
     def session(self) -> Session:
@@ -215,5 +216,5 @@ class Service:
     def _finished(self, job: Job) -> None:
         self.metrics.job_finished(job.status, seconds_between(job.started_at, job.finished_at))
         self.dispatcher.wake()  # a slot is free
-        if job.callback_url and job.status in FINISHED:
-            self.callbacks.send(job.callback_url, JobPublic.of(job).model_dump(mode="json"))
+        if job.callback_url:
+            self.callbacks.wake()  # its callback became due with its end

@@ -146,8 +146,18 @@ class Settings(BaseSettings):
 
     # --- callbacks -------------------------------------------------------------------------------
     callback_allow_private: bool = False  # SSRF guard: refuse loopback/private targets by default
-    callback_timeout: float = 5.0
-    callback_attempts: int = 4
+    callback_timeout: float = Field(5.0, gt=0, description="per POST; a receiver should answer at once")
+    callback_attempts: int = Field(8, ge=1, description="POSTs per callback before it is `failed`")
+    callback_backoff_seconds: float = Field(
+        5.0, gt=0, description="wait after the first failed attempt, doubling after each further one"
+    )
+    callback_backoff_max_seconds: float = Field(
+        3600.0, gt=0, description="cap on one wait: with 8 attempts a receiver has ~10 min to come back"
+    )
+    callback_poll_seconds: float = Field(
+        5.0, gt=0, description="how often due callbacks are looked for (other replicas', retries)"
+    )
+    callback_concurrency: int = Field(16, ge=1, description="callbacks in flight at once per replica")
 
     @field_validator("username_pattern")
     @classmethod

@@ -1,0 +1,152 @@
+"""The callback queue: every ended job's callback is delivered from the database, so retries
+survive a restart and replicas share the work.
+
+A job that ends gets `callback_next_at` in the transaction that ends it (`job_status`). This
+loop finds due callbacks, claims each with a conditional update and a lease (no two replicas
+send one at once; a replica that dies mid-send leaves it due again when the lease ends), POSTs
+the job document signed with the owner's webhook secret, and stores the outcome on the job:
+`delivered`, `pending` with the next attempt's time (backoff), or `failed` with the reason.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import time
+from datetime import timedelta
+
+import httpx
+from sqlalchemy import Engine
+from sqlmodel import Session
+
+from job_image.backoff import Backoff
+from scheduler import crud, webhooks
+from scheduler.callbacks import USER_AGENT, post_once
+from scheduler.core.config import Settings
+from scheduler.models import Job, JobPublic, as_utc, utcnow
+
+log = logging.getLogger(__name__)
+
+BATCH = 100  # due callbacks claimed per look
+
+
+class CallbackDeliveries:
+    def __init__(self, engine: Engine, settings: Settings) -> None:
+        self.engine, self.settings = engine, settings
+        self._wake = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+        self._sending: set[asyncio.Task[None]] = set()
+        self._slots = asyncio.Semaphore(settings.callback_concurrency)
+        # no kept-alive connections: each POST connects to the address just checked, and a
+        # pooled TLS connection must never carry another host's callback
+        self._client = httpx.AsyncClient(
+            follow_redirects=False, limits=httpx.Limits(max_keepalive_connections=0)
+        )
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._loop(), name="callbacks")
+
+    def wake(self) -> None:
+        """A job has ended here: look for due callbacks now."""
+        self._wake.set()
+
+    async def stop(self, grace: float = 5.0) -> None:
+        """Stop looking; give POSTs in flight `grace` seconds (an unfinished one is sent again
+        after its lease, by the next start or another replica)."""
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+        if self._sending:
+            _done, late = await asyncio.wait(set(self._sending), timeout=grace)
+            for task in late:
+                task.cancel()
+            await asyncio.gather(*late, return_exceptions=True)
+        await self._client.aclose()
+
+    async def _loop(self) -> None:
+        while True:
+            try:
+                await self.send_due()
+                wait = self._until_next()
+            except Exception:  # a DB hiccup: look again later, the queue is in the database
+                log.warning("callbacks: looking for due callbacks failed", exc_info=True)
+                wait = self.settings.callback_poll_seconds
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), wait)
+            self._wake.clear()
+
+    def _until_next(self) -> float:
+        with Session(self.engine) as session:
+            due = as_utc(crud.next_callback_at(session))
+        poll = self.settings.callback_poll_seconds
+        return poll if due is None else min(poll, max(0.0, (due - utcnow()).total_seconds()))
+
+    async def send_due(self) -> int:
+        """Claim what is due and start sending it; how many were started."""
+        lease = timedelta(seconds=self.settings.callback_timeout * 3 + 5)
+        with Session(self.engine, expire_on_commit=False) as session:
+            due = crud.due_callbacks(session, now=utcnow(), limit=BATCH)
+            claimed = [
+                job for job in due if crud.claim_callback(session, job=job, lease_until=utcnow() + lease)
+            ]
+        for job in claimed:
+            task = asyncio.create_task(self._send(job), name=f"callback-{job.id}")
+            self._sending.add(task)
+            task.add_done_callback(self._sending.discard)
+        return len(claimed)
+
+    async def _send(self, job: Job) -> None:
+        async with self._slots:
+            try:
+                await self._attempt(job)
+            except Exception:  # never lose the loop to one job; the lease makes it due again
+                log.exception("callback for job %s: attempt failed unexpectedly", job.id)
+
+    async def _attempt(self, job: Job) -> None:
+        settings, url = self.settings, job.callback_url or ""
+        with Session(self.engine) as session:
+            secret = crud.webhook_secret(session, username=job.owner)
+        body = json.dumps(JobPublic.of(job).model_dump(mode="json")).encode()
+        headers = {
+            "Content-Type": "application/json",
+            "User-Agent": USER_AGENT,
+            **webhooks.headers(secret, f"msg_{job.id}", int(time.time()), body),
+        }
+        outcome = await post_once(
+            self._client,
+            url,
+            body,
+            headers,
+            allow_private=settings.callback_allow_private,
+            timeout=settings.callback_timeout,
+        )
+        attempt = job.callback_attempts + 1
+        if outcome.delivered:
+            state, next_at = "delivered", None
+            log.info("callback for job %s delivered to %s (attempt %d)", job.id, url, attempt)
+        elif outcome.retry and attempt < settings.callback_attempts:
+            backoff = Backoff(
+                settings.callback_backoff_seconds, settings.callback_backoff_max_seconds, 0.1, attempt - 1
+            )
+            state, next_at = "pending", utcnow() + timedelta(seconds=backoff.next())
+            log.warning(
+                "callback for job %s to %s failed (attempt %d): %s; retrying",
+                job.id,
+                url,
+                attempt,
+                outcome.reason,
+            )
+        else:
+            state, next_at = "failed", None
+            log.error(
+                "callback for job %s to %s given up after %d attempts: %s",
+                job.id,
+                url,
+                attempt,
+                outcome.reason,
+            )
+        with Session(self.engine) as session:
+            crud.record_callback(session, job_id=job.id, state=state, error=outcome.reason, next_at=next_at)

@@ -9,6 +9,7 @@ belong to HTTP itself are made by the helpers here (`unauthorized`, `not_found`,
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from typing import Any
 
 from fastapi import FastAPI, HTTPException, Request, status
@@ -68,7 +69,7 @@ def database_unavailable(exc: Exception) -> str:
 
 
 # domain error -> (status, the sentence for it)
-DOMAIN_ERRORS: dict[type[Exception], tuple[int, Any]] = {
+DOMAIN_ERRORS: dict[type[Exception], tuple[int, Callable[[Any], str]]] = {
     StorageError: (503, lambda exc: f"Result storage is unavailable: {exc}"),
     RunnerUnavailable: (
         503, lambda exc: f"The job cannot be cancelled now: {exc}. Nothing was changed; try again later."
@@ -106,7 +107,7 @@ def install_handlers(app: FastAPI) -> None:
         app.add_exception_handler(error, _domain_handler(code, sentence))
 
 
-def _domain_handler(code: int, sentence: Any) -> Any:
+def _domain_handler(code: int, sentence: Callable[[Any], str]) -> Any:
     async def handle(_request: Request, exc: Exception) -> JSONResponse:
         return _detail(code, sentence(exc))
 

@@ -123,3 +123,29 @@ def test_relist_reconciles_the_cache() -> None:
     assert sorted(seen) == [("ADDED", "c", "30"), ("DELETED", "a", "11")]
     assert r.resource_version == "30" and r.synced.is_set() and r.healthy
     assert r.list_fn.calls == [{"label_selector": "a=b", "_request_timeout": 1.0}]
+
+
+def labelled(name: str, rv: str, job_id: str) -> dict[str, Any]:
+    obj = job(name, rv)
+    obj["metadata"]["labels"] = {"fractal-scheduler/job-id": job_id}
+    return obj
+
+
+def test_a_deleted_object_stays_readable_as_a_tombstone_until_its_name_returns() -> None:
+    r, _ = reflector()
+    r.handle({"type": "ADDED", "object": labelled("a", "11", "j1")})
+    r.handle({"type": "ADDED", "object": labelled("b", "12", "j2")})
+    r.handle({"type": "DELETED", "object": labelled("a", "13", "j1")})  # no deletionTimestamp sent
+    tomb = r.get("a")
+    assert "a" not in r.cache and tomb.metadata.resource_version == "13"
+    assert tomb.metadata.deletion_timestamp is not None  # readers see it was deleted
+    assert [o.metadata.name for o in r.select("fractal-scheduler/job-id", "j1")] == ["a"]
+    r.handle({"type": "ADDED", "object": labelled("a", "14", "j1")})  # the name is used again
+    assert r.get("a").metadata.deletion_timestamp is None and r.tombstones == {}
+
+
+def test_a_relist_buries_what_it_no_longer_lists() -> None:
+    r, seen = reflector(FakeList("b", rv="30"))
+    r.handle(ADDED)
+    r.relist()
+    assert r.get("a").metadata.deletion_timestamp is not None and ("DELETED", "a", "11") in seen

@@ -76,7 +76,7 @@ def test_bad_fractal_params_env_exits_2(capsys, tmp_path: Path) -> None:
 def test_limits_come_from_the_environment(capsys, tmp_path: Path) -> None:
     env = job_env(MAX_PIXELS="1000", MAX_ITER="50")
     code, _, err = run_in_process(capsys, *SMALL, "--out", str(tmp_path / "x.png"), env=env)
-    assert code == 2 and "3072 pixels; the limit is 1000" in err
+    assert code == 2 and "3072 samples; the limit is 1000" in err
     code, _, err = run_in_process(capsys, "--width", "10", "--height", "10", "--max-iter", "51",
                                   "--out", str(tmp_path / "x.png"), env=env)
     assert code == 2 and "max_iter 51 is above the limit of 50" in err

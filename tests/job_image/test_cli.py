@@ -201,7 +201,7 @@ def test_sigterm_ends_the_job_with_143_writing_nothing(tmp_path: Path, pid1: boo
     handler is ignored: a cancelled job must still stop (not hold its quota until SIGKILL)."""
     if pid1 and (os.geteuid() != 0 or shutil.which("unshare") is None):
         pytest.skip("a PID namespace needs root and unshare")
-    argv = [sys.executable, "-m", "job_image", "--width", "2048", "--height", "2048", "--max-iter", "100000",
+    argv = [sys.executable, "-m", "job_image", "--width", "1024", "--height", "1024", "--max-iter", "100000",
             "--supersample", "4", "--device", "cpu", "--out", str(tmp_path / "m.png")]
     if pid1:
         argv = ["unshare", "--pid", "--fork", "--kill-child", *argv]

@@ -26,7 +26,7 @@ Colormap = Literal["classic", "viridis", "magma", "inferno", "twilight", "fire",
 class Limits:
     """Upper bounds on one render; both the API and the job read them from the environment."""
 
-    max_pixels: int = 16_777_216  # 4096 x 4096 output pixels
+    max_pixels: int = 16_777_216  # samples (width x height x supersample^2): 4096 x 4096 x 1
     max_iter: int = 100_000
 
     @classmethod
@@ -59,9 +59,10 @@ class FractalParams(BaseModel):
 
     def limit_problem(self, limits: Limits) -> str | None:
         """Why the render is over a deployment's limits, or None when it is within them."""
-        pixels = self.width * self.height
-        if pixels > limits.max_pixels:
-            return f"{self.width}x{self.height} is {pixels} pixels; the limit is {limits.max_pixels}"
+        samples = self.width * self.height * self.supersample**2
+        if samples > limits.max_pixels:
+            at = f" at supersample {self.supersample}" if self.supersample > 1 else ""
+            return f"{self.width}x{self.height}{at} is {samples} samples; the limit is {limits.max_pixels}"
         if self.max_iter > limits.max_iter:
             return f"max_iter {self.max_iter} is above the limit of {limits.max_iter}"
         return None

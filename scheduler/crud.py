@@ -5,15 +5,17 @@ A job's status changes only in `job_status`.
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from datetime import datetime
+from typing import Any
 
-from sqlalchemy import delete, func, update
+from sqlalchemy import bindparam, delete, func, update
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, col, select
 
 from scheduler import job_status
 from scheduler.models import Job, JobEvent, User, new_webhook_secret
-from scheduler.statuses import JobStatus
+from scheduler.statuses import FINISHED, WITH_RUNNER, JobStatus
 
 
 class UsernameTaken(Exception):
@@ -75,6 +77,58 @@ def jobs_with_status(session: Session, *, statuses: tuple[str, ...]) -> list[Job
     """Oldest first."""
     query = select(Job).where(col(Job.status).in_(statuses)).order_by(col(Job.created_at), col(Job.id))
     return list(session.exec(query).all())
+
+
+def admission_view(session: Session, *, since: datetime) -> tuple[list[Job], list[Job], list[Job]]:
+    """What the dispatcher plans with: the queued jobs, the admitted ones (pending, running),
+    and the finished jobs admitted since `since` (fair share remembers them for a while)."""
+    history = session.exec(
+        select(Job).where(col(Job.status).in_(FINISHED), col(Job.admitted_at) >= since)
+    ).all()
+    return (
+        jobs_with_status(session, statuses=("queued",)),
+        jobs_with_status(session, statuses=WITH_RUNNER),
+        list(history),
+    )
+
+
+def recently_succeeded(session: Session, *, limit: int) -> list[Job]:
+    """The latest succeeded jobs that were admitted to a class, oldest first."""
+    latest = session.exec(
+        select(Job)
+        .where(Job.status == "succeeded", col(Job.placement).is_not(None))
+        .order_by(col(Job.finished_at).desc())
+        .limit(limit)
+    ).all()
+    return list(reversed(latest))
+
+
+ESTIMATE_FIELDS = ("queue_position", "message", "estimated_start_at", "estimated_finish_at")
+
+
+def set_estimates(session: Session, changes: Sequence[tuple[Job, Mapping[str, Any]]]) -> None:
+    """Store queued jobs' place in line, estimates and reason in one batch (`changes`: each
+    job as loaded, and its new values of ESTIMATE_FIELDS). A job that left the queue meanwhile
+    (admitted by another replica, deleted) is left alone. A new position or reason is a
+    change of the job document: it is logged for the event streams; an estimate that only
+    drifted is not."""
+    if not changes:
+        return
+    table = Job.__table__  # type: ignore[attr-defined]
+    statement = (
+        update(table)
+        .where(table.c.id == bindparam("job_id"), table.c.status == "queued")
+        .values({name: bindparam(f"new_{name}") for name in ESTIMATE_FIELDS})
+    )
+    rows = [{"job_id": job.id, **{f"new_{n}": values[n] for n in ESTIMATE_FIELDS}} for job, values in changes]
+    session.connection().execute(statement, rows)
+    for job, values in changes:
+        shown = (job.queue_position, job.message) != (values["queue_position"], values["message"])
+        for name in ESTIMATE_FIELDS:
+            setattr(job, name, values[name])
+        if shown:
+            job_status.log_change(session, job)
+    session.commit()
 
 
 def job_exists(session: Session, *, job_id: str) -> bool:

@@ -1,4 +1,11 @@
-"""The dispatcher: hands queued jobs to the runner, oldest first, while it has capacity.
+"""The dispatcher: each cycle, admission decides which queued jobs start and where, and the
+dispatcher hands those to the runner.
+
+A cycle (in a worker thread, `decide`) reads the ledger's generation, then the queued,
+admitted and recently finished jobs, takes the runner's capacity snapshot, and runs the pure
+plan (scheduler/admission). The picks are admitted in one transaction conditional on that
+generation, so two replicas planning on the same state cannot both spend a slot; the loser
+plans again. Every job left waiting gets its queue position, estimates and reason stored.
 
 A job is marked `pending` before the runner sees it, so a status report racing the submit
 never finds it still `queued`. When the runner refuses (RunnerUnavailable, e.g. the API server
@@ -10,6 +17,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
+from collections import Counter
+from collections.abc import Callable
+from datetime import datetime, timedelta
 
 from sqlalchemy import Engine
 from sqlmodel import Session
@@ -17,7 +28,10 @@ from sqlmodel import Session
 from job_image.backoff import Backoff
 from job_image.params import FractalParams
 from scheduler import crud, job_status
-from scheduler.models import Job
+from scheduler.admission.assign import Admitted, Plan, plan
+from scheduler.admission.queue import Waiting
+from scheduler.admission.throughput import DeviceClass, Throughput
+from scheduler.models import Job, as_utc, utcnow
 from scheduler.runners.base import JobSpec, Runner, RunnerUnavailable, StatusReport
 from scheduler.tracker import Tracker
 
@@ -25,21 +39,66 @@ log = logging.getLogger(__name__)
 
 FIRST_RETRY_SECONDS = 0.5
 IDLE_RECHECK_SECONDS = 5.0  # jobs queued through another replica are seen within this
+RACES_PER_CYCLE = 5  # plans lost to another replica's admission before waiting for a wake-up
+HISTORY_HALF_LIVES = 6  # finished jobs older than this weigh under 2 % in fair share: not read
+ESTIMATE_SLACK_SECONDS = 1.0  # an estimate that moved less than this is not written again
+
+
+def placement_of(job: Job) -> DeviceClass:
+    """The class a job holds (jobs admitted before placements were recorded: by their device)."""
+    if job.placement in ("cpu", "gpu"):
+        return job.placement  # type: ignore[return-value]
+    return "gpu" if job.params.get("device") == "gpu" else "cpu"
 
 
 def job_spec(job: Job) -> JobSpec:
-    return JobSpec(
-        job_id=job.id,
-        owner=job.owner,
-        params=FractalParams.model_validate(job.params),
-        result_prefix=job.result_prefix,
-    )
+    """The runner's view; `device` becomes the class admission chose (an `auto` job renders there)."""
+    params = FractalParams.model_validate({**job.params, "device": placement_of(job)})
+    return JobSpec(job_id=job.id, owner=job.owner, params=params, result_prefix=job.result_prefix)
+
+
+def waiting(job: Job) -> Waiting:
+    return Waiting(job.id, job.owner, job.params.get("device", "auto"), job.priority,  # type: ignore[arg-type]
+                   as_utc(job.created_at), job.estimated_iterations or 0.0)  # type: ignore[arg-type]
+
+
+def admitted(job: Job, throughput: Throughput) -> Admitted:
+    c = placement_of(job)
+    since = as_utc(job.admitted_at or job.started_at or job.created_at)
+    return Admitted(job.id, job.owner, c, since, throughput.seconds(c, job.estimated_iterations or 0.0))  # type: ignore[arg-type]
+
+
+def changed_estimates(queued: list[Job], decided: Plan) -> list[tuple[Job, dict[str, object]]]:
+    """The waiting jobs whose stored position, reason or estimates the plan changes."""
+    out: list[tuple[Job, dict[str, object]]] = []
+    for job in queued:
+        e = decided.waiting.get(job.id)
+        if e is None:
+            continue
+        new = {"queue_position": e.position, "message": e.message,
+               "estimated_start_at": e.start, "estimated_finish_at": e.finish}
+        if (job.queue_position, job.message) != (e.position, e.message) or _moved(
+            job.estimated_start_at, e.start) or _moved(job.estimated_finish_at, e.finish):
+            out.append((job, new))
+    return out
+
+
+def _moved(old: datetime | None, new: datetime | None) -> bool:
+    old = as_utc(old)
+    if old is None or new is None:
+        return old is not new
+    return abs((new - old).total_seconds()) >= ESTIMATE_SLACK_SECONDS
 
 
 class Dispatcher:
-    def __init__(self, engine: Engine, runner: Runner, tracker: Tracker, *, retry_max_seconds: float) -> None:
+    def __init__(self, engine: Engine, runner: Runner, tracker: Tracker, *, retry_max_seconds: float,
+                 throughput: Throughput, half_life: float,
+                 on_admitted: Callable[[Job], None] = lambda job: None) -> None:
         self.engine, self.runner, self.tracker = engine, runner, tracker
         self.retry_max_seconds = retry_max_seconds
+        self.throughput, self.half_life = throughput, half_life
+        self.on_admitted = on_admitted
+        self.queue_lengths: dict[str, int] = {}  # per class, as the latest plan saw them
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
 
@@ -61,8 +120,11 @@ class Dispatcher:
         while True:
             self._wake.clear()
             try:
+                started = time.monotonic()
                 await self.dispatch()
                 backoff.reset()
+                # a cycle over a long queue costs CPU: rest at least as long as it took
+                await asyncio.sleep(min(time.monotonic() - started, IDLE_RECHECK_SECONDS))
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._wake.wait(), IDLE_RECHECK_SECONDS)
             except RunnerUnavailable:
@@ -73,14 +135,38 @@ class Dispatcher:
                 await asyncio.sleep(backoff.next())
 
     async def dispatch(self) -> None:
-        """Submit queued jobs while the runner has room; raises RunnerUnavailable to back off."""
-        while self.runner.capacity() > 0:
-            with Session(self.engine, expire_on_commit=False) as session:
-                job = job_status.claim_next(session)
-            if job is None:
+        """Admit what fits and submit it; raises RunnerUnavailable to back off."""
+        for _ in range(RACES_PER_CYCLE):
+            jobs = await asyncio.to_thread(self.decide)
+            if jobs is not None:
+                for job in jobs:
+                    self.on_admitted(job)
+                    self.tracker.notify(job.id)
+                    await self._submit(job)
                 return
-            self.tracker.notify(job.id)
-            await self._submit(job)
+            log.info("another replica admitted jobs meanwhile; planning again")
+
+    def decide(self, now: datetime | None = None) -> list[Job] | None:
+        """One admission cycle (blocking: DB and CPU). The jobs admitted, or None when another
+        replica admitted since this cycle read the state (nothing was changed then)."""
+        now = now or utcnow()
+        since = now - timedelta(seconds=HISTORY_HALF_LIVES * self.half_life)
+        with Session(self.engine, expire_on_commit=False) as session:
+            generation = job_status.ledger_generation(session)  # first: see job_status.admit
+            queued, active, history = crud.admission_view(session, since=since)
+        in_use = Counter(placement_of(job) for job in active)
+        snapshot = self.runner.snapshot(in_use)
+        t = self.throughput
+        decided = plan([waiting(j) for j in queued], [admitted(j, t) for j in active], snapshot, t, now,
+                       history=[admitted(j, t) for j in history], half_life=self.half_life)
+        self.queue_lengths = dict(Counter(e.placement for e in decided.waiting.values() if e.placement))
+        picks = [job_status.Pick(w.job_id, c, t.seconds(c, w.iterations)) for w, c in decided.admit]
+        with Session(self.engine, expire_on_commit=False) as session:
+            jobs = job_status.admit(session, picks, generation=generation, now=now) if picks else []
+            if jobs is None:
+                return None
+            crud.set_estimates(session, changed_estimates(queued, decided))
+        return jobs
 
     async def _submit(self, job: Job) -> None:
         try:

@@ -1,26 +1,38 @@
-"""Every change of a job's status, and only here: create (queued), claim (queued -> pending),
+"""Every change of a job's status, and only here: create (queued), admit (queued -> pending),
 requeue (pending -> queued) and a runner's report (pure `apply_report`, stored by `record`).
 Each change also writes its event (`log_change`) in the same transaction: the SSE streams' log.
 
 The dispatcher and the tracker call these; nothing else writes `Job.status`. Updates that can
-race another replica (claim, requeue) are conditional on the status they start from.
+race another replica (admit, requeue) are conditional on the status they start from, and an
+admission also on the ledger's generation the dispatcher planned with (see `admit`).
 """
 
 from __future__ import annotations
 
 import uuid
+from collections.abc import Sequence
+from datetime import datetime, timedelta
 from typing import Any, NamedTuple
 
 from sqlalchemy import func, update
+from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, col, select
 
-from scheduler.models import Job, JobEvent, JobPublic, utcnow
+from scheduler.models import AdmissionLedger, Job, JobEvent, JobPublic, utcnow
 from scheduler.runners.base import StatusReport
 from scheduler.statuses import ACTIVE, FINISHED
 
 
 class TooManyActiveJobs(Exception):
     """The owner already has the most unfinished jobs allowed; the argument is how many."""
+
+
+class QueueFull(Exception):
+    """All users' queued jobs together reach MAX_QUEUED_JOBS; the argument is how many."""
+
+    def __init__(self, queued: int, retry_after: int) -> None:
+        super().__init__(queued)
+        self.retry_after = retry_after
 
 
 def create(
@@ -31,13 +43,23 @@ def create(
     callback_url: str | None,
     runner: str,
     max_active: int,
+    priority: str = "normal",
+    estimated_iterations: float | None = None,
+    max_queued: int | None = None,
+    retry_after: int = 30,
 ) -> Job:
-    """Insert a queued job unless the owner already has `max_active` unfinished ones."""
+    """Insert a queued job unless the owner already has `max_active` unfinished ones, or the
+    whole queue already holds `max_queued` (two submits racing may both pass the count: the
+    bound is meant against floods, not to the job)."""
     active = session.exec(
         select(func.count()).select_from(Job).where(Job.owner == owner, col(Job.status).in_(ACTIVE))
     ).one()
     if active >= max_active:
         raise TooManyActiveJobs(active)
+    if max_queued is not None:
+        queued = session.exec(select(func.count()).select_from(Job).where(Job.status == "queued")).one()
+        if queued >= max_queued:
+            raise QueueFull(queued, retry_after)
     job = Job(
         id=uuid.uuid4().hex,
         owner=owner,
@@ -46,6 +68,8 @@ def create(
         callback_url=callback_url,
         callback_state="pending" if callback_url else None,
         runner=runner,
+        priority=priority,
+        estimated_iterations=estimated_iterations,
     )
     session.add(job)
     log_change(session, job)
@@ -54,32 +78,64 @@ def create(
     return job
 
 
-def oldest_queued(session: Session) -> Job | None:
-    return session.exec(
-        select(Job).where(Job.status == "queued").order_by(col(Job.created_at), col(Job.id)).limit(1)
-    ).first()
+def ledger_generation(session: Session) -> int:
+    """The admission ledger's generation (its row is made on first use)."""
+    ledger = session.get(AdmissionLedger, 1, populate_existing=True)
+    if ledger is None:
+        session.add(AdmissionLedger(id=1, generation=0))
+        try:
+            session.commit()
+        except IntegrityError:  # another replica made it first
+            session.rollback()
+        return ledger_generation(session)
+    return ledger.generation
 
 
-def claim_next(session: Session) -> Job | None:
-    """Mark the oldest queued job `pending` and return it. The update is conditional on the job
-    still being queued, so two dispatchers sharing a database never both start one job."""
-    while True:
-        queued = oldest_queued(session)
-        if queued is None:
-            return None
+class Pick(NamedTuple):
+    job_id: str
+    placement: str  # the device class it is admitted to
+    seconds: float  # its estimated run time there
+
+
+def admit(
+    session: Session, picks: Sequence[Pick], *, generation: int, now: datetime | None = None
+) -> list[Job] | None:
+    """Mark the picked queued jobs `pending` in their class, all in one transaction; None when
+    another replica admitted first (then nothing changed).
+
+    The transaction first advances the ledger from `generation`, the value read before the
+    dispatcher looked at the jobs and capacity it planned with. If another replica admitted
+    anything since, that update matches no row and nothing is admitted: the caller plans
+    again on fresh state, so two replicas can never both spend the same free slot. (In
+    PostgreSQL the second update waits for the first transaction's row lock, then finds the
+    generation moved; SQLite runs one writer at a time.) Each job's update is also conditional
+    on it still being queued (it may have been deleted meanwhile).
+    """
+    now = now or utcnow()
+    advanced = session.execute(
+        update(AdmissionLedger)
+        .where(col(AdmissionLedger.id) == 1, col(AdmissionLedger.generation) == generation)
+        .values(generation=generation + 1)
+    )
+    if advanced.rowcount != 1:
+        session.rollback()
+        return None
+    admitted = []
+    for pick in picks:
         claimed = session.execute(
             update(Job)
-            .where(col(Job.id) == queued.id, col(Job.status) == "queued")
-            .values(status="pending", message="starting", attempts=Job.attempts + 1)
+            .where(col(Job.id) == pick.job_id, col(Job.status) == "queued")
+            .values(status="pending", placement=pick.placement, admitted_at=now, message="starting",
+                    attempts=Job.attempts + 1, queue_position=None, estimated_start_at=None,
+                    estimated_finish_at=now + timedelta(seconds=pick.seconds))
         )
-        if claimed.rowcount != 1:
-            session.commit()
-            continue
-        job = session.get(Job, queued.id, populate_existing=True)
-        if job is not None:
-            log_change(session, job)
-        session.commit()
-        return job
+        if claimed.rowcount == 1:
+            admitted.append(pick.job_id)
+    jobs = [job for job_id in admitted if (job := session.get(Job, job_id, populate_existing=True))]
+    for job in jobs:
+        log_change(session, job)
+    session.commit()
+    return jobs
 
 
 def requeue(session: Session, *, job_id: str, reason: str) -> bool:
@@ -88,7 +144,8 @@ def requeue(session: Session, *, job_id: str, reason: str) -> bool:
     changed = session.execute(
         update(Job)
         .where(col(Job.id) == job_id, col(Job.status) == "pending")
-        .values(status="queued", attempts=Job.attempts - 1, message=f"waiting for the runner: {reason}")
+        .values(status="queued", attempts=Job.attempts - 1, message=f"waiting for the runner: {reason}",
+                placement=None, admitted_at=None, estimated_finish_at=None)
     )
     job = session.get(Job, job_id, populate_existing=True) if changed.rowcount == 1 else None
     if job is not None:
@@ -113,6 +170,7 @@ def apply_report(job: Job, report: StatusReport, *, max_attempts: int) -> bool:
             _callback_due(job)
         else:
             job.status, job.message, job.progress, job.started_at = "queued", report.message, None, None
+            job.placement, job.admitted_at, job.estimated_finish_at = None, None, None
         return True
     before = (job.status, job.started_at, job.finished_at, job.error, job.message, job.progress)
     job.status = report.status

@@ -21,6 +21,7 @@ from prometheus_client.registry import Collector
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from scheduler import statuses
+from scheduler.admission.throughput import CLASSES as DEVICE_CLASSES
 
 log = logging.getLogger(__name__)
 
@@ -54,12 +55,41 @@ class _JobCountsCollector(Collector):
         yield family
 
 
+class _QueueCollector(Collector):
+    """Queued jobs per device class, as the dispatcher's latest plan placed them."""
+
+    def __init__(self, queue_lengths: Callable[[], dict[str, int]]) -> None:
+        self._queue_lengths = queue_lengths
+
+    def describe(self) -> Iterator[Metric]:
+        yield GaugeMetricFamily("fractal_queue_length", "Queued jobs by device class", labels=["class"])
+
+    def collect(self) -> Iterator[Metric]:
+        lengths = self._queue_lengths()
+        family = GaugeMetricFamily("fractal_queue_length", "Queued jobs by device class", labels=["class"])
+        for device_class in DEVICE_CLASSES:
+            family.add_metric([device_class], lengths.get(device_class, 0))
+        yield family
+
+
 class Metrics:
     """The service's metrics on a registry of their own; `render()` is the scrape's body."""
 
-    def __init__(self, job_counts: Callable[[], dict[str, int]]) -> None:
+    def __init__(self, job_counts: Callable[[], dict[str, int]],
+                 queue_lengths: Callable[[], dict[str, int]] = dict) -> None:
         self.registry = CollectorRegistry()
         self.registry.register(_JobCountsCollector(job_counts))
+        self.registry.register(_QueueCollector(queue_lengths))
+        self.jobs_admitted = Counter(
+            "fractal_jobs_admitted", "Jobs admitted to a device class", ["class"], registry=self.registry
+        )
+        self.job_wait = Histogram(
+            "fractal_job_wait_seconds",
+            "Time jobs waited for admission (created to admitted), by device class",
+            ["class"],
+            buckets=JOB_BUCKETS,
+            registry=self.registry,
+        )
         self.jobs_submitted = Counter(
             "fractal_jobs_submitted", "Jobs accepted by POST /jobs", registry=self.registry
         )
@@ -86,6 +116,12 @@ class Metrics:
 
     def job_submitted(self) -> None:
         self.jobs_submitted.inc()
+
+    def job_admitted(self, device_class: str, waited_seconds: float | None) -> None:
+        label = device_class if device_class in DEVICE_CLASSES else "other"
+        self.jobs_admitted.labels(label).inc()
+        if waited_seconds is not None:
+            self.job_wait.labels(label).observe(max(0.0, waited_seconds))
 
     def job_started(self, queued_seconds: float) -> None:
         self.job_queue.observe(max(0.0, queued_seconds))  # clock skew between hosts must not go negative

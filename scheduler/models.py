@@ -17,7 +17,9 @@ from pydantic import BaseModel, ConfigDict, Field, field_serializer
 from sqlalchemy import JSON, Column
 
 from job_image.params import FractalParams
-from scheduler.statuses import JobStatus
+from scheduler.admission.queue import Priority
+from scheduler.admission.throughput import DeviceClass
+from scheduler.statuses import ACTIVE, JobStatus
 
 CallbackState = Literal["pending", "delivered", "failed"]
 
@@ -80,12 +82,17 @@ class Token(BaseModel):
 
 
 class JobCreate(FractalParams):
-    """`POST /jobs`: the fractal parameters (defined once, in job_image) plus a callback."""
+    """`POST /jobs`: the fractal parameters (defined once, in job_image) plus what belongs to the
+    request, not the render: a callback and the priority among the caller's own jobs."""
 
     callback_url: str | None = Field(None, max_length=2048, description="POSTed the final job document")
+    priority: Priority = Field(
+        "normal", description="orders your own queued jobs; never overtakes another user's fair share"
+    )
 
     def params(self) -> FractalParams:
-        return FractalParams.model_validate(self.model_dump(exclude={"callback_url"}))
+        """The fractal fields only: what the job gets as FRACTAL_PARAMS."""
+        return FractalParams.model_validate(self.model_dump(exclude={"callback_url", "priority"}))
 
 
 class Job(sqlmodel.SQLModel, table=True):
@@ -107,6 +114,14 @@ class Job(sqlmodel.SQLModel, table=True):
     progress: float | None = None
     attempts: int = 0  # times handed to a runner
     runner: str = sqlmodel.Field(max_length=16)
+    # scheduling (scheduler/admission): set at submit, by the dispatcher's plan, and at admission
+    priority: str = sqlmodel.Field(default="normal", max_length=8)
+    estimated_iterations: float | None = None
+    placement: str | None = sqlmodel.Field(default=None, max_length=8)  # cpu | gpu once admitted
+    admitted_at: datetime | None = sqlmodel.Field(default=None, index=True)  # for fair share's memory
+    queue_position: int | None = None
+    estimated_start_at: datetime | None = None
+    estimated_finish_at: datetime | None = None
 
     @property
     def result_prefix(self) -> str:
@@ -134,6 +149,20 @@ class CallbackPublic(BaseModel):
     last_error: str | None
 
 
+def _ahead(ts: datetime | None) -> datetime | None:
+    """An estimate is shown only while it lies ahead: a past one is no longer an estimate."""
+    ts = as_utc(ts)
+    return ts if ts is not None and ts > utcnow() else None
+
+
+class AdmissionLedger(sqlmodel.SQLModel, table=True):
+    """One row whose `generation` every admission advances, conditionally on the value the
+    dispatcher planned with: two replicas that planned on the same state cannot both admit."""
+
+    id: int = sqlmodel.Field(default=1, primary_key=True)
+    generation: int = 0
+
+
 class JobLinks(BaseModel):
     self: str
     result: str
@@ -153,9 +182,15 @@ class JobPublic(BaseModel):
     message: str | None
     progress: float | None
     runner: str
+    priority: Priority
+    placement: DeviceClass | None = Field(description="the class it was admitted to; null while queued")
+    queue_position: int | None = Field(description="1 = the next admitted to its class; null unless queued")
+    estimated_iterations: int | None = Field(description="the cost model's estimate, at submit")
+    estimated_start_at: datetime | None = Field(description="refreshed as the queue moves; null when unknown")
+    estimated_finish_at: datetime | None
     links: JobLinks
 
-    @field_serializer("created_at", "started_at", "finished_at")
+    @field_serializer("created_at", "started_at", "finished_at", "estimated_start_at", "estimated_finish_at")
     def _iso(self, ts: datetime | None) -> str | None:
         ts = as_utc(ts)
         return ts.isoformat().replace("+00:00", "Z") if ts else None
@@ -182,6 +217,12 @@ class JobPublic(BaseModel):
             message=job.message,
             progress=job.progress,
             runner=job.runner,
+            priority=job.priority,  # type: ignore[arg-type]
+            placement=job.placement,  # type: ignore[arg-type]
+            queue_position=job.queue_position if job.status == "queued" else None,
+            estimated_iterations=round(job.estimated_iterations) if job.estimated_iterations else None,
+            estimated_start_at=_ahead(job.estimated_start_at) if job.status == "queued" else None,
+            estimated_finish_at=_ahead(job.estimated_finish_at) if job.status in ACTIVE else None,
             links=JobLinks(
                 self=base, result=f"{base}/result", files=f"{base}/result/list", logs=f"{base}/logs"
             ),

@@ -7,14 +7,19 @@ Routes call this; this calls the runner, the storage and the tracker. Swapping t
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 from collections.abc import Collection
 from pathlib import Path
+from typing import Any
 
 from sqlmodel import Session
 
-from job_image.storage import Storage, storage_from_env
+from job_image.storage import Storage, StorageError, storage_from_env
 from scheduler import crud, db, job_status
+from scheduler.admission.cost import estimated_iterations
+from scheduler.admission.limits import check_cost, check_device
+from scheduler.admission.throughput import Throughput
 from scheduler.core import files, security
 from scheduler.core.config import Settings
 from scheduler.core.jwt import load_secret
@@ -30,6 +35,8 @@ from scheduler.statuses import ACTIVE, FINISHED, WITH_RUNNER
 from scheduler.tracker import Tracker, seconds_between
 
 log = logging.getLogger(__name__)
+
+PRIME_JOBS = 20  # finished jobs read at start to learn throughput from (a few result.json reads)
 
 
 class JobFinished(Exception):
@@ -50,7 +57,9 @@ class Service:
             read_timeout=settings.storage_read_timeout,
             attempts=settings.storage_attempts,
         )
-        self.metrics = Metrics(job_counts=self.job_counts)
+        self.metrics = Metrics(
+            job_counts=self.job_counts, queue_lengths=lambda: self.dispatcher.queue_lengths
+        )
         self.callbacks = CallbackDeliveries(self.engine, settings)
         self.events = EventFeed(
             self.engine,
@@ -69,9 +78,13 @@ class Service:
             on_change=self.events.wake,
         )
         self.runner = make_runner(settings, self.tracker.report, self.storage)
+        self.throughput = Throughput()  # learned from finished jobs (result.json), see _learn
         self.dispatcher = Dispatcher(
-            self.engine, self.runner, self.tracker, retry_max_seconds=settings.dispatch_retry_max_seconds
+            self.engine, self.runner, self.tracker, retry_max_seconds=settings.dispatch_retry_max_seconds,
+            throughput=self.throughput, half_life=settings.fair_share_half_life_seconds,
+            on_admitted=self._admitted,
         )
+        self._learning: set[asyncio.Task[None]] = set()
         self._users: dict[str, User] = {}  # accounts are never removed, so a hit stays true
         self.signins_per_user_and_client = RateLimiter(settings.signin_attempts_per_minute)
         self.signins_per_client = RateLimiter(settings.signin_attempts_per_client_per_minute)
@@ -88,6 +101,9 @@ class Service:
         if active:
             log.info("%d jobs were active when the service stopped; handing them to the runner", len(active))
         await self.runner.start([job_spec(job) for job in active])
+        with self.session() as session:
+            for job in crud.recently_succeeded(session, limit=PRIME_JOBS):
+                self._spawn_learning(job)
         self.tracker.start()
         self.events.start()
         self.callbacks.start()
@@ -96,6 +112,8 @@ class Service:
 
     async def stop(self) -> None:
         await self.dispatcher.stop()
+        for task in list(self._learning):
+            task.cancel()
         await self.tracker.stop()
         await self.events.stop()
         await self.runner.stop()
@@ -119,18 +137,27 @@ class Service:
 
     # --- jobs ---------------------------------------------------------------------------------
 
-    def submit(self, owner: str, request: JobCreate) -> Job:
-        """Record the job as queued; the dispatcher starts it when the runner has room."""
+    async def submit(self, owner: str, request: JobCreate) -> Job:
+        """Price the request and record it as queued; the dispatcher admits it when its class
+        has room. Raises NoSuchDevice, TooExpensive, TooManyActiveJobs or QueueFull."""
+        params = request.params()
+        check_device(params, self.runner.snapshot({}))
+        estimate = await asyncio.to_thread(estimated_iterations, params)  # ~10-200 ms of NumPy
+        check_cost(estimate, self.settings.max_job_iterations)
         with self.session() as session:
             job = job_status.create(
                 session,
                 owner=owner,
-                params=request.params().model_dump(mode="json"),
+                params=params.model_dump(mode="json"),
                 callback_url=request.callback_url,
                 runner=self.runner.name,
                 max_active=self.settings.max_active_jobs_per_user,
+                priority=request.priority,
+                estimated_iterations=estimate,
+                max_queued=self.settings.max_queued_jobs,
+                retry_after=self.settings.queue_full_retry_after_seconds,
             )
-        log.info("job %s queued for %s", job.id, owner)
+        log.info("job %s queued for %s (%.3g iterations estimated)", job.id, owner, estimate)
         self.metrics.job_submitted()
         self.tracker.notify(job.id)
         self.dispatcher.wake()
@@ -213,8 +240,33 @@ class Service:
         if queued is not None:
             self.metrics.job_started(queued)
 
+    def _admitted(self, job: Job) -> None:
+        self.metrics.job_admitted(job.placement or "cpu", seconds_between(job.created_at, job.admitted_at))
+
     def _finished(self, job: Job) -> None:
         self.metrics.job_finished(job.status, seconds_between(job.started_at, job.finished_at))
         self.dispatcher.wake()  # a slot is free
+        if job.status == "succeeded":
+            self._spawn_learning(job)
         if job.callback_url:
             self.callbacks.wake()  # its callback became due with its end
+
+    def _spawn_learning(self, job: Job) -> None:
+        task = asyncio.get_running_loop().create_task(self._learn(job))
+        self._learning.add(task)
+        task.add_done_callback(self._learning.discard)
+
+    async def _learn(self, job: Job) -> None:
+        """Fold a succeeded job's result.json and wall time into its class's throughput."""
+        wall = seconds_between(job.started_at, job.finished_at)
+        if job.placement not in ("cpu", "gpu") or wall is None:
+            return
+        try:
+            data = await asyncio.to_thread(self.read_object, f"{job.result_prefix}result.json")
+            doc: Any = json.loads(data) if data else None
+        except (StorageError, ValueError) as exc:  # the estimate just stays as it was
+            log.warning("job %s: result.json unreadable for the throughput: %s", job.id, exc)
+            return
+        if isinstance(doc, dict) and self.throughput.learn(job.placement, doc, wall):  # type: ignore[arg-type]
+            c = self.throughput.classes[job.placement]  # type: ignore[index]
+            log.info("%s throughput: %.3g iterations/s, %.2f s start-up", job.placement, c.rate, c.startup)

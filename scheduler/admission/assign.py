@@ -182,7 +182,7 @@ class _Replay:
             if job_id in self.placed:
                 continue
             c = next((k for k in job.classes if k in self.classes), job.classes[0])
-            why = self.snapshot.reason(c) if c in self.classes else "none exists here"
+            why = self.snapshot.reason(c) if c in self.classes else self.snapshot.missing(c)
             self.plan.waiting[job_id] = Estimate(c, None, None, None, f"waiting for {NOUN[c]}: {why}")
 
 

@@ -62,6 +62,11 @@ class Snapshot:
         """Whether the class could ever run a job here (a GPU class with no GPU cannot)."""
         return all(self.pools[k].total >= d for k, d in self.demand[c].items())
 
+    def missing(self, c: DeviceClass) -> str:
+        """What makes class `c` impossible here, e.g. "LOCAL_GPUS ... is 0"."""
+        short = [self.pools[k] for k, d in self.demand[c].items() if self.pools[k].total < d]
+        return "; ".join(f"{p.label} is {p.total.normalize():f}" for p in short) or "nothing"
+
     def free_jobs(self, c: DeviceClass) -> int:
         """How many more jobs of class `c` fit now, counting what this cycle has booked."""
         return min((int(self._pool(k).free // d) for k, d in self.demand[c].items() if d > 0), default=0)
@@ -89,8 +94,10 @@ class Snapshot:
 def local_snapshot(*, max_concurrent: int, gpus: int, in_use: Mapping[DeviceClass, int]) -> Snapshot:
     """Local runner: `LOCAL_MAX_CONCURRENT` CPU processes and one job per OpenCL GPU found."""
     pools = {
-        "cpu": Pool("CPU slots", Decimal(max_concurrent), Decimal(in_use.get("cpu", 0)), slots=True),
-        "gpu": Pool("GPUs", Decimal(gpus), Decimal(in_use.get("gpu", 0)), slots=True),
+        "cpu": Pool("LOCAL_MAX_CONCURRENT", Decimal(max_concurrent), Decimal(in_use.get("cpu", 0)),
+                    slots=True),
+        "gpu": Pool("LOCAL_GPUS (default: the OpenCL GPU devices found)", Decimal(gpus),
+                    Decimal(in_use.get("gpu", 0)), slots=True),
     }
     return Snapshot(pools, {"cpu": {"cpu": Decimal(1)}, "gpu": {"gpu": Decimal(1)}})
 
@@ -162,7 +169,8 @@ def kube_snapshot(
     pools["active"] = Pool("KUBE_MAX_ACTIVE_JOBS", Decimal(max_active_jobs), Decimal(active), slots=True)
     gpu_quota = f"requests.{shape.gpu_resource}"
     if not any(key.endswith("/" + gpu_quota) for key in need["gpu"]):
-        pools["gpu"] = Pool("GPUs", Decimal(gpu_capacity), Decimal(in_use.get("gpu", 0)), slots=True)
+        label = f"KUBE_GPU_CAPACITY (no ResourceQuota bounds {gpu_quota})"
+        pools["gpu"] = Pool(label, Decimal(gpu_capacity), Decimal(in_use.get("gpu", 0)), slots=True)
         need["gpu"]["gpu"] = Decimal(1)
     for c in CLASSES:
         need[c]["active"] = Decimal(1)

@@ -22,11 +22,12 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from job_image.params import describe_errors
 from job_image.storage import StorageError
 from scheduler import db
+from scheduler.admission.limits import NoSuchDevice, TooExpensive
 from scheduler.callbacks import CallbackRefused
 from scheduler.core.ratelimit import Throttled
 from scheduler.crud import UsernameTaken
 from scheduler.events import TooManyStreams
-from scheduler.job_status import TooManyActiveJobs
+from scheduler.job_status import QueueFull, TooManyActiveJobs
 from scheduler.runners.base import RunnerUnavailable
 from scheduler.service import JobFinished
 
@@ -85,6 +86,12 @@ DOMAIN_ERRORS: dict[type[Exception], tuple[int, Callable[[Any], str]]] = {
     SQLAlchemyTimeout: (503, database_unavailable),
     JobFinished: (409, lambda exc: f"The job has already finished ({exc}); there is nothing to cancel."),
     TooManyStreams: (429, lambda exc: f"You have {exc} event streams open, the most allowed; close one."),
+    NoSuchDevice: (422, lambda exc: f"{str(exc)[0].upper()}{str(exc)[1:]}."),
+    TooExpensive: (
+        422,
+        lambda exc: f"The render is estimated at {exc.estimate:.4g} iterations, above MAX_JOB_ITERATIONS "
+        f"({exc.limit:.4g}); lower max_iter, the size or supersample.",
+    ),
 }
 
 
@@ -102,6 +109,12 @@ def install_handlers(app: FastAPI) -> None:
     async def _throttled(_request: Request, exc: Throttled) -> JSONResponse:
         wait = str(math.ceil(exc.retry_after))
         return _detail(429, f"Too many attempts; try again in {wait} seconds.", {"Retry-After": wait})
+
+    @app.exception_handler(QueueFull)
+    async def _queue_full(_request: Request, exc: QueueFull) -> JSONResponse:
+        wait = str(exc.retry_after)
+        detail = f"The queue is full ({exc} jobs wait, all users together); try again in {wait} seconds."
+        return _detail(429, detail, {"Retry-After": wait})
 
     for error, (code, sentence) in DOMAIN_ERRORS.items():
         app.add_exception_handler(error, _domain_handler(code, sentence))

@@ -68,13 +68,33 @@ class Settings(BaseSettings):
         description="a client's headers must arrive within this (408): half-sent requests cannot pile up",
     )
     max_active_jobs_per_user: int = 8  # queued + pending + running
+    max_queued_jobs: int = Field(
+        1000, ge=0, description="queued jobs of all users together; past it POST /jobs is a 429"
+    )
+    queue_full_retry_after_seconds: int = Field(
+        30, ge=1, description="Retry-After of that 429: about the time a few short jobs take to start"
+    )
+    max_job_iterations: float = Field(
+        2e12,
+        gt=0,
+        description="a request whose estimated iterations exceed this is a 422: ~400 s of CPU render "
+        "at 5 G iter/s, within JOB_TIMEOUT_SECONDS",
+    )
     max_wait_seconds: float = 60.0  # cap on ?wait= long-polls
     page_size_default: int = 20
     page_size_max: int = 100
 
     # --- runner ------------------------------------------------------------------------------
     runner: Literal["local", "kubernetes"] = "local"
-    local_max_concurrent: int = Field(2, description="jobs rendering at once; 2 cores here")
+    local_max_concurrent: int = Field(2, description="CPU jobs rendering at once; 2 cores here")
+    local_gpus: int | None = Field(
+        None, ge=0, description="GPU jobs at once (one per GPU); default: the OpenCL GPU devices found"
+    )
+    fair_share_half_life_seconds: float = Field(
+        900.0,
+        gt=0,
+        description="how fast a user's past use is forgotten by fair share: about one long render",
+    )
     job_python: str = ""  # interpreter for local jobs; default: the API's own
     job_timeout_seconds: int = 600  # local runner's and the Job's activeDeadlineSeconds
     job_max_attempts: int = Field(3, description="a job re-queued by restarts runs at most this often")
@@ -108,6 +128,12 @@ class Settings(BaseSettings):
     )
     kube_reconnect_backoff_max: float = Field(
         30.0, description="cap on the watch's reconnect backoff; an outage is retried at least this often"
+    )
+    kube_gpu_capacity: int = Field(
+        0,
+        ge=0,
+        description="GPU jobs at once where no ResourceQuota bounds requests.<JOB_GPU_RESOURCE>; "
+        "0: the cluster has no GPU and device gpu is refused at submit",
     )
     kube_max_active_jobs: int = Field(
         100, description="unfinished Jobs at once; keep it within the namespace's ResourceQuota"

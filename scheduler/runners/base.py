@@ -7,12 +7,14 @@ the runner through the scheduler's job service, so a new runner needs no route c
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Protocol
 
 from job_image.params import FractalParams
+from scheduler.admission.capacity import Snapshot
+from scheduler.admission.throughput import DeviceClass
 from scheduler.core.config import Settings
 from scheduler.statuses import JobStatus
 
@@ -27,8 +29,12 @@ class JobSpec:
 
     job_id: str  # 32 lowercase hex chars
     owner: str
-    params: FractalParams
+    params: FractalParams  # `device` is the class it was admitted to (never `auto` once admitted)
     result_prefix: str  # e.g. "alice/<job_id>/"
+
+    @property
+    def placement(self) -> DeviceClass:
+        return "gpu" if self.params.device == "gpu" else "cpu"
 
     def env(self, settings: Settings, *, opencl_cache_dir: str) -> dict[str, str]:
         """The job contract's variables that every runner sets the same way: the job's own and
@@ -74,8 +80,10 @@ class Runner(Protocol):
     async def stop(self) -> None:
         """Stop tracking (service shutdown). Running jobs are left alone where possible."""
 
-    def capacity(self) -> int:
-        """How many more jobs may be submitted now (the dispatcher keeps the rest queued)."""
+    def snapshot(self, in_use: Mapping[DeviceClass, int]) -> Snapshot:
+        """What each device class may still take now. `in_use`: the admitted (pending or
+        running) jobs per class the database knows, of every replica. The dispatcher admits
+        only what fits; the rest stays queued with the snapshot's reason."""
 
     async def submit(self, job: JobSpec) -> None:
         """Start the job; raises RunnerUnavailable to keep it queued and retry later."""

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import os
 import re
@@ -23,6 +24,8 @@ from pathlib import Path
 from typing import IO
 
 from job_image.storage import Storage, StorageError
+from scheduler.admission.capacity import Snapshot, local_snapshot
+from scheduler.admission.throughput import DeviceClass
 from scheduler.core.config import Settings
 from scheduler.runners.base import JobSpec, Report, RunnerUnavailable, StatusReport
 
@@ -49,6 +52,16 @@ def job_environment(spec: JobSpec, settings: Settings, host_env: Mapping[str, st
     env.update(settings.storage_env())
     env["PYTHONPATH"] = str(REPO_ROOT)
     return env
+
+
+@functools.cache  # asked once per process: the hardware does not change under a running service
+def count_gpus() -> int:
+    """The OpenCL GPU devices on this host: one local GPU job each (DESIGN.md, "Scheduling")."""
+    import pyopencl as cl  # loads the ICDs: only when a local runner is made, not on import
+
+    from job_image import device
+
+    return sum(1 for _, devices in device.inventory() for d in devices if d.type & cl.device_type.GPU)
 
 
 def parse_progress(line: str) -> float | None:
@@ -110,7 +123,8 @@ class LocalRunner:
         self.report = report
         self.storage = storage
         self.data_dir = Path(settings.data_dir)
-        self.jobs: dict[str, _Running] = {}  # live processes: each holds a slot
+        self.gpus = settings.local_gpus if settings.local_gpus is not None else count_gpus()
+        self.jobs: dict[str, _Running] = {}  # live processes: each holds a slot of its class
         # Exited, their log not yet saved nor their end reported: a DELETE now must wait for
         # that, or the late job.log would land under a prefix that was just removed.
         self.finishing: dict[str, _Running] = {}
@@ -168,16 +182,26 @@ class LocalRunner:
 
     # --- the Runner interface -----------------------------------------------------------------
 
-    def capacity(self) -> int:
-        return max(0, self.settings.local_max_concurrent - len(self.jobs))
+    def slots(self, placement: DeviceClass) -> int:
+        return self.gpus if placement == "gpu" else self.settings.local_max_concurrent
+
+    def capacity(self, placement: DeviceClass = "cpu") -> int:
+        """Free slots of a class among this runner's own processes."""
+        busy = sum(1 for job in self.jobs.values() if job.spec.placement == placement)
+        return max(0, self.slots(placement) - busy)
+
+    def snapshot(self, in_use: Mapping[DeviceClass, int]) -> Snapshot:
+        cpus = self.settings.local_max_concurrent
+        return local_snapshot(max_concurrent=cpus, gpus=self.gpus, in_use=in_use)
 
     async def submit(self, job: JobSpec) -> None:
         """Spawn the job; RunnerUnavailable keeps it queued when no slot is free or spawning fails."""
         if job.job_id in self.jobs:
             log.warning("job %s: submitted while already running; ignored", job.job_id)
             return
-        if self.capacity() <= 0:
-            raise RunnerUnavailable(f"all {self.settings.local_max_concurrent} local job slots are busy")
+        if self.capacity(job.placement) <= 0:
+            slots = self.slots(job.placement)
+            raise RunnerUnavailable(f"all {slots} local {job.placement} job slots are busy")
         log_path, pid_path = self._log_path(job.job_id), self._pid_path(job.job_id)
         try:
             log_path.parent.mkdir(parents=True, exist_ok=True)

@@ -76,7 +76,7 @@ def test_bad_fractal_params_env_exits_2(capsys, tmp_path: Path) -> None:
 def test_limits_come_from_the_environment(capsys, tmp_path: Path) -> None:
     env = job_env(MAX_PIXELS="1000", MAX_ITER="50")
     code, _, err = run_in_process(capsys, *SMALL, "--out", str(tmp_path / "x.png"), env=env)
-    assert code == 2 and "3072 pixels; the limit is 1000" in err
+    assert code == 2 and "3072 samples; the limit is 1000" in err
     code, _, err = run_in_process(capsys, "--width", "10", "--height", "10", "--max-iter", "51",
                                   "--out", str(tmp_path / "x.png"), env=env)
     assert code == 2 and "max_iter 51 is above the limit of 50" in err
@@ -201,7 +201,7 @@ def test_sigterm_ends_the_job_with_143_writing_nothing(tmp_path: Path, pid1: boo
     handler is ignored: a cancelled job must still stop (not hold its quota until SIGKILL)."""
     if pid1 and (os.geteuid() != 0 or shutil.which("unshare") is None):
         pytest.skip("a PID namespace needs root and unshare")
-    argv = [sys.executable, "-m", "job_image", "--width", "2048", "--height", "2048", "--max-iter", "100000",
+    argv = [sys.executable, "-m", "job_image", "--width", "1024", "--height", "1024", "--max-iter", "100000",
             "--supersample", "4", "--device", "cpu", "--out", str(tmp_path / "m.png")]
     if pid1:
         argv = ["unshare", "--pid", "--fork", "--kill-child", *argv]

@@ -1,5 +1,5 @@
-"""Job status changes on a real SQLite file: the per-user cap, ordering, the dispatcher's claim
-and its requeue."""
+"""Job status changes on a real SQLite file: the per-user and queue caps, admission (once, and
+never on stale state) and the requeue."""
 
 from __future__ import annotations
 
@@ -27,23 +27,39 @@ def add(session: Session, owner: str = "alice") -> Job:
     )
 
 
-def test_claims_oldest_first_and_each_job_once(session: Session) -> None:
+def admit(session: Session, *jobs: Job, placement: str = "cpu") -> list[Job] | None:
+    generation = job_status.ledger_generation(session)
+    picks = [job_status.Pick(job.id, placement, 10.0) for job in jobs]
+    return job_status.admit(session, picks, generation=generation)
+
+
+def test_admission_marks_jobs_pending_in_their_class_once(session: Session) -> None:
     first, second = add(session), add(session)
-    claimed = [job_status.claim_next(session) for _ in range(3)]
-    assert [j.id if j else None for j in claimed] == [first.id, second.id, None]
-    assert all(j.status == "pending" and j.attempts == 1 for j in claimed[:2] if j)
+    admitted = admit(session, first, second, placement="gpu")
+    assert [j.id for j in admitted] == [first.id, second.id]
+    assert all((j.status, j.placement, j.attempts) == ("pending", "gpu", 1) for j in admitted)
+    assert all(j.admitted_at is not None and j.estimated_finish_at is not None for j in admitted)
+    assert admit(session, first) == []  # no longer queued: nothing to admit
 
 
-def test_a_job_claimed_by_another_dispatcher_is_not_claimed_again(
-    session: Session, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    job = add(session)
-    stale = Job.model_validate(job.model_dump())  # what a second dispatcher read a moment ago
-    assert job_status.claim_next(session).id == job.id
-    reads = iter([stale, None])
-    monkeypatch.setattr(job_status, "oldest_queued", lambda *a, **k: next(reads))
-    assert job_status.claim_next(session) is None
-    assert session.get(Job, job.id, populate_existing=True).attempts == 1
+def test_an_admission_planned_on_stale_state_changes_nothing(session: Session) -> None:
+    """Another replica admitted since this plan read the ledger: the whole admission is refused."""
+    first, second = add(session), add(session)
+    seen = job_status.ledger_generation(session)
+    assert admit(session, first) is not None  # the other replica, meanwhile
+    stale = job_status.admit(session, [job_status.Pick(second.id, "cpu", 1.0)], generation=seen)
+    assert stale is None
+    assert session.get(Job, second.id, populate_existing=True).status == "queued"
+
+
+def test_the_queue_of_all_users_is_bounded(session: Session) -> None:
+    for owner in ("alice", "bob"):
+        job_status.create(session, owner=owner, params={}, callback_url=None, runner="local",
+                          max_active=10, max_queued=2)
+    with pytest.raises(job_status.QueueFull) as refused:
+        job_status.create(session, owner="carol", params={}, callback_url=None, runner="local",
+                          max_active=10, max_queued=2, retry_after=7)
+    assert refused.value.retry_after == 7 and str(refused.value) == "2"
 
 
 def test_active_jobs_per_owner_are_capped(session: Session) -> None:
@@ -57,9 +73,9 @@ def test_active_jobs_per_owner_are_capped(session: Session) -> None:
 
 def test_requeue_gives_a_claimed_job_back_and_the_attempt_does_not_count(session: Session) -> None:
     job = add(session)
-    job_status.claim_next(session)
+    admit(session, job)
     assert job_status.requeue(session, job_id=job.id, reason="API server down")
     again = session.get(Job, job.id, populate_existing=True)
-    assert (again.status, again.attempts) == ("queued", 0)
+    assert (again.status, again.attempts, again.placement) == ("queued", 0, None)
     assert again.message == "waiting for the runner: API server down"
     assert not job_status.requeue(session, job_id=job.id, reason="twice")  # only a pending job goes back

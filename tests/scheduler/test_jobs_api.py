@@ -66,7 +66,9 @@ def test_conditional_and_range_downloads(client: TestClient, alice: dict[str, st
 @pytest.mark.parametrize(
     ("body", "words"),
     [
-        ({"width": 5000, "height": 5000}, "pixels"),
+        ({"width": 5000, "height": 5000}, "25000000 samples"),
+        ({"width": 4096, "height": 4096, "supersample": 2}, "4096x4096 at supersample 2 is 67108864 samples"),
+        ({"priority": "urgent"}, "priority"),
         ({"max_iter": 10**7}, "max_iter"),
         ({"kind": "sierpinski"}, "kind"),
         ({"zoom": 0}, "zoom"),
@@ -170,8 +172,10 @@ def test_file_names_are_validated(client: TestClient, alice: dict[str, str]) -> 
     assert missing.status_code == 404 and "result/list" in missing.json()["detail"]
 
 
-def test_failed_job_shows_the_jobs_own_error(client: TestClient, alice: dict[str, str]) -> None:
-    job_id = submit(client, alice, device="gpu")["job_id"]  # no GPU here: the job exits 3
+def test_failed_job_shows_the_jobs_own_error(make_client: Client) -> None:
+    client = make_client(local_gpus=1)  # the service is told of a GPU the host lacks
+    alice = sign_up_and_in(client, "alice")
+    job_id = submit(client, alice, device="gpu")["job_id"]  # the job finds none: it exits 3
     doc = wait_for(client, job_id, alice)
     assert doc["status"] == "failed"
     logs = client.get(f"/jobs/{job_id}/logs", headers=alice).text

@@ -184,7 +184,7 @@ def test_failure_reports_the_jobs_own_error_line(make_settings: Callable[..., Se
         await h.runner.submit(job)
         await h.wait_for(job.job_id, "failed")
 
-    h = run(make_settings(), scenario)
+    h = run(make_settings(local_gpus=1), scenario)  # a GPU slot the host cannot back
     failed = h.of(job.job_id, "failed")
     assert len(failed) == 1 and failed[0].finished_at is not None
     log = b"".join(h.storage.iter_bytes(f"{job.result_prefix}job.log")).decode()
@@ -286,6 +286,18 @@ def test_timeout_stops_the_job(make_settings: Callable[..., Settings]) -> None:
     h = run(make_settings(job_timeout_seconds=1), scenario)
     assert h.of(job.job_id, "failed")[0].error == "the job ran longer than 1 seconds and was stopped"
     assert group_gone(pids[0])
+
+
+def test_gpu_slots_are_the_gpus_found(make_settings: Callable[..., Settings]) -> None:
+    """No OpenCL GPU here: the local runner has no GPU class, and a GPU job is refused."""
+    async def scenario(h: Harness) -> None:
+        assert h.runner.gpus == 0 and h.runner.capacity("gpu") == 0
+        snap = h.runner.snapshot({"cpu": 1})
+        assert not snap.exists("gpu") and snap.free_jobs("cpu") == h.settings.local_max_concurrent - 1
+        with pytest.raises(RunnerUnavailable, match="all 0 local gpu job slots are busy"):
+            await h.runner.submit(spec({**TINY, "device": "gpu"}))
+
+    run(make_settings(), scenario)
 
 
 def test_capacity_and_refusal_when_full(tmp_path: Path, make_settings: Callable[..., Settings]) -> None:

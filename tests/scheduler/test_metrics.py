@@ -140,3 +140,15 @@ def test_job_timings_feed_the_histograms() -> None:
     assert 'fractal_job_duration_seconds_sum{status="succeeded"} 12.0' in text
     assert 'fractal_job_duration_seconds_bucket{le="3600.0",status="failed"} 1.0' in text
     assert 'status="cancelled"' not in text.split("fractal_job_duration_seconds")[-1]
+
+
+def test_admission_per_device_class() -> None:
+    metrics = Metrics(lambda: {}, queue_lengths=lambda: {"gpu": 3})
+    metrics.job_admitted("cpu", 2.0)
+    metrics.job_admitted("cpu", None)
+    metrics.job_admitted("tpu", 1.0)  # an unknown class cannot add series
+    text = metrics.render()[0].decode()
+    assert 'fractal_queue_length{class="gpu"} 3.0' in text and 'fractal_queue_length{class="cpu"} 0.0' in text
+    assert 'fractal_jobs_admitted_total{class="cpu"} 2.0' in text
+    assert 'fractal_job_wait_seconds_count{class="cpu"} 1.0' in text
+    assert 'fractal_jobs_admitted_total{class="other"} 1.0' in text

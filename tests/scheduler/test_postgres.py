@@ -1,6 +1,6 @@
 """The service on a real PostgreSQL server (DATABASE_URL), as several replicas run it: the whole
-flow through the app, two replicas sharing one database, the dispatcher's claim under
-contention, and a restart. Each test gets a database of its own on one server per session.
+flow through the app, two replicas sharing one database, admission under contention (never
+over capacity), and a restart. Each test gets a database of its own on one server per session.
 
 Skips (with the reason) where the PostgreSQL server binaries are absent; CI installs them
 through `scripts/setup requirements-dev.txt`.
@@ -9,6 +9,7 @@ through `scripts/setup requirements-dev.txt`.
 from __future__ import annotations
 
 import contextlib
+import functools
 import hashlib
 import json
 import os
@@ -24,8 +25,14 @@ from fastapi.testclient import TestClient
 from sqlalchemy import Engine
 from sqlmodel import Session, select
 
+from job_image.storage import LocalStorage
 from scheduler import crud, db, job_status
+from scheduler.admission.throughput import Throughput
+from scheduler.core.config import Settings
+from scheduler.dispatcher import Dispatcher
 from scheduler.models import Job
+from scheduler.runners.local import LocalRunner
+from scheduler.tracker import Tracker
 from tests.postgres import PostgresServer, Unavailable, running_postgres
 from tests.scheduler.conftest import TINY, Client, sign_up_and_in, submit, wait_for
 from tests.scheduler.test_db import old_database_gains_new_columns
@@ -158,42 +165,60 @@ def test_two_replicas_run_each_job_exactly_once(make_pg_client: Client, tmp_path
         assert b.get(f"/jobs/{job_id}/result", headers=alice).status_code == 200
 
 
-def test_concurrent_claims_hand_out_each_job_once(database_url: str) -> None:
-    """The dispatcher's conditional UPDATE, raced by four engines (four replicas) at once."""
-    workers, count = 4, 40
+def test_replicas_never_over_admit(database_url: str, tmp_path: Path) -> None:
+    """Four dispatchers (four replicas' engines) run their admission cycle at once, over and
+    over, on one queue: no class ever holds more admitted jobs than its capacity.
+
+    The replicas disagree on purpose, as replicas with differently learned figures do: half
+    of them have forgotten user0's earlier work (a short half-life), half still count it, so
+    they would admit different jobs for the same free slots; only one may."""
+    workers, rounds = 4, 10
+    settings = Settings(data_dir=tmp_path, database_url=database_url, local_max_concurrent=3, local_gpus=1)
     engines = [db.make_engine(database_url) for _ in range(workers)]
     try:
         db.init_db(engines[0])
         with Session(engines[0]) as session:
-            ids = {
-                job_status.create(
-                    session, owner="alice", params=TINY, callback_url=None, runner="local", max_active=count
-                ).id
-                for _ in range(count)
-            }
+            create = functools.partial(job_status.create, session, callback_url=None, runner="local",
+                                       max_active=100, estimated_iterations=1e9)
+            for _ in range(2):  # user0's earlier, long renders
+                done = create(owner="user0", params={**TINY, "device": "cpu"}, estimated_iterations=1e14)
+                done.status, done.placement = "succeeded", "cpu"
+                done.admitted_at = datetime.now(UTC) - timedelta(seconds=1000)
+                session.add(done)
+                session.commit()
+            for i in range(20):
+                create(owner=f"user{i % 5}", params={**TINY, "device": "gpu" if i % 4 == 3 else "cpu"})
+
+        async def report(_: Any) -> bool:
+            return True
+
+        dispatchers = [
+            Dispatcher(engine, LocalRunner(settings, report, LocalStorage(tmp_path / "results")),
+                       Tracker(engine, max_attempts=3), retry_max_seconds=1.0, throughput=Throughput(),
+                       half_life=10.0 if i % 2 else 1e6)
+            for i, engine in enumerate(engines)
+        ]
         start = threading.Barrier(workers)
 
-        def claim_all(engine: Engine) -> list[str]:
-            start.wait(timeout=30)
-            claimed = []
-            while True:
-                with Session(engine, expire_on_commit=False) as session:
-                    job = job_status.claim_next(session)
-                if job is None:
-                    return claimed
-                assert job.status == "pending" and job.attempts == 1, job
-                claimed.append(job.id)
+        def cycles(dispatcher: Dispatcher) -> list[bool]:
+            outcomes = []
+            for _ in range(rounds):
+                start.wait(timeout=30)
+                outcomes.append(dispatcher.decide() is not None)
+            return outcomes
 
         with ThreadPoolExecutor(workers) as pool:
-            claims = [job_id for got in pool.map(claim_all, engines) for job_id in got]
-        assert len(claims) == len(set(claims)) == count and set(claims) == ids  # each exactly once
-        stored = jobs_in_db(engines[0]).values()
-        assert {(job.status, job.attempts) for job in stored} == {("pending", 1)}
+            outcomes = [won for got in pool.map(cycles, dispatchers) for won in got]
+        admitted = [job for job in jobs_in_db(engines[0]).values() if job.status == "pending"]
+        assert sorted(job.placement for job in admitted) == ["cpu", "cpu", "cpu", "gpu"]  # capacity, exactly
+        assert all(job.attempts == 1 for job in admitted)
+        assert not all(outcomes)  # some cycles did lose the race, and changed nothing
         with Session(engines[0]) as session:  # each change logged once, in its own transaction
-            events = crud.events_after(session, seq=0, limit=10 * count)
-        assert len({e.seq for e in events}) == len(events) == 2 * count
-        for job_id in ids:
-            assert [e.document["status"] for e in events if e.job_id == job_id] == ["queued", "pending"]
+            events = crud.events_after(session, seq=0, limit=100_000)
+        assert len({e.seq for e in events}) == len(events)
+        for job in admitted:  # admitted once: one `pending` event, after its last `queued` one
+            statuses = [e.document["status"] for e in events if e.job_id == job.id]
+            assert statuses.count("pending") == 1 and statuses[-1] == "pending", statuses
     finally:
         for engine in engines:
             engine.dispose()

@@ -45,7 +45,7 @@ async def submit_job(user: CurrentUser, service: ServiceDep, request: JobCreate)
         raise unprocessable(f"Invalid parameters: {problem}.")
     if request.callback_url is not None:
         check_callback_url(request.callback_url, service.settings.callback_allow_private)
-    return JobPublic.of(service.submit(user.username, request))
+    return JobPublic.of(await service.submit(user.username, request))
 
 
 @router.get("")

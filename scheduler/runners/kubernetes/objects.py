@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from kubernetes import client as k
 
+from scheduler.admission.capacity import JobShape
 from scheduler.core.config import Settings
 from scheduler.runners.base import JobSpec
 
@@ -145,4 +146,13 @@ def make_access_review(namespace: str, group: str, resource: str, verb: str) -> 
                 verb=verb,
             )
         ),
+    )
+
+
+def job_shape(settings: Settings) -> JobShape:
+    """What one Job's pod counts against a ResourceQuota: the requests and limits make_job sets."""
+    return JobShape(
+        cpu_request=settings.job_cpu_request, cpu_limit=settings.job_cpu_limit,
+        memory_request=settings.job_memory_request, memory_limit=settings.job_memory_limit,
+        gpu_resource=settings.job_gpu_resource,
     )

@@ -16,13 +16,15 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable, Coroutine, Mapping
 from datetime import UTC, datetime
 from typing import Any
 
 from kubernetes import client as k
 
 from job_image.storage import Storage
+from scheduler.admission.capacity import Snapshot, kube_snapshot
+from scheduler.admission.throughput import DeviceClass
 from scheduler.core.config import Settings
 from scheduler.runners.base import JobSpec, Report, RunnerUnavailable, StatusReport
 from scheduler.runners.kubernetes import adoption, errors, objects, sweep, tracking
@@ -101,6 +103,17 @@ class KubernetesRunner:
         # cannot overshoot the limit (and the namespace's quota) while the watch catches up.
         held = sum(tracking.holds_slot(s) for s in self.states.values())
         return max(0, self.settings.kube_max_active_jobs - held)
+
+    def snapshot(self, in_use: Mapping[DeviceClass, int]) -> Snapshot:
+        """The settings' capacity: KUBE_MAX_ACTIVE_JOBS, and KUBE_GPU_CAPACITY for GPU jobs.
+        Jobs this runner holds that the database does not count (yet) count too."""
+        counted = dict(in_use)
+        unknown = self.settings.kube_max_active_jobs - self.capacity() - sum(in_use.values())
+        counted["cpu"] = counted.get("cpu", 0) + max(0, unknown)  # their class is unknown here
+        return kube_snapshot(
+            [], shape=objects.job_shape(self.settings), in_use=counted, uncounted={},
+            max_active_jobs=self.settings.kube_max_active_jobs, gpu_capacity=self.settings.kube_gpu_capacity,
+        )
 
     async def submit(self, job: JobSpec) -> None:
         """Create the Job; RunnerUnavailable keeps the job queued while the API server is away."""

@@ -111,7 +111,9 @@ def test_auto_waits_where_it_will_finish_first() -> None:
 def test_class_that_does_not_exist() -> None:
     p = run([job("g", "alice", 1, device="gpu"), job("a", "alice", 1, device="auto")], gpu=0)
     assert p.waiting["g"].placement == "gpu" and p.waiting["g"].start is None
-    assert p.waiting["g"].message == "waiting for a GPU: none exists here"
+    assert p.waiting["g"].message == (
+        "waiting for a GPU: LOCAL_GPUS (default: the OpenCL GPU devices found) is 0"
+    )
     assert [(w.job_id, c) for w, c in p.admit] == [("a", "cpu")]
 
 

@@ -89,7 +89,7 @@ def test_sign_up_first_render_click_to_zoom_and_gallery(
     expect(view).to_have_attribute("data-job-id", first_id)
     expect(page.get_by_text("1×", exact=True)).to_be_visible()
     expect(page.get_by_test_id("error")).to_be_hidden()
-    assert console.unexpected() == []
+    assert console == []
 
 
 def test_sign_in_opens_the_newest_render(page: tuple[Page, Console], live_service: str) -> None:
@@ -109,7 +109,7 @@ def test_sign_in_opens_the_newest_render(page: tuple[Page, Console], live_servic
     expect(page.get_by_test_id("colormap")).to_have_value("twilight")
     page.reload()  # the session outlives a reload
     expect(page.get_by_test_id("view")).to_have_attribute("data-job-id", job_id)
-    assert console.unexpected() == []
+    assert console == []
 
 
 def test_errors_are_sentences_on_the_page(page: tuple[Page, Console]) -> None:
@@ -148,7 +148,7 @@ def test_the_view_geometry_is_designs_pixel_mapping(page: tuple[Page, Console]) 
         assert point["y"] == params["center_y"] - (py + 0.5 - params["height"] / 2) * s
     assert got["hit"] == {"px": 201, "py": 100}
     assert got["edge"] == {"px": 639, "py": 479}  # the last pixel, not one past it
-    assert console.unexpected() == []
+    assert console == []
 
 
 def test_nothing_is_loaded_from_outside_the_service(page: tuple[Page, Console], live_service: str) -> None:
@@ -158,7 +158,7 @@ def test_nothing_is_loaded_from_outside_the_service(page: tuple[Page, Console], 
     page.goto("/")
     expect(page.get_by_test_id("sign-in")).to_be_visible()
     page.wait_for_load_state("networkidle")
-    assert outside == [] and console.unexpected() == []
+    assert outside == [] and console == []
 
 
 def test_progress_and_cancellation_come_live(page: tuple[Page, Console], live_service: str) -> None:
@@ -189,4 +189,4 @@ def test_progress_and_cancellation_come_live(page: tuple[Page, Console], live_se
     finally:
         for slot in slots:
             httpx.post(f"{live_service}/jobs/{slot}/cancel", headers=headers)
-    assert console.unexpected() == []
+    assert console == []

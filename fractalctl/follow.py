@@ -109,12 +109,16 @@ def follow(api: Api, job: dict[str, Any], display: Display) -> dict[str, Any]:
 
 def _follow_events(api: Api, job: dict[str, Any], display: Display) -> dict[str, Any]:
     last_id: str | None = None
-    losses = 0
+    losses = 0  # streams in a row that were lost, or ended, before telling anything
     while True:
         try:
             with api.events(job["job_id"], last_id) as events:
                 for event in events:
                     losses, last_id = 0, event.id
+                    if event.event == "deleted":
+                        break  # the read below answers with the server's 404
+                    if event.event != "message":  # a kind this client does not know
+                        continue
                     job = json.loads(event.data)
                     display.update(job)
                     if job["status"] in FINISHED:
@@ -125,15 +129,17 @@ def _follow_events(api: Api, job: dict[str, Any], display: Display) -> dict[str,
             api.job(job["job_id"])  # raises the 404 if the job itself is gone
             return _follow_polls(api, job, display)  # a server without an event stream
         except Unreachable:
-            losses += 1
-            if losses > RECONNECTS:
+            if losses >= RECONNECTS:
                 raise
-            time.sleep(min(2.0**losses / 4, 5.0))
-        # the stream ended early (e.g. the server restarted): read the document, then resume
+        # the stream ended early (the server restarted, the job was deleted): where is the job now?
         job = api.job(job["job_id"])
         display.update(job)
         if job["status"] in FINISHED:
             return job
+        losses += 1
+        if losses > RECONNECTS:
+            raise Unreachable(f"The event stream from {api.server} keeps ending; try again later.")
+        time.sleep(min(2.0**losses / 4, 5.0))
 
 
 def _follow_polls(api: Api, job: dict[str, Any], display: Display) -> dict[str, Any]:

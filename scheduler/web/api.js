@@ -7,6 +7,8 @@ export class ApiError extends Error {
   }
 }
 
+const RETRY_MS = 500;
+const RETRY_MAX_MS = 10_000;
 const FINISHED = new Set(["succeeded", "failed", "cancelled"]);
 export const isFinished = (job) => FINISHED.has(job.status);
 
@@ -59,10 +61,6 @@ export class Api {
     return this.json("POST", "/jobs", { json: params });
   }
 
-  job(id, wait = 0, signal) {
-    return this.json("GET", `/jobs/${id}${wait ? `?wait=${wait}` : ""}`, { signal });
-  }
-
   jobs(limit) {
     return this.json("GET", `/jobs?limit=${limit}`);
   }
@@ -71,37 +69,36 @@ export class Api {
     return (await this.request("GET", `/jobs/${id}/result`, { signal })).blob();
   }
 
-  // Yields each job document the server sends until the job has finished. The stream is read
-  // with fetch (EventSource cannot send a bearer token); a lost stream resumes with
-  // Last-Event-ID, and a service without the stream is long-polled instead.
-  async *follow(job, signal) {
-    let lastId = null;
-    while (!isFinished(job)) {
-      const headers = { Accept: "text/event-stream" };
-      if (lastId) headers["Last-Event-ID"] = lastId;
-      let response;
-      try {
-        response = await this.request("GET", `/jobs/${job.job_id}/events`, { signal, headers });
-      } catch (err) {
-        if (!(err instanceof ApiError && (err.status === 404 || err.status === 405))) throw err;
-        yield* this.poll(job, signal);
-        return;
-      }
-      for await (const event of parseEvents(response.body, signal)) {
-        if (event.id !== null) lastId = event.id;
-        job = JSON.parse(event.data);
-        yield job;
-        if (isFinished(job)) return;
-      }
-      job = await this.job(job.job_id, 0, signal);  // the stream ended early: where are we?
-      yield job;
-    }
+  cancel(id) {
+    return this.json("POST", `/jobs/${id}/cancel`);
   }
 
-  async *poll(job, signal) {
-    while (!isFinished(job)) {
-      job = await this.job(job.job_id, 1, signal);
-      yield job;
+  // Every change of the caller's jobs, from `GET /events`, for as long as `signal` allows:
+  // yields { event, doc } ("message" with a job document, "deleted" with its job_id). The stream
+  // is read with fetch (EventSource cannot send a bearer token); a lost one is opened again with
+  // Last-Event-ID, so nothing is missed or repeated. `onOpen(true | false)` tells whether the
+  // stream is up; a refusal (e.g. an ended session) is thrown.
+  async *events(signal, onOpen = () => {}) {
+    let lastId = null;
+    let pause = RETRY_MS;
+    while (!signal.aborted) {
+      const headers = { Accept: "text/event-stream" };
+      if (lastId !== null) headers["Last-Event-ID"] = lastId;
+      try {
+        const response = await this.request("GET", "/events", { signal, headers });
+        onOpen(true);
+        pause = RETRY_MS;
+        for await (const event of parseEvents(response.body, signal)) {
+          lastId = event.id ?? lastId;
+          yield { event: event.event, doc: JSON.parse(event.data) };
+        }
+      } catch (err) {
+        if (err.name === "AbortError" || (err instanceof ApiError && err.status !== 0)) throw err;
+      }
+      if (signal.aborted) return;
+      onOpen(false);  // the connection was lost: wait a little, then resume
+      await new Promise((resolve) => setTimeout(resolve, pause));
+      pause = Math.min(pause * 2, RETRY_MAX_MS);
     }
   }
 }

@@ -1,21 +1,25 @@
 // The explorer: sign in, show the current render large, click it to zoom in there, follow jobs
-// live, browse the gallery. The page talks to the same HTTP API as fractalctl.
+// live from the event stream, browse the gallery. The page uses the same HTTP API as fractalctl.
 import { Api, ApiError, isFinished } from "./api.js";
+import { coordinate, KIND_NAMES, describe, zoomText } from "./format.js";
+import { Gallery, Images } from "./gallery.js";
 import { pixelAt, renderSize, zoomedAt } from "./view.js";
 
 const $ = (id) => document.getElementById(id);
 const SESSION_KEY = "fractal-explorer.session";
 const GALLERY_SIZE = 24;
-// the fields one view hands to the next render; the rest keep the server's defaults
+// the fields one view hands to the next render; the rest keep the service's defaults
 const VIEW_FIELDS = ["kind", "width", "height", "center_x", "center_y", "zoom", "max_iter",
   "julia_re", "julia_im", "colormap"];
-const KIND_NAMES = { mandelbrot: "Mandelbrot", julia: "Julia", burning_ship: "Burning ship" };
 
 const state = {
   api: new Api(),
-  shown: null,      // the job whose image is in the view (clicks zoom into it)
-  followed: null,   // AbortController of the job being followed
-  thumbs: new Map(),// job_id -> object URL of its image
+  images: null,
+  gallery: null,
+  stream: null,           // AbortController of the event stream
+  shown: null,            // the job whose image is in the view (clicks zoom into it)
+  target: null,           // the job_id the view waits for (its progress is shown)
+  cancelled: new Set(),   // jobs cancelled from this page: their end is no error
 };
 
 // --- errors as sentences ------------------------------------------------------------------------
@@ -25,13 +29,9 @@ function showError(sentence) {
   $("error").hidden = false;
 }
 
-function clearError() {
-  $("error").hidden = true;
-}
-
-// Runs an action; an API refusal becomes a sentence on the page, an ended session the sign-in form.
+// Runs an action; a refusal becomes a sentence on the page, an ended session the sign-in form.
 async function attempt(action) {
-  clearError();
+  $("error").hidden = true;
   try {
     await action();
   } catch (err) {
@@ -83,29 +83,60 @@ function savedSession() {
 
 function signOut() {
   localStorage.removeItem(SESSION_KEY);
-  state.followed?.abort();
-  state.api = new Api();
-  state.shown = null;
-  for (const url of state.thumbs.values()) URL.revokeObjectURL(url);
-  state.thumbs.clear();
+  state.stream?.abort();
+  state.images?.clear();
+  Object.assign(state, { api: new Api(), shown: null, target: null });
   $("gallery").replaceChildren();
-  $("view").hidden = true;
+  $("view").hidden = $("progress").hidden = $("offline").hidden = true;
   $("placeholder").hidden = false;
-  $("who").hidden = $("sign-out").hidden = true;
-  $("explorer").hidden = true;
+  $("who").hidden = $("sign-out").hidden = $("explorer").hidden = true;
   $("auth").hidden = false;
   $("auth-form").password.value = "";
 }
 
 async function start(session) {
   state.api = new Api(session.token);
+  state.images = new Images(state.api);
+  state.gallery = new Gallery($("gallery"), state.images, (id) => attempt(() => open(id)), GALLERY_SIZE);
   $("who").textContent = session.username;
   $("who").hidden = $("sign-out").hidden = false;
   $("auth").hidden = true;
   $("explorer").hidden = false;
-  const jobs = await loadGallery();
-  if (jobs.length) await open(jobs.find((j) => j.status === "succeeded") ?? jobs[0]);
+  const { data: jobs } = await state.api.jobs(GALLERY_SIZE);
+  state.gallery.set(jobs);
+  await listen();  // before any render: none of its changes may be missed
+  const newest = jobs.find((j) => j.status === "succeeded") ?? jobs[0];
+  if (newest) await open(newest.job_id);
   else await render(defaultView($("controls").kind.value));
+}
+
+// The event stream of all the user's jobs feeds the gallery and the view; resolves once it is open.
+function listen() {
+  state.stream?.abort();
+  const stream = new AbortController();
+  state.stream = stream;
+  return new Promise((opened) => {
+    const onOpen = (up) => {
+      $("offline").hidden = up || stream.signal.aborted;
+      opened();
+    };
+    attempt(async () => {
+      for await (const { event, doc } of state.api.events(stream.signal, onOpen)) {
+        if (event === "deleted") forget(doc.job_id);
+        else if (event === "message") changed(doc);
+      }
+    }).finally(opened);
+  });
+}
+
+function changed(job) {
+  state.gallery.update(job);
+  if (job.job_id === state.target) track(job);
+}
+
+function forget(jobId) {
+  state.gallery.remove(jobId);
+  if (jobId === state.target) track(null);
 }
 
 // --- renders -------------------------------------------------------------------------------------
@@ -134,50 +165,36 @@ function viewOf(params) {
 
 async function render(params) {
   const job = await state.api.submit(params);
-  state.thumbs.delete(job.job_id);
-  await loadGallery();
-  await follow(job);
+  const seen = state.gallery.find(job.job_id);  // the stream may be ahead of this answer
+  if (!seen) state.gallery.update(job);
+  track(seen ?? job);
 }
 
-async function open(job) {
+async function open(jobId) {
+  const job = state.gallery.find(jobId);
   setControls(job.params);
   if (job.status === "succeeded") {
-    state.followed?.abort();
+    track(null);
     await show(job);
   } else {
-    await follow(job);
+    track(job);
   }
 }
 
-async function follow(job) {
-  state.followed?.abort();
-  const followed = new AbortController();
-  state.followed = followed;
-  showProgress(job);
-  for await (const doc of state.api.follow(job, followed.signal)) {
-    if (followed.signal.aborted) return;
-    job = doc;
-    showProgress(job);
-  }
-  if (followed.signal.aborted) return;
-  showProgress(null);
-  if (job.status === "succeeded") await show(job);
+// The view waits for `job` (null: for nothing): its progress while it is active, then its image
+// or the sentence why there is none.
+function track(job) {
+  state.target = job && !isFinished(job) ? job.job_id : null;
+  showProgress(state.target ? job : null);
+  if (!job || state.target) return;
+  if (job.status === "succeeded") attempt(() => show(job));
   else if (job.status === "failed") showError(`The render failed: ${job.error ?? "no reason was given"}`);
-  else showError("The render was cancelled.");
-  await loadGallery();
-}
-
-async function imageUrl(job) {
-  if (!state.thumbs.has(job.job_id)) {
-    state.thumbs.set(job.job_id, URL.createObjectURL(await state.api.image(job.job_id)));
-  }
-  return state.thumbs.get(job.job_id);
+  else if (!state.cancelled.has(job.job_id)) showError("The render was cancelled.");
 }
 
 async function show(job) {
   const view = $("view");
-  const url = await imageUrl(job);
-  view.src = url;
+  view.src = await state.images.url(job);
   await view.decode().catch(() => {});
   view.alt = `${KIND_NAMES[job.params.kind]} at ${zoomText(job.params.zoom)}`;
   view.dataset.jobId = job.job_id;
@@ -186,7 +203,7 @@ async function show(job) {
   $("placeholder").hidden = true;
   state.shown = job;
   showFacts(job);
-  markActive();
+  state.gallery.markActive(job.job_id);
 }
 
 function zoomAtClick(event) {
@@ -198,35 +215,28 @@ function zoomAtClick(event) {
   return render(zoomedAt({ ...viewOf(job.params), ...controls(), kind: job.params.kind }, px, py));
 }
 
+async function cancel() {
+  const jobId = state.target;
+  if (!jobId) return;
+  state.cancelled.add(jobId);
+  changed(await state.api.cancel(jobId));
+}
+
 // --- what the page shows -------------------------------------------------------------------------
-
-function zoomText(zoom) {
-  return zoom >= 1e4 ? `${zoom.toExponential(2)}×` : `${Number(zoom.toPrecision(6))}×`;
-}
-
-// As many digits as tell one pixel from the next at this zoom, no more.
-function coordinate(value, params) {
-  const digits = Math.min(17, 3 + Math.ceil(Math.log10(params.zoom * params.width)));
-  return String(Number(value.toPrecision(digits)));
-}
-
-function describe(job) {
-  const parts = [];
-  if (job.status === "running" && job.progress != null) parts.push(`${Math.round(job.progress * 100)}%`);
-  if (job.status === "queued" && job.queue_position) parts.push(`#${job.queue_position} in the queue`);
-  if (job.status === "queued" && job.estimated_start_at) {
-    parts.push(`starts about ${new Date(job.estimated_start_at).toLocaleTimeString()}`);
-  }
-  if ((job.status === "queued" || job.status === "pending") && job.message) parts.push(job.message);
-  return [job.status, ...parts].join(" · ");
-}
 
 function showProgress(job) {
   $("progress").hidden = !job;
   if (!job) return;
-  const done = job.status === "succeeded" ? 1 : job.progress ?? 0;
-  $("progress-fill").style.width = `${(done * 100).toFixed(1)}%`;
-  $("progress-fill").classList.toggle("waiting", job.status !== "running");
+  const fill = $("progress-fill");
+  if (fill.dataset.jobId !== job.job_id) {  // a new job's bar starts empty, not sliding back
+    fill.dataset.jobId = job.job_id;
+    fill.style.transition = "none";
+    fill.style.width = "0";
+    void fill.offsetWidth;  // apply that before the transition is restored
+    fill.style.transition = "";
+  }
+  fill.style.width = `${((job.progress ?? 0) * 100).toFixed(1)}%`;
+  fill.classList.toggle("waiting", job.status !== "running");
   $("progress-text").textContent = describe(job);
 }
 
@@ -249,44 +259,6 @@ function showFacts(job) {
   }));
 }
 
-async function loadGallery() {
-  const page = await state.api.jobs(GALLERY_SIZE);
-  $("gallery").replaceChildren(...page.data.map(galleryItem));
-  markActive();
-  return page.data;
-}
-
-function galleryItem(job) {
-  const li = document.createElement("li");
-  const button = document.createElement("button");
-  button.type = "button";
-  button.className = "thumb";
-  button.dataset.jobId = job.job_id;
-  button.title = `${KIND_NAMES[job.params.kind]} at ${zoomText(job.params.zoom)}: ${job.status}`;
-  const picture = document.createElement(job.status === "succeeded" ? "img" : "div");
-  picture.className = "picture";
-  if (job.status === "succeeded") {
-    picture.alt = button.title;
-    imageUrl(job).then((url) => { picture.src = url; }, () => picture.classList.add("missing"));
-  } else {
-    picture.textContent = job.status;
-    picture.classList.add(job.status);
-  }
-  const caption = document.createElement("span");
-  caption.className = "caption";
-  caption.textContent = `${KIND_NAMES[job.params.kind]} · ${zoomText(job.params.zoom)}`;
-  button.append(picture, caption);
-  button.addEventListener("click", () => attempt(() => open(job)));
-  li.append(button);
-  return li;
-}
-
-function markActive() {
-  for (const button of $("gallery").querySelectorAll(".thumb")) {
-    button.classList.toggle("active", button.dataset.jobId === state.shown?.job_id);
-  }
-}
-
 // --- wiring --------------------------------------------------------------------------------------
 
 function wire() {
@@ -297,6 +269,7 @@ function wire() {
   $("sign-up").addEventListener("click", () => attempt(signUp));
   $("sign-out").addEventListener("click", signOut);
   $("view").addEventListener("click", (event) => attempt(() => zoomAtClick(event)));
+  $("cancel").addEventListener("click", () => attempt(cancel));
   const form = $("controls");
   const current = () => (state.shown ? viewOf(state.shown.params) : defaultView(form.kind.value));
   form.addEventListener("submit", (event) => {

@@ -8,11 +8,14 @@ import os
 import struct
 import subprocess
 import sys
+import time
 import uuid
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+
+from tests.scheduler.conftest import LONG
 
 ROOT = Path(__file__).resolve().parents[2]
 TINY = ["--width", "48", "--height", "32", "--max-iter", "40", "--device", "cpu"]
@@ -123,6 +126,45 @@ def test_tables_for_people(ctl: Run, user: str) -> None:
     details = ctl("get", job_id).stdout
     assert "Job ID:" in details and "Status:" in details and "Size:" in details and "48x32" in details
     assert "progress 100%" in ctl("logs", job_id).stdout
+
+
+def wait_running(ctl: Run, job_id: str) -> None:
+    deadline = time.monotonic() + 120
+    while json.loads(ctl("-o", "json", "get", job_id).stdout)["status"] != "running":
+        assert time.monotonic() < deadline, f"job {job_id} did not start in 120 s"
+        time.sleep(0.1)
+
+
+def test_cancel_keeps_the_job_and_its_follower_exits_1(
+    ctl: Run, env: dict[str, str], user: str, tmp_path: Path
+) -> None:
+    long = [f"--{k.replace('_', '-')}={v}" for k, v in LONG.items()]
+    job_id = json.loads(ctl("-o", "json", "render", *long).stdout)["job_id"]
+    wait_running(ctl, job_id)
+    out = tmp_path / "never.png"
+    follower = subprocess.Popen(
+        [sys.executable, "-m", "fractalctl", "render", "--out", str(out), *long],
+        cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )
+    try:
+        followed = ""
+        deadline = time.monotonic() + 60
+        while not followed:  # the follower's job, from its first plain line
+            assert time.monotonic() < deadline and follower.poll() is None
+            followed = follower.stdout.readline().split(" ")[0]
+        assert ctl("cancel", job_id).stdout.strip() == f"Job {job_id} cancelled."
+        cancelled = ctl("cancel", followed)
+        assert cancelled.returncode == 0, cancelled.stderr
+        _out, err = follower.communicate(timeout=60)
+    finally:
+        follower.kill()
+    assert follower.returncode == 1
+    assert one_line(err) == f"fractalctl: Job {followed} cancelled."
+    assert not out.exists()
+    again = ctl("cancel", job_id)
+    assert again.returncode == 3 and "already" in one_line(again.stderr).lower()
+    kept = json.loads(ctl("-o", "json", "get", job_id).stdout)  # a cancelled job stays
+    assert kept["status"] == "cancelled"
 
 
 def test_rm_removes_the_job(ctl: Run, user: str) -> None:

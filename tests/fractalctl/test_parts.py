@@ -14,7 +14,7 @@ import httpx
 import pytest
 
 from fractalctl import cli, credentials
-from fractalctl.api import Api, ApiError
+from fractalctl.api import Api, ApiError, Unreachable
 from fractalctl.follow import LineDisplay, NoDisplay, describe, follow
 from fractalctl.output import age, job_details, jobs_table, progress_text
 from fractalctl.sse import Event, parse_events
@@ -35,7 +35,7 @@ def job(status: str = "running", **fields: object) -> dict:
 
 def sse(*docs: dict, start: int = 1) -> bytes:
     frames = [": keep-alive\n\n"]
-    frames += [f"id: {start + i}\nevent: job\ndata: {json.dumps(d)}\n\n" for i, d in enumerate(docs)]
+    frames += [f"id: {start + i}\ndata: {json.dumps(d)}\n\n" for i, d in enumerate(docs)]
     return "".join(frames).encode()
 
 
@@ -76,6 +76,22 @@ def test_follow_resumes_a_lost_stream_with_last_event_id() -> None:
     ]
 
 
+def test_follow_gives_up_on_a_stream_that_keeps_ending(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr("fractalctl.follow.time.sleep", lambda _s: None)
+    opened = []
+
+    def server(request: httpx.Request) -> httpx.Response:
+        if request.url.path.endswith("/events"):
+            opened.append(1)
+            return httpx.Response(200, content=b": ping\n\n")
+        return httpx.Response(200, json=job("running"))
+
+    with Api("http://fractal.test", "t", transport=httpx.MockTransport(server)) as api, \
+            pytest.raises(Unreachable, match="keeps ending"):
+        follow(api, job("queued"), NoDisplay())
+    assert len(opened) == 6
+
+
 def test_follow_long_polls_a_server_without_an_event_stream() -> None:
     polls = iter([job("running", progress=0.5), job("failed", error="error: no GPU")])
 
@@ -92,6 +108,18 @@ def test_follow_long_polls_a_server_without_an_event_stream() -> None:
 
 def test_follow_of_a_missing_job_is_the_servers_404() -> None:
     def server(request: httpx.Request) -> httpx.Response:
+        return httpx.Response(404, json={"detail": f"No job {'a' * 32} here."})
+
+    with Api("http://fractal.test", "t", transport=httpx.MockTransport(server)) as api, \
+            pytest.raises(ApiError, match="No job"):
+        follow(api, job("queued"), NoDisplay())
+
+
+def test_a_job_deleted_while_followed_is_the_servers_404() -> None:
+    def server(request: httpx.Request) -> httpx.Response:
+        if request.url.path.endswith("/events"):
+            gone = f"id: 9\nevent: deleted\ndata: {json.dumps({'job_id': 'a' * 32})}\n\n"
+            return httpx.Response(200, content=sse(job(progress=0.1)) + gone.encode())
         return httpx.Response(404, json={"detail": f"No job {'a' * 32} here."})
 
     with Api("http://fractal.test", "t", transport=httpx.MockTransport(server)) as api, \

@@ -33,11 +33,6 @@ def browser() -> Iterator[Browser]:
 class Console(list[str]):
     """What the page logged as an error, and what it threw."""
 
-    def unexpected(self) -> list[str]:
-        # TODO(issue 12): drop this once GET /jobs/{id}/events is on main; until then the page
-        # finds no stream (a 404 the browser logs) and long-polls instead
-        return [e for e in self if not ("status of 404" in e and e.endswith("/events)"))]
-
 
 @pytest.fixture
 def page(browser: Browser, live_service: str) -> Iterator[tuple[Page, Console]]:

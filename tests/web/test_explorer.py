@@ -4,6 +4,7 @@ click-to-zoom on DESIGN's pixel mapping, the gallery, errors as sentences, a cle
 from __future__ import annotations
 
 import math
+import re
 import uuid
 from typing import Any
 
@@ -11,6 +12,7 @@ import httpx
 import pytest
 from playwright.sync_api import Page, expect
 
+from tests.scheduler.conftest import LONG
 from tests.web.conftest import Console
 
 PASSWORD = "correct-horse"
@@ -87,7 +89,7 @@ def test_sign_up_first_render_click_to_zoom_and_gallery(
     expect(view).to_have_attribute("data-job-id", first_id)
     expect(page.get_by_text("1×", exact=True)).to_be_visible()
     expect(page.get_by_test_id("error")).to_be_hidden()
-    assert console.unexpected() == []
+    assert console == []
 
 
 def test_sign_in_opens_the_newest_render(page: tuple[Page, Console], live_service: str) -> None:
@@ -107,7 +109,7 @@ def test_sign_in_opens_the_newest_render(page: tuple[Page, Console], live_servic
     expect(page.get_by_test_id("colormap")).to_have_value("twilight")
     page.reload()  # the session outlives a reload
     expect(page.get_by_test_id("view")).to_have_attribute("data-job-id", job_id)
-    assert console.unexpected() == []
+    assert console == []
 
 
 def test_errors_are_sentences_on_the_page(page: tuple[Page, Console]) -> None:
@@ -146,7 +148,7 @@ def test_the_view_geometry_is_designs_pixel_mapping(page: tuple[Page, Console]) 
         assert point["y"] == params["center_y"] - (py + 0.5 - params["height"] / 2) * s
     assert got["hit"] == {"px": 201, "py": 100}
     assert got["edge"] == {"px": 639, "py": 479}  # the last pixel, not one past it
-    assert console.unexpected() == []
+    assert console == []
 
 
 def test_nothing_is_loaded_from_outside_the_service(page: tuple[Page, Console], live_service: str) -> None:
@@ -156,4 +158,35 @@ def test_nothing_is_loaded_from_outside_the_service(page: tuple[Page, Console], 
     page.goto("/")
     expect(page.get_by_test_id("sign-in")).to_be_visible()
     page.wait_for_load_state("networkidle")
-    assert outside == [] and console.unexpected() == []
+    assert outside == [] and console == []
+
+
+def test_progress_and_cancellation_come_live(page: tuple[Page, Console], live_service: str) -> None:
+    """With the runner's slots taken, a render waits: the page shows that and cancels it; a job
+    cancelled elsewhere (the API) reaches the page through the event stream alone."""
+    page, console = page
+    sign_up(page, new_name())
+    shown_job(page)
+    headers = {"Authorization": f"Bearer {token_of(page)}"}
+    slots = [httpx.post(f"{live_service}/jobs", json=LONG, headers=headers).json()["job_id"] for _ in "ab"]
+    try:
+        gallery = page.get_by_test_id("gallery")
+        page.get_by_role("button", name="Render").click()
+        expect(page.get_by_test_id("progress")).to_have_text(re.compile(r"^queued"))
+        waiting = gallery.locator("button.thumb").first
+        expect(waiting).to_have_attribute("data-status", "queued")
+        page.get_by_test_id("cancel").click()
+        expect(waiting).to_have_attribute("data-status", "cancelled")
+        expect(page.get_by_test_id("progress")).to_be_hidden()
+        expect(page.get_by_test_id("error")).to_be_hidden()  # the user's own cancel is no error
+
+        page.get_by_role("button", name="Render").click()
+        expect(gallery.locator("button.thumb[data-status=queued]")).to_have_count(1)
+        job_id = gallery.locator("button.thumb").first.get_attribute("data-job-id")
+        assert httpx.post(f"{live_service}/jobs/{job_id}/cancel", headers=headers).status_code == 200
+        expect(page.get_by_test_id("error")).to_have_text("The render was cancelled.")
+        expect(gallery.locator("button.thumb").first).to_have_attribute("data-status", "cancelled")
+    finally:
+        for slot in slots:
+            httpx.post(f"{live_service}/jobs/{slot}/cancel", headers=headers)
+    assert console == []

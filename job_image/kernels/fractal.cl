@@ -62,7 +62,9 @@ typedef CAT(int, VW) FIV;
 #define MASK(c) (c)
 #define LOADR(i, p) CAT(vload, VW)(i, p)
 #define STOREU(v, i, p) CAT(vstore, VW)(v, i, p)
-#define STORE_UC(v, i, p) CAT(vstore, VW)(CAT(convert_uchar, VW)(v), i, p)
+/* An aligned vector store (rows start at multiples of 64 samples): PoCL turns vstoreN of
+ * uchars into N byte stores. */
+#define STORE_UC(v, i, p) (((__global CAT(uchar, VW) *)(p))[i] = CAT(convert_uchar, VW)(v))
 #define TO_UV(v) CAT(convert_uint, VW)(v)
 #define TO_FV(v) CAT(convert_float, VW)(v)
 #define TO_I32(v) CAT(convert_int, VW)(v)
@@ -102,6 +104,9 @@ ITYPE or_tree16(CAT(ITYPE, 16) v) { return or_tree8(v.lo | v.hi); }
 #endif
 
 #define PER_ITEM (VW * IF)
+#ifndef PERIOD_EVERY
+#define PERIOD_EVERY 4  /* blocks between periodicity checks, a power of 2 */
+#endif
 /* Index of the lowest set bit of a non-zero ulong (popcount is OpenCL 1.2; ctz is 2.0). */
 #define LOWEST_BIT(d) ((int)popcount(((d) & (~(d) + 1)) - 1))
 /* A 0/-1 lane mask as bits (lane l of vector k is bit k*VW + l), and back. */
@@ -236,11 +241,11 @@ FV fast_log2(FV x) {
  * count nu = n + 1 - log2(log2|z_n|), log2|z_n| = log2(|z_n|^2) / 2. In float whatever
  * the precision: this only picks a colour. Done here while |z_n| is at hand, it spares the
  * host a pass over every sample. */
-UV shade(IV n, RV mag, int max_iter, float inv_max_iter) {
+FIV shade(IV n, RV mag, int max_iter, float inv_max_iter) {
     FV nu = TO_FV(n) + 1.0f - fast_log2(fast_log2(TO_FV(mag)) * 0.5f);
     FV t = sqrt(clamp(nu * inv_max_iter, 0.0f, 1.0f));
-    UV idx = TO_UV(t * 254.0f) + 1;
-    return select(idx, (UV)0, TO_I32(n == (IV)max_iter));
+    FIV idx = TO_I32(t * 254.0f) + 1;  /* t >= 0: the signed conversion is one instruction */
+    return select(idx, (FIV)0, TO_I32(n == (IV)max_iter));
 }
 
 __kernel void escape(__global const REAL *xs,   /* sample x per column, padded to the row stride */
@@ -335,23 +340,26 @@ __kernel void escape(__global const REAL *xs,   /* sample x per column, padded t
      * lane waiting for the slowest sample of its vector. The refill is scalar work over
      * finished lanes only, at most once per block of CHECK iterations. */
 #if PERIODIC
-    RV pr[IF], pi[IF];
-    IV age[IF];  /* blocks since the lane's sample started its refill part */
+    /* per lane: z kept for the periodicity test, and the checks since its sample started */
+    REAL keep_zr[PER_ITEM], keep_zi[PER_ITEM];
+    ITYPE keep_age[PER_ITEM];
 #endif
-    FOR_K {
-        live[k] = (IV)0;
-#if PERIODIC
-        pr[k] = pi[k] = (RV)0;
-        age[k] = (IV)0;
-#endif
-    }
+    FOR_K live[k] = (IV)0;
     uint at[PER_ITEM];  /* each lane's sample, as an offset from t0 */
     REAL xnew[PER_ITEM], zrnew[PER_ITEM], zinew[PER_ITEM];  /* for the samples lanes take */
-    uint nout[PER_ITEM], sout[PER_ITEM];
+    uint nout[PER_ITEM];
+    int sout[PER_ITEM];
     for (int l = 0; l < PER_ITEM; l++) {
         at[l] = 0;
         xnew[l] = zrnew[l] = zinew[l] = (REAL)0;
+#if PERIODIC
+        keep_zr[l] = keep_zi[l] = (REAL)0;
+        keep_age[l] = 0;
+#endif
     }
+#if PERIODIC
+    uint blocks = 0;
+#endif
     int next = 0;
     ulong busy = 0;                                     /* lanes holding a sample */
     ulong fin = ((ulong)1 << (PER_ITEM - 1) << 1) - 1;  /* first pass: every lane takes one */
@@ -389,36 +397,46 @@ __kernel void escape(__global const REAL *xs,   /* sample x per column, padded t
                 n[k] = select(n[k], (IV)head, f);
                 live[k] |= f;
 #if PERIODIC
-                pr[k] = select(pr[k], zr[k], f);
-                pi[k] = select(pi[k], zi[k], f);
-                age[k] &= ~f;
+                STOREU(select(LOADR(k, keep_zr), zr[k], f), k, keep_zr);
+                STOREU(select(LOADR(k, keep_zi), zi[k], f), k, keep_zi);
+                STOREU(LOADR(k, keep_age) & ~f, k, keep_age);
 #endif
             }
         }
 
         RUN_BLOCK(exact)
 
+#if PERIODIC
+        /* Periodicity (Brent's scheme, per lane, every PERIOD_EVERY blocks): z at the lane's
+         * check 2^j is kept, and each later check compares with it until check 2^(j+1). An
+         * orbit that returns bit for bit to a value it had is a cycle of the iteration in this
+         * precision, so brute force would never see it escape: its count is max_iter. A cycle
+         * of period P is caught once the orbit is on it and 2^j checks span a multiple of P.
+         * Checking every few blocks, not every one, keeps its cost below what it saves. */
+        const bool check = (++blocks & (PERIOD_EVERY - 1)) == 0;
+        if (check) {
+            FOR_K {
+                /* kept in memory (the index hides it from register promotion): they are
+                 * only touched here, and in registers they crowd the iteration out */
+                const int at_k = k + zero;
+                RV pr = LOADR(at_k, keep_zr), pi = LOADR(at_k, keep_zi);
+                IV age = LOADR(at_k, keep_age) + (IV)1;
+                IV cycled = live[k] & MASK(zr[k] == pr) & MASK(zi[k] == pi);
+                n[k] = select(n[k], (IV)max_iter, cycled);
+                live[k] &= ~cycled;
+                IV keep = MASK((age & (age - (IV)1)) == (IV)0);
+                STOREU(select(pr, zr[k], keep), at_k, keep_zr);
+                STOREU(select(pi, zi[k], keep), at_k, keep_zi);
+                STOREU(age, at_k, keep_age);
+            }
+        }
+#endif
         /* Counts past max_iter (a block may overrun it) are max_iter: brute force stops there. */
         ulong still = 0;
         FOR_K {
             IV over = MASK(n[k] >= (IV)max_iter);
             n[k] = select(n[k], (IV)max_iter, over);
             live[k] &= ~over;
-#if PERIODIC
-            /* Periodicity (Brent's scheme, per lane, at block ends): z at the end of the
-             * lane's block 2^j is kept, and each later block end compares with it until block
-             * 2^(j+1). An orbit that returns bit for bit to a value it had is a cycle of the
-             * iteration in this precision, so brute force would never see it escape: its
-             * count is max_iter. A cycle of period P is caught once the orbit is on it and
-             * 2^j blocks span a multiple of P. */
-            age[k] += (IV)1;
-            IV cycled = live[k] & MASK(zr[k] == pr[k]) & MASK(zi[k] == pi[k]);
-            n[k] = select(n[k], (IV)max_iter, cycled);
-            live[k] &= ~cycled;
-            IV keep = MASK((age[k] & (age[k] - (IV)1)) == (IV)0);
-            pr[k] = select(pr[k], zr[k], keep);
-            pi[k] = select(pi[k], zi[k], keep);
-#endif
             still |= TO_BITS(live[k], k);
         }
         fin = busy & ~still;

@@ -24,9 +24,11 @@ from .params import FractalParams
 KERNEL_SOURCE = (Path(__file__).parent / "kernels" / "fractal.cl").read_text()
 KIND_CODES = {"mandelbrot": 0, "julia": 1, "burning_ship": 2}
 # Kinds whose kernel looks for orbits that repeat exactly (see the kernel). It saves the
-# iterations of interior samples after their orbit settles, and costs every other sample a
-# test per block; `benchmarks/kernel.py` measures both ways per kind.
-PERIODIC = {"mandelbrot": 1, "julia": 0, "burning_ship": 1}
+# iterations of interior samples after their orbit settles (julia's rabbit: 5-7x faster;
+# the burning ship's body: 1.2-1.4x) and costs samples still running after the head a test
+# per block (frames with little interior: within the noise of +-20 % here);
+# `benchmarks/kernel.py` measures both ways per kind.
+PERIODIC = {"mandelbrot": 1, "julia": 1, "burning_ship": 1}
 # Row strides are padded to this many samples: a multiple of every vector width * in-flight
 # count allowed below, and of a GPU warp, so loads stay aligned and coalesced.
 ROW_PAD = 64
@@ -41,10 +43,11 @@ class KernelShape:
     # Iterations per block between escape tests (see the kernel). 8 measured best on PoCL:
     # 4 tests too often, 16 replays too much when a lane escapes.
     check_every: int = 8
-    # Samples of a row per work-item, shared out among its lanes (see the kernel): long on a
-    # CPU so that lanes refill from it and little time goes to the tail where lanes run out;
-    # one vector group on a GPU, which runs one sample per work-item.
-    tile: int = 1024
+    # Samples per work-item, a run of the band's rows, shared out among its lanes (see the
+    # kernel): long on a CPU so that little time goes to the tail where lanes run out of
+    # samples (8192: 4 rows of a 2048 frame); one vector group on a GPU, which runs one
+    # sample per work-item.
+    tile: int = 8192
     # Iterations every sample gets in fixed vector groups before the lanes refill (see the
     # kernel): most samples escape within them, at the least cost per sample.
     head: int = 32
@@ -128,7 +131,7 @@ class FractalKernel:
 
     def _local_size(self) -> tuple[int, int] | None:
         # On a CPU, PoCL compiles the kernel once per work-group size, so a fixed (1, 1) lets
-        # every frame size reuse one cached binary; each work-item is already 64 samples wide.
+        # every frame size reuse one cached binary; each work-item already takes a whole tile.
         # A GPU driver picks its own work-group size.
         return None if self.chosen.is_gpu else (1, 1)
 
@@ -140,7 +143,7 @@ class FractalKernel:
         coords = cl.Buffer(self.ctx, flags.READ_ONLY | flags.COPY_HOST_PTR,
                            hostbuf=np.zeros(per_item, self.real))
         out = cl.Buffer(self.ctx, flags.WRITE_ONLY, per_item * 4)
-        self.kernel(self.queue, (1, 1), self._local_size(), coords, coords, np.int32(0),
+        self.kernel(self.queue, (1, 1), self._local_size(), coords, coords, np.int32(0), np.int32(1),
                     np.int32(per_item), np.int32(per_item), np.int32(1), self.real(0), self.real(0),
                     np.float32(1), np.int32(0), out, out).wait()
 
@@ -178,9 +181,9 @@ class FractalKernel:
             shades_np = np.empty((rows, stride), np.uint8)
             slots.append((counts_g, shades_g, counts_np, shades_np))
 
-        groups = -(-stride // self.shape.tile)
         local = self._local_size()
-        self.kernel.set_args(xs_g, ys_g, np.int32(0), np.int32(stride), np.int32(wn), np.int32(p.max_iter),
+        self.kernel.set_args(xs_g, ys_g, np.int32(0), np.int32(0), np.int32(stride), np.int32(wn),
+                             np.int32(p.max_iter),
                              self.real(p.julia_re), self.real(p.julia_im), np.float32(1.0 / p.max_iter),
                              np.int32(0), None, None)
 
@@ -188,9 +191,11 @@ class FractalKernel:
             counts_g, shades_g, counts_np, shades_np = slots[slot]
             band_rows = min(rows, hn - row0)
             self.kernel.set_arg(2, np.int32(row0))
-            self.kernel.set_arg(10, counts_g)
-            self.kernel.set_arg(11, shades_g)
-            k_evt = cl.enqueue_nd_range_kernel(self.queue, self.kernel, (groups, band_rows), local)
+            self.kernel.set_arg(3, np.int32(band_rows))
+            self.kernel.set_arg(11, counts_g)
+            self.kernel.set_arg(12, shades_g)
+            tiles = -(-band_rows * stride // self.shape.tile)
+            k_evt = cl.enqueue_nd_range_kernel(self.queue, self.kernel, (tiles, 1), local)
             c_evt = cl.enqueue_copy(self.queue, counts_np[:band_rows], counts_g, is_blocking=False)
             s_evt = cl.enqueue_copy(self.queue, shades_np[:band_rows], shades_g, is_blocking=False)
             return row0, band_rows, k_evt, cl.enqueue_marker(self.queue, wait_for=[c_evt, s_evt])

@@ -81,6 +81,7 @@ def job_details(job: dict[str, Any]) -> str:
         ("Priority", job.get("priority")),
         ("Placement", job.get("placement")),
         ("Queue position", job.get("queue_position")),
+        ("Estimated iterations", _thousands(job.get("estimated_iterations"))),
         ("Estimated start", job.get("estimated_start_at")),
         ("Estimated finish", job.get("estimated_finish_at")),
         ("Created", job.get("created_at")),
@@ -91,6 +92,10 @@ def job_details(job: dict[str, Any]) -> str:
     shown = [(k, v) for k, v in fields if v not in (None, "")]
     width = max(len(k) for k, _ in shown) + 1
     return "\n".join(f"{k + ':':<{width}} {v}" for k, v in shown)
+
+
+def _thousands(n: int | None) -> str | None:
+    return f"{n:,}" if n is not None else None
 
 
 def _center(params: dict[str, Any]) -> str | None:

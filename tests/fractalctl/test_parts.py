@@ -144,9 +144,11 @@ def test_tables_and_ages() -> None:
 def test_scheduling_fields_are_shown_when_the_server_sends_them() -> None:
     plain = job_details(job("queued"))
     assert "Queue position" not in plain and "Placement" not in plain
-    scheduled = job("queued", queue_position=3, estimated_start_at="2026-12-01T10:05:00Z", priority="high")
+    scheduled = job("queued", queue_position=3, estimated_start_at="2026-12-01T10:05:00Z", priority="high",
+                    estimated_iterations=1234567)
     text = job_details(scheduled)
-    assert "Queue position:  3" in text and "Priority:        high" in text and "Estimated start:" in text
+    assert "Estimated iterations: 1,234,567" in text
+    assert "Queue position:       3" in text and "Priority:             high" in text
     assert describe(scheduled).startswith("queued: #3 in queue, starts ~")
     assert progress_text(job("succeeded", progress=1.0)) == "100%" and progress_text(job("failed")) == "-"
 

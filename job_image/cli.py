@@ -22,7 +22,7 @@ from pydantic import ValidationError
 
 from .errors import InvalidParams, JobError, StorageFailed
 from .params import FractalParams, Limits, describe_error, parse_params
-from .settings import JobSettings
+from .settings import JobSettings, configure_opencl_cache
 from .storage import StorageError, storage_from_env
 
 # flag -> parameter field; values stay strings so pydantic reports every bad one the same way
@@ -95,13 +95,21 @@ def _progress(quiet: bool) -> Callable[[int], None]:
     return report
 
 
-def _warnings_to_stdout() -> None:
-    # pyopencl reports compiler chatter as warnings; on stderr they would become the job's error.
+def _noise_to_stdout() -> None:
+    """Keep stderr to the job's one error line: the scheduler shows the last stderr line as the
+    job's error, so anything after the real cause would hide it."""
+    # pyopencl reports compiler chatter as warnings
     def show(message: Warning | str, category: type[Warning], filename: str, lineno: int,
              file: TextIO | None = None, line: str | None = None) -> None:
         print(f"warning: {category.__name__}: {_one_line(str(message))}", flush=True)
 
+    # errors in __del__ at exit (pytools' cache, once its directory could not be made)
+    def unraisable(info: sys.UnraisableHookArgs) -> None:
+        what = f"{type(info.exc_value).__name__}: {_one_line(str(info.exc_value))}"
+        print(f"warning: ignored in {info.object!r}: {what}", flush=True)
+
     warnings.showwarning = show
+    sys.unraisablehook = unraisable
 
 
 def run(argv: Sequence[str] | None = None, env: dict[str, str] | None = None) -> int:
@@ -126,7 +134,9 @@ def run(argv: Sequence[str] | None = None, env: dict[str, str] | None = None) ->
         except StorageError as exc:
             raise StorageFailed(f"storage failure: {exc}") from exc
 
-    # Imported late: pyopencl's import is the slow part, and bad input should fail fast.
+    # Imported late: pyopencl's import is the slow part, and bad input should fail fast. Its
+    # caches are placed first: pytools opens one at import, under HOME unless told otherwise.
+    configure_opencl_cache(settings.opencl_cache_dir)
     from . import job, output
 
     rendered = job.render(params, settings, _progress(args.quiet), env=dict(env))
@@ -156,7 +166,7 @@ def _one_line(text: str) -> str:
 
 def main(argv: Sequence[str] | None = None, env: dict[str, str] | None = None) -> int:
     """Entry point: exit codes 0 done, 2 bad parameters, 3 no device, 4 storage, 1 other."""
-    _warnings_to_stdout()
+    _noise_to_stdout()
     try:
         return run(argv, env)
     except JobError as exc:

@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from . import colour, device, png
+from .errors import NoDevice
 from .params import FractalParams
 from .render import FractalKernel, KernelShape
 from .settings import JobSettings, configure_opencl_cache
@@ -50,7 +51,15 @@ def render(p: FractalParams, settings: JobSettings, progress: Callable[[int], No
            env: dict[str, str] | None = None) -> Rendered:
     """Render `p`; `progress(percent)` is called after each band. Raises NoDevice (exit 3)."""
     cache = configure_opencl_cache(settings.opencl_cache_dir)
-    chosen = device.choose(p.device, env)
+    try:
+        chosen = device.choose(p.device, env)
+    except NoDevice as exc:
+        if cache is None:  # PoCL finds no device when it has nowhere to write: that is the cause
+            raise NoDevice(
+                f"no writable directory for the OpenCL kernel cache ({settings.opencl_cache_dir}, "
+                f"nor a temp dir), which PoCL needs: set OPENCL_CACHE_DIR; {exc}"
+            ) from exc
+        raise
     if p.precision == "float64":
         device.require_fp64(chosen)
     shape = KernelShape.for_device(chosen, p.precision, settings.vector_width, settings.in_flight)

@@ -53,23 +53,46 @@ class JobSettings:
 
 def default_cache_dir() -> Path:
     """~/.cache/fractal-job, or a temp-dir path where HOME is missing or read-only (restricted pods)."""
-    home = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
-    if os.access(home if home.exists() else home.parent, os.W_OK):
+    try:
+        home = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
+    except (RuntimeError, KeyError):  # no HOME and no passwd entry (an arbitrary uid in a pod)
+        home = None
+    if home is not None and os.access(home if home.exists() else home.parent, os.W_OK):
         return home / "fractal-job"
-    return Path(tempfile.gettempdir()) / "fractal-job-cache"
+    return _temp_cache_dir() or Path("/tmp/fractal-job-cache")  # tried, and found unwritable, later
+
+
+def _temp_cache_dir() -> Path | None:
+    try:
+        return Path(tempfile.gettempdir()) / f"fractal-job-cache-{os.getuid()}"
+    except FileNotFoundError:  # no writable temp dir at all (a read-only root without /tmp)
+        return None
 
 
 def configure_opencl_cache(cache_dir: Path) -> Path | None:
-    """Point PoCL's kernel cache into `cache_dir` unless the caller set POCL_CACHE_DIR.
+    """Point every cache the render writes into `cache_dir`, or a temp dir where it cannot be
+    written; with neither, turn pyopencl's caches off. Nothing is written under HOME.
 
-    Must run before the first OpenCL call: PoCL reads the variable when it initialises.
-    Returns the pyopencl binary cache dir to pass to `Program.build`, or None when the
-    directory cannot be created (then builds are simply not cached).
+    Must run before pyopencl is imported: pytools opens pyopencl's invoker cache at import (in
+    XDG_CACHE_HOME, else ~/.cache), and PoCL reads POCL_CACHE_DIR when it initialises. Variables
+    the caller set are kept. Returns the pyopencl binary cache dir to pass to `Program.build`,
+    or None when builds are not cached.
     """
+    for folder in (cache_dir, _temp_cache_dir()):
+        if folder is not None and _writable(folder, ("pocl", "pyopencl", "xdg")):
+            os.environ.setdefault("POCL_CACHE_DIR", str(folder / "pocl"))
+            os.environ.setdefault("XDG_CACHE_HOME", str(folder / "xdg"))
+            return folder / "pyopencl"
+    os.environ.setdefault("PYOPENCL_NO_CACHE", "1")
+    return None
+
+
+def _writable(folder: Path, parts: tuple[str, ...]) -> bool:
     try:
-        (cache_dir / "pocl").mkdir(parents=True, exist_ok=True)
-        (cache_dir / "pyopencl").mkdir(parents=True, exist_ok=True)
+        for part in parts:
+            (folder / part).mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=folder):  # a real write: os.access says yes to root
+            pass
     except OSError:
-        return None
-    os.environ.setdefault("POCL_CACHE_DIR", str(cache_dir / "pocl"))
-    return cache_dir / "pyopencl"
+        return False
+    return True

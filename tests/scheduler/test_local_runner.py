@@ -214,7 +214,9 @@ def test_silent_failures_are_described(
     assert "progress" not in body or 0.5 in [r.progress for r in h.of(job.job_id)]
 
 
-def test_cancel_stops_the_group_and_reports_cancelled_once(make_settings: Callable[..., Settings]) -> None:
+def test_cancel_stops_the_group_and_reports_cancelled_once(
+    make_settings: Callable[..., Settings], caplog: pytest.LogCaptureFixture
+) -> None:
     job = spec(LONG)
     pids: list[int] = []
 
@@ -233,6 +235,7 @@ def test_cancel_stops_the_group_and_reports_cancelled_once(make_settings: Callab
     assert h.of(job.job_id, "cancelled")[0].finished_at is not None
     assert len(h.reports) == len(h.of(job.job_id))
     assert not (h.settings.data_dir / "local-jobs" / f"{job.job_id}.pid").exists()
+    assert "killing it" not in caplog.text  # the render stopped on SIGTERM, within the grace
 
 
 class HeldLogStorage(LocalStorage):
@@ -274,7 +277,9 @@ def test_cancel_of_a_job_that_is_finishing_waits_for_its_end(
     run(make_settings(), scenario)
 
 
-def test_timeout_stops_the_job(make_settings: Callable[..., Settings]) -> None:
+def test_timeout_stops_the_job(
+    make_settings: Callable[..., Settings], caplog: pytest.LogCaptureFixture
+) -> None:
     job = spec(LONG)
     pids: list[int] = []
 
@@ -286,6 +291,7 @@ def test_timeout_stops_the_job(make_settings: Callable[..., Settings]) -> None:
     h = run(make_settings(job_timeout_seconds=1), scenario)
     assert h.of(job.job_id, "failed")[0].error == "the job ran longer than 1 seconds and was stopped"
     assert group_gone(pids[0])
+    assert "killing it" not in caplog.text
 
 
 def test_gpu_slots_are_the_gpus_found(make_settings: Callable[..., Settings]) -> None:

@@ -1,8 +1,13 @@
 # The API image: scheduler + job_image (the scheduler imports the job's parameter model, and the
 # local runner runs `python -m job_image`). The job image is job_image/Dockerfile.
-#   docker build -t fractal-scheduler:latest .
+#   scripts/build-images   (or: docker build -t fractal-scheduler:<tag in deploy/kustomization.yaml> .)
 # The context is what .dockerignore allows (an allowlist): a new COPY source goes there too.
-FROM python:3.11-slim
+# The Debian release is in the tag: `python:3.11-slim` alone moved from bookworm to trixie under
+# the same name, changing every system library (PoCL, the ICD loader) without a line changed here.
+# To update: change the release in both Dockerfiles together (Dockerfile, job_image/Dockerfile),
+# rebuild (scripts/build-images), run the render tests in the image, then bump the tags in
+# deploy/kustomization.yaml. A digest (@sha256:...) pins it further, for releases.
+FROM python:3.11-slim-bookworm
 
 ENV PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1 \

@@ -409,3 +409,58 @@ def test_devcontainer_names_services_that_exist() -> None:
     node_ports = {p.get("nodePort") for p in find("Service", "minio")["spec"]["ports"]}
     assert int(env["MINIO_ENDPOINT"].rsplit(":", 1)[1]) in node_ports
     assert env["KUBE_NAMESPACE"] == "fractal"
+
+
+def kustomized() -> list[dict]:
+    out = subprocess.run(
+        ["kubectl", "kustomize", str(REPO / "deploy")], capture_output=True, text=True, check=True, timeout=60
+    ).stdout
+    return [d for d in yaml.safe_load_all(out) if d]
+
+
+def kustomization_tags() -> dict[str, str]:
+    images = yaml.safe_load((REPO / "deploy" / "kustomization.yaml").read_text())["images"]
+    return {i["name"]: i["newTag"] for i in images}
+
+
+def test_our_images_carry_no_tag_outside_the_kustomization() -> None:
+    """One place sets the tags; ':latest' with IfNotPresent would never pick up a rebuild."""
+    tags = kustomization_tags()
+    assert set(tags) == {"fractal-scheduler", "fractal-job"} and "latest" not in tags.values()
+    for workload in workloads():
+        for container in containers(workload):
+            if container["image"].startswith("fractal-"):
+                assert ":" not in container["image"], container["image"]
+    assert api_config()["JOB_IMAGE"] == "fractal-job"
+
+
+@pytest.mark.skipif(shutil.which("kubectl") is None, reason="kubectl not installed")
+def test_kustomize_sets_every_image_tag() -> None:
+    tags = kustomization_tags()
+    built = kustomized()
+    for doc in built:
+        if doc["kind"] in ("Deployment", "StatefulSet"):
+            for container in containers(doc):
+                name, _, tag = container["image"].rpartition(":")
+                assert name and tag and tag != "latest", container["image"]
+                assert tags.get(name, tag) == tag
+    configs = [d for d in built if d["kind"] == "ConfigMap"]
+    (config,) = [d for d in configs if d["metadata"]["name"] == "fractal-scheduler-config"]
+    assert config["data"]["JOB_IMAGE"] == f"fractal-job:{tags['fractal-job']}"
+
+
+@pytest.mark.parametrize("dockerfile", ["Dockerfile", "job_image/Dockerfile"])
+def test_base_images_name_their_debian_release(dockerfile: str) -> None:
+    bases = re.findall(r"^FROM\s+(\S+)", (REPO / dockerfile).read_text(), re.M)
+    pinned = r"python:3\.\d+(\.\d+)?-slim-(bookworm|trixie)"
+    assert bases and all(re.fullmatch(pinned, base) for base in bases), bases
+
+
+def test_build_script_tags_the_images_as_the_kustomization_says() -> None:
+    done = subprocess.run(
+        [str(REPO / "scripts" / "build-images"), "--dry-run"], capture_output=True, text=True, check=True
+    )
+    tags = kustomization_tags()
+    lines = done.stdout.splitlines()
+    assert f"-t fractal-scheduler:{tags['fractal-scheduler']} -f Dockerfile ." in lines[0]
+    assert f"-t fractal-job:{tags['fractal-job']} -f job_image/Dockerfile ." in lines[1]

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
+from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from sqlalchemy import (
     Column,
@@ -20,7 +22,7 @@ from sqlalchemy import (
     text,
     update,
 )
-from sqlmodel import SQLModel, create_engine
+from sqlmodel import Session, SQLModel, create_engine
 
 from scheduler.core import files
 
@@ -43,6 +45,24 @@ def make_engine(database_url: str) -> Engine:
         cur.close()
 
     return engine
+
+
+T = TypeVar("T")
+
+
+async def in_thread(engine: Engine, work: Callable[[Session], T]) -> T:
+    """`work(session)` in a worker thread, with a short session whose objects stay readable.
+
+    Every DB call of the service goes through here (or another thread): a query waiting on a
+    lock, a full disk or a slow server then holds one worker thread, never the event loop, so
+    health checks and every other request go on meanwhile.
+    """
+    return await asyncio.to_thread(_in_session, engine, work)
+
+
+def _in_session(engine: Engine, work: Callable[[Session], T]) -> T:
+    with Session(engine, expire_on_commit=False) as session:
+        return work(session)
 
 
 def init_db(engine: Engine) -> None:

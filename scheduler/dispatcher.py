@@ -23,11 +23,10 @@ from collections.abc import Callable
 from datetime import datetime, timedelta
 
 from sqlalchemy import Engine
-from sqlmodel import Session
 
 from job_image.backoff import Backoff
 from job_image.params import FractalParams
-from scheduler import crud, job_status
+from scheduler import crud, db, job_status
 from scheduler.admission.assign import Admitted, Plan, plan
 from scheduler.admission.queue import Waiting
 from scheduler.admission.throughput import DeviceClass, Throughput
@@ -181,12 +180,10 @@ class Dispatcher:
                 StatusReport(job.id, "failed", error=f"the job could not be started: {exc}")
             )
             return
-        with Session(self.engine) as session:
-            deleted = not crud.job_exists(session, job_id=job.id)
+        deleted = not await db.in_thread(self.engine, lambda s: crud.job_exists(s, job_id=job.id))
         if deleted:  # DELETE arrived while it was being submitted: don't leave it running
             await self.runner.cancel(job.id)
 
     async def _requeue(self, job: Job, reason: str) -> None:
-        with Session(self.engine) as session:
-            job_status.requeue(session, job_id=job.id, reason=reason)
+        await db.in_thread(self.engine, lambda s: job_status.requeue(s, job_id=job.id, reason=reason))
         self.tracker.notify(job.id)

@@ -9,9 +9,9 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-from collections.abc import Collection
+from collections.abc import Callable, Collection
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from sqlmodel import Session
 
@@ -35,6 +35,7 @@ from scheduler.statuses import ACTIVE, FINISHED, WITH_RUNNER
 from scheduler.tracker import Tracker, seconds_between
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 PRIME_JOBS = 20  # finished jobs read at start to learn throughput from (a few result.json reads)
 
@@ -96,8 +97,7 @@ class Service:
         """Create tables, let the runner re-adopt what was running, then start queued jobs."""
         await asyncio.to_thread(db.init_db, self.engine)
         await security.prepare(self.settings.bcrypt_rounds)
-        with self.session() as session:
-            active = crud.jobs_with_status(session, statuses=WITH_RUNNER)
+        active = await self.db(lambda s: crud.jobs_with_status(s, statuses=WITH_RUNNER))
         if active:
             log.info("%d jobs were active when the service stopped; handing them to the runner", len(active))
         await self.runner.start([job_spec(job) for job in active])
@@ -121,16 +121,20 @@ class Service:
         self.engine.dispose()
 
     def session(self) -> Session:
-        """A short session; loaded objects stay readable after it closes."""
+        """A short session; loaded objects stay readable after it closes (threads only: from
+        the event loop use `db`)."""
         return Session(self.engine, expire_on_commit=False)
 
-    def known_user(self, username: str) -> User | None:
+    async def db(self, work: Callable[[Session], T]) -> T:
+        """`work(session)` off the event loop (db.in_thread)."""
+        return await db.in_thread(self.engine, work)
+
+    async def known_user(self, username: str) -> User | None:
         """The account, from memory after the first look-up: every request checks its token's
         user, and this saves that query on the hot path (GET /jobs/{id} polling)."""
         user = self._users.get(username)
         if user is None:
-            with self.session() as session:
-                user = crud.get_user(session, username=username)
+            user = await self.db(lambda s: crud.get_user(s, username=username))
             if user is not None:
                 self._users[username] = user
         return user
@@ -144,9 +148,9 @@ class Service:
         check_device(params, self.runner.snapshot({}))
         estimate = await asyncio.to_thread(estimated_iterations, params)  # ~10-200 ms of NumPy
         check_cost(estimate, self.settings.max_job_iterations)
-        with self.session() as session:
-            job = job_status.create(
-                session,
+        job = await self.db(
+            lambda s: job_status.create(
+                s,
                 owner=owner,
                 params=params.model_dump(mode="json"),
                 callback_url=request.callback_url,
@@ -157,6 +161,7 @@ class Service:
                 max_queued=self.settings.max_queued_jobs,
                 retry_after=self.settings.queue_full_retry_after_seconds,
             )
+        )
         log.info("job %s queued for %s (%.3g iterations estimated)", job.id, owner, estimate)
         self.metrics.job_submitted()
         self.tracker.notify(job.id)
@@ -180,16 +185,14 @@ class Service:
             await self.runner.cancel(job.id)
         if job.status in ACTIVE:  # queued, or a runner that reported nothing: it ends here
             await self.tracker.report(StatusReport(job.id, "cancelled"))
-        with self.session() as session:
-            return JobPublic.of(session.get(Job, job.id) or job)
+        return await self.db(lambda s: JobPublic.of(s.get(Job, job.id) or job))
 
     async def delete(self, job: Job) -> JobPublic:
         """Cancel it if active, remove its process/Job and stored objects, then the record."""
         final = await self._stop(job)
         await asyncio.to_thread(self.storage.delete_prefix, job.result_prefix)
         self.runner.forget(job.id)
-        with self.session() as session:
-            crud.delete_job(session, job_id=job.id)
+        await self.db(lambda s: crud.delete_job(s, job_id=job.id))
         self.tracker.notify(job.id)
         log.info("job %s deleted", job.id)
         return final

@@ -17,7 +17,7 @@ from datetime import datetime
 from sqlalchemy import Engine
 from sqlmodel import Session, col, select
 
-from scheduler import job_status
+from scheduler import db, job_status
 from scheduler.models import Job, JobPublic, as_utc
 from scheduler.runners.base import StatusReport
 from scheduler.statuses import FINISHED
@@ -51,12 +51,17 @@ class Tracker:
         self._changed: dict[str, asyncio.Event] = {}  # job id -> what its long-polls wait on
         self._waiting: collections.Counter[str] = collections.Counter()  # job id -> long-polls
         self._recheck_task: asyncio.Task[None] | None = None
+        self._writing = asyncio.Lock()
 
     async def report(self, report: StatusReport) -> bool:
         """The `report` callback every runner is built with; False when the job has no record
         (deleted, perhaps through another replica: the runner then removes what is left)."""
-        with Session(self.engine, expire_on_commit=False) as session:
-            job, changed, started = job_status.record(session, report, max_attempts=self.max_attempts)
+        # One at a time and in order, as they arrive: two reports of one job written at once
+        # could each read the other's old state (a late progress report undoing an end).
+        async with self._writing:
+            job, changed, started = await db.in_thread(
+                self.engine, lambda s: job_status.record(s, report, max_attempts=self.max_attempts)
+            )
         if job is None:  # deleted meanwhile: nothing to record
             log.debug("report for unknown job %s ignored", report.job_id)
             return False
@@ -87,9 +92,7 @@ class Tracker:
         try:
             while True:
                 event = self._changed.setdefault(job_id, asyncio.Event())  # before reading: no lost wake-up
-                with Session(self.engine) as session:
-                    job = session.get(Job, job_id)
-                    doc = JobPublic.of(job) if job is not None and job.owner == owner else None
+                doc = await db.in_thread(self.engine, lambda s: self._document(s, job_id, owner))
                 remaining = deadline - loop.time()
                 if doc is None or doc.status in FINISHED or remaining <= 0:
                     return doc
@@ -100,6 +103,11 @@ class Tracker:
             if not self._waiting[job_id]:  # the last waiter of this job: nothing to wake any more
                 del self._waiting[job_id]
                 self._changed.pop(job_id, None)
+
+    @staticmethod
+    def _document(session: Session, job_id: str, owner: str) -> JobPublic | None:
+        job = session.get(Job, job_id)
+        return JobPublic.of(job) if job is not None and job.owner == owner else None
 
     def start(self) -> None:
         self._recheck_task = asyncio.create_task(self._recheck(), name="long-poll-recheck")

@@ -1,7 +1,8 @@
 """Route dependencies as `Annotated` aliases: the service, the signed-in user, their job.
 
-There is no request-wide DB session: each read opens a short session (`service.session()`),
-so a long-poll, a bcrypt hash or a streamed download never holds a pooled connection.
+There is no request-wide DB session: each read opens a short session in a worker thread
+(`service.db`), so a long-poll, a bcrypt hash or a streamed download never holds a pooled
+connection, and a query waiting on the database never holds the event loop.
 """
 
 from __future__ import annotations
@@ -38,7 +39,7 @@ async def get_current_user(
         username = token_subject(credentials.credentials, service.jwt_secret)
     except TokenError as exc:
         raise unauthorized(f"{str(exc).capitalize().rstrip('.')}; sign in again.") from exc
-    user = service.known_user(username)
+    user = await service.known_user(username)
     if user is None:  # e.g. a token from before the database was reset
         raise unauthorized("The token's user does not exist; sign in again.")
     return user
@@ -49,8 +50,7 @@ CurrentUser = Annotated[User, Depends(get_current_user)]
 
 async def get_owned_job(job_id: str, user: CurrentUser, service: ServiceDep) -> Job:
     """The caller's job; someone else's is a 404 exactly like a missing one."""
-    with service.session() as session:
-        job = crud.get_job(session, job_id=job_id, owner=user.username)
+    job = await service.db(lambda s: crud.get_job(s, job_id=job_id, owner=user.username))
     if job is None:
         raise job_not_found(job_id)
     return job

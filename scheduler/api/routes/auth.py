@@ -61,12 +61,10 @@ async def sign_up(body: Credentials, request: Request, service: ServiceDep) -> U
     # Before anything else: each hash costs ~0.2 s of CPU, and a 409 tells whether a name exists,
     # so unthrottled 409s would list the usernames.
     throttle((service.signups_per_client, client_address(request)))
-    with service.session() as session:
-        if crud.get_user(session, username=body.username) is not None:
-            raise crud.UsernameTaken(body.username)
-    password_hash = await hash_password(body.password, settings.bcrypt_rounds)
-    with service.session() as session:
-        user = crud.create_user(session, username=body.username, password_hash=password_hash)
+    if await service.db(lambda s: crud.get_user(s, username=body.username)) is not None:
+        raise crud.UsernameTaken(body.username)
+    hashed = await hash_password(body.password, settings.bcrypt_rounds)
+    user = await service.db(lambda s: crud.create_user(s, username=body.username, password_hash=hashed))
     return UserPublic(username=user.username, created_at=user.created_at)
 
 
@@ -91,8 +89,7 @@ async def sign_in(
         (service.signins_per_client, client),
         (service.signins_per_user_and_client, f"{username}\n{client}"),
     )
-    with service.session() as session:
-        user = crud.get_user(session, username=username)
+    user = await service.db(lambda s: crud.get_user(s, username=username))
     # an unknown user is checked against a dummy hash: same answer, similar time
     if not await verify_password(
         password, user.password_hash if user else None, service.settings.bcrypt_rounds
@@ -105,6 +102,5 @@ async def sign_in(
 @router.get("/me")
 async def me(user: CurrentUser, service: ServiceDep) -> Me:
     """Your account, with the `webhook_secret` that signs your jobs' callbacks."""
-    with service.session() as session:
-        secret = crud.webhook_secret(session, username=user.username)
+    secret = await service.db(lambda s: crud.webhook_secret(s, username=user.username))
     return Me(username=user.username, created_at=user.created_at, webhook_secret=secret)

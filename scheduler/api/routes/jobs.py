@@ -61,10 +61,9 @@ async def list_jobs(
     if limit is not None and limit > settings.page_size_max:
         raise unprocessable(f"limit may be at most {settings.page_size_max}.")
     limit = limit or settings.page_size_default
-    with service.session() as session:
-        jobs, count = crud.list_jobs(
-            session, owner=user.username, status=status_filter, limit=limit, offset=offset
-        )
+    jobs, count = await service.db(
+        lambda s: crud.list_jobs(s, owner=user.username, status=status_filter, limit=limit, offset=offset)
+    )
     return JobsPublic(data=[JobPublic.of(job) for job in jobs], count=count, limit=limit, offset=offset)
 
 

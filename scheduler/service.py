@@ -29,6 +29,7 @@ from scheduler.dispatcher import Dispatcher, job_spec
 from scheduler.events import EventFeed
 from scheduler.metrics import Metrics
 from scheduler.models import Job, JobCreate, JobPublic, User
+from scheduler.reconciler import Reconciler
 from scheduler.runners import make_runner
 from scheduler.runners.base import StatusReport
 from scheduler.statuses import ACTIVE, FINISHED, WITH_RUNNER
@@ -73,6 +74,7 @@ class Service:
         self.tracker = Tracker(
             self.engine,
             max_attempts=settings.job_max_attempts,
+            retry_seconds=settings.report_retry_seconds,
             on_started=self._started,
             on_finished=self._finished,
             on_requeued=lambda job: self.dispatcher.wake(),
@@ -86,6 +88,13 @@ class Service:
             on_admitted=self._admitted,
         )
         self._learning: set[asyncio.Task[None]] = set()
+        self.reconciler = Reconciler(
+            self.engine,
+            self.runner,
+            self.tracker,
+            interval=settings.reconcile_interval_seconds,
+            grace=settings.job_lost_after_seconds,
+        )
         self._users: dict[str, User] = {}  # accounts are never removed, so a hit stays true
         self.signins_per_user_and_client = RateLimiter(settings.signin_attempts_per_minute)
         self.signins_per_client = RateLimiter(settings.signin_attempts_per_client_per_minute)
@@ -109,8 +118,10 @@ class Service:
         self.callbacks.start()
         self.dispatcher.start()
         self.dispatcher.wake()
+        self.reconciler.start()
 
     async def stop(self) -> None:
+        await self.reconciler.stop()
         await self.dispatcher.stop()
         for task in list(self._learning):
             task.cancel()

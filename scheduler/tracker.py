@@ -15,6 +15,7 @@ from collections.abc import Callable
 from datetime import datetime
 
 from sqlalchemy import Engine
+from sqlalchemy.exc import SQLAlchemyError
 from sqlmodel import Session, col, select
 
 from scheduler import db, job_status
@@ -39,6 +40,7 @@ class Tracker:
         engine: Engine,
         *,
         max_attempts: int,
+        retry_seconds: float = 5.0,
         on_started: Callable[[Job], None] = lambda job: None,
         on_finished: Callable[[Job], None] = lambda job: None,
         on_requeued: Callable[[Job], None] = lambda job: None,
@@ -52,10 +54,28 @@ class Tracker:
         self._waiting: collections.Counter[str] = collections.Counter()  # job id -> long-polls
         self._recheck_task: asyncio.Task[None] | None = None
         self._writing = asyncio.Lock()
+        self.retry_seconds = retry_seconds
+        self.unwritten: dict[str, StatusReport] = {}  # job id -> its end, not yet in the DB
+        self._retry_task: asyncio.Task[None] | None = None
 
     async def report(self, report: StatusReport) -> bool:
         """The `report` callback every runner is built with; False when the job has no record
-        (deleted, perhaps through another replica: the runner then removes what is left)."""
+        (deleted, perhaps through another replica: the runner then removes what is left).
+
+        An end that cannot be written (a full disk, a database that is away) is kept and written
+        again every `retry_seconds` until it is: the job must not stay active for ever.
+        """
+        try:
+            return await self._write(report)
+        except (SQLAlchemyError, OSError) as exc:
+            if report.status not in FINISHED:
+                log.warning("job %s: report %s not recorded: %s", report.job_id, report.status, exc)
+                return True  # a later report says the same or more
+            log.warning("job %s: its end (%s) not recorded: %s; retrying", report.job_id, report.status, exc)
+            self.unwritten.setdefault(report.job_id, report)
+            return True
+
+    async def _write(self, report: StatusReport) -> bool:
         # One at a time and in order, as they arrive: two reports of one job written at once
         # could each read the other's old state (a late progress report undoing an end).
         async with self._writing:
@@ -111,12 +131,27 @@ class Tracker:
 
     def start(self) -> None:
         self._recheck_task = asyncio.create_task(self._recheck(), name="long-poll-recheck")
+        self._retry_task = asyncio.create_task(self._retry(), name="report-retry")
 
     async def stop(self) -> None:
-        if self._recheck_task is not None:
-            self._recheck_task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._recheck_task
+        for task in (self._recheck_task, self._retry_task):
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+
+    async def _retry(self) -> None:
+        """Write the ends that could not be written, until they are (or their job is gone)."""
+        while True:
+            await asyncio.sleep(self.retry_seconds)
+            for job_id, report in list(self.unwritten.items()):
+                try:
+                    await self._write(report)
+                except (SQLAlchemyError, OSError) as exc:
+                    log.info("job %s: its end is still not recorded: %s", job_id, exc)
+                    break  # the database is still away: try them all again later
+                del self.unwritten[job_id]
+                log.info("job %s: its end (%s) is recorded now", job_id, report.status)
 
     async def _recheck(self) -> None:
         """Another replica may have finished or deleted a job that a long-poll here waits on:

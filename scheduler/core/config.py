@@ -101,6 +101,18 @@ class Settings(BaseSettings):
     dispatch_retry_max_seconds: float = Field(
         30.0, description="cap on the backoff while the runner refuses jobs (e.g. API server down)"
     )
+    report_retry_seconds: float = Field(
+        5.0, gt=0, description="an end the DB refused (full disk, server away) is written again this often"
+    )
+    reconcile_interval_seconds: float = Field(
+        30.0, gt=0, description="how often active records are compared with what the runner follows"
+    )
+    job_lost_after_seconds: float = Field(
+        60.0,
+        gt=0,
+        description="an active record no runner follows for this long is ended as failed, with the reason; "
+        "well over the moment between a claim and the runner taking the job",
+    )
     opencl_cache_dir: Path | None = None  # default: <data_dir>/opencl-cache (PoCL kernel cache)
 
     # --- kubernetes runner -------------------------------------------------------------------

@@ -182,6 +182,10 @@ class LocalRunner:
 
     # --- the Runner interface -----------------------------------------------------------------
 
+    def live(self) -> set[str]:
+        """The jobs this runner follows: running, or ended with their end not yet reported."""
+        return set(self.jobs) | set(self.finishing)
+
     def slots(self, placement: DeviceClass) -> int:
         return self.gpus if placement == "gpu" else self.settings.local_max_concurrent
 
@@ -288,7 +292,8 @@ class LocalRunner:
                 _signal_group(process.pid, signal.SIGKILL)
             readers.cancel()
             job.log_file.close()
-            self._pid_path(job_id).unlink(missing_ok=True)
+            with contextlib.suppress(OSError):  # a read-only or full disk must not lose the end
+                self._pid_path(job_id).unlink(missing_ok=True)
             self.jobs.pop(job_id, None)  # the slot is free before the end is reported
         if job.stopping == "shutdown":
             return

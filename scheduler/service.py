@@ -49,8 +49,8 @@ class Service:
     def __init__(self, settings: Settings, storage: Storage | None = None) -> None:
         self.settings = settings
         files.private_dir(Path(settings.data_dir))  # before anything is written into it
-        if not settings.minio_endpoint:
-            files.private_dir(Path(settings.storage_dir or ""))
+        if not settings.minio_endpoint and settings.storage_dir is not None:
+            files.private_dir(Path(settings.storage_dir))
         self.jwt_secret = load_secret(settings)  # refuses to start with a short secret
         self.engine = db.make_engine(settings.database_url)
         self.storage = storage or storage_from_env(

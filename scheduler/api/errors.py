@@ -13,10 +13,12 @@ from collections.abc import Callable
 from typing import Any
 
 from fastapi import FastAPI, HTTPException, Request, status
+from fastapi.exception_handlers import http_exception_handler
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.exc import TimeoutError as SQLAlchemyTimeout
+from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from job_image.params import describe_errors
@@ -104,6 +106,15 @@ def install_handlers(app: FastAPI) -> None:
             {"detail": describe_validation(raw), "errors": errors},
             status_code=status.HTTP_422_UNPROCESSABLE_CONTENT,
         )
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http(request: Request, exc: StarletteHTTPException) -> Response:
+        # FastAPI answers a body that is not UTF-8 with a 400 "There was an error parsing the
+        # body": it is invalid JSON like any other, so a 422 that says where it broke
+        if exc.status_code == 400 and isinstance(exc.__cause__, UnicodeDecodeError):
+            where = exc.__cause__.start
+            return _detail(422, f"The body is not valid JSON: it is not UTF-8 (byte {where}).")
+        return await http_exception_handler(request, exc)
 
     @app.exception_handler(Throttled)
     async def _throttled(_request: Request, exc: Throttled) -> JSONResponse:

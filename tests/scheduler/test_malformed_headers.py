@@ -74,3 +74,10 @@ def test_file_names_are_matched_whole(client: TestClient, alice: dict[str, str],
     wait_for(client, job_id, alice, ("succeeded",))
     response = client.get(f"/jobs/{job_id}/result", params={"file": name}, headers=alice)
     assert "plain file name" in refused(response, 422)
+
+
+@pytest.mark.parametrize("path", ["/jobs", "/auth/sign-up", "/auth/sign-in"])
+def test_a_body_that_is_not_utf8_is_a_422(client: TestClient, alice: dict[str, str], path: str) -> None:
+    body = b'{"username": "\xff\xfe", "password": "correct-horse", "width": "\xff"}'
+    response = client.post(path, content=body, headers={**alice, "Content-Type": "application/json"})
+    assert "not UTF-8" in refused(response, 422)

@@ -55,7 +55,8 @@ def read_only(tmp_path: Path):  # noqa: ANN201 - a context switch for DATA_DIR
                     pytest.skip(f"cannot bind-mount (needs root): {done.stderr.strip()}")
             mounted.append(str(data))
         else:
-            subprocess.run(["umount", "-l", mounted.pop()], check=True)  # lazily: the DB has it open
+            subprocess.run(["umount", "-l", mounted[-1]], check=True)  # lazily: the DB has it open
+            mounted.pop()
 
     yield switch
     for path in mounted:

@@ -464,3 +464,11 @@ def test_build_script_tags_the_images_as_the_kustomization_says() -> None:
     lines = done.stdout.splitlines()
     assert f"-t fractal-scheduler:{tags['fractal-scheduler']} -f Dockerfile ." in lines[0]
     assert f"-t fractal-job:{tags['fractal-job']} -f job_image/Dockerfile ." in lines[1]
+
+
+def test_the_ingress_serves_https_for_every_host() -> None:
+    ingress = find("Ingress", "fractal-scheduler")
+    hosts = {rule["host"] for rule in ingress["spec"]["rules"]}
+    tls = ingress["spec"]["tls"]
+    assert hosts <= {h for entry in tls for h in entry["hosts"]} and all(entry["secretName"] for entry in tls)
+    assert "fractal-tls" not in {d["metadata"]["name"] for d in all_docs()}  # the key is never in git

@@ -22,7 +22,7 @@ from sqlalchemy import Engine
 from sqlmodel import Session
 
 from job_image.backoff import Backoff
-from scheduler import crud, webhooks
+from scheduler import crud, db, webhooks
 from scheduler.callbacks import USER_AGENT, post_once
 from scheduler.core.config import Settings
 from scheduler.models import Job, JobPublic, as_utc, utcnow
@@ -70,7 +70,7 @@ class CallbackDeliveries:
         while True:
             try:
                 await self.send_due()
-                wait = self._until_next()
+                wait = await db.in_thread(self.engine, self._until_next)
             except Exception:  # a DB hiccup: look again later, the queue is in the database
                 log.warning("callbacks: looking for due callbacks failed", exc_info=True)
                 wait = self.settings.callback_poll_seconds
@@ -78,20 +78,20 @@ class CallbackDeliveries:
                 await asyncio.wait_for(self._wake.wait(), wait)
             self._wake.clear()
 
-    def _until_next(self) -> float:
-        with Session(self.engine) as session:
-            due = as_utc(crud.next_callback_at(session))
+    def _until_next(self, session: Session) -> float:
+        due = as_utc(crud.next_callback_at(session))
         poll = self.settings.callback_poll_seconds
         return poll if due is None else min(poll, max(0.0, (due - utcnow()).total_seconds()))
 
     async def send_due(self) -> int:
         """Claim what is due and start sending it; how many were started."""
         lease = timedelta(seconds=self.settings.callback_timeout * 3 + 5)
-        with Session(self.engine, expire_on_commit=False) as session:
+
+        def claim(session: Session) -> list[Job]:
             due = crud.due_callbacks(session, now=utcnow(), limit=BATCH)
-            claimed = [
-                job for job in due if crud.claim_callback(session, job=job, lease_until=utcnow() + lease)
-            ]
+            return [job for job in due if crud.claim_callback(session, job=job, lease_until=utcnow() + lease)]
+
+        claimed = await db.in_thread(self.engine, claim)
         for job in claimed:
             task = asyncio.create_task(self._send(job), name=f"callback-{job.id}")
             self._sending.add(task)
@@ -107,8 +107,7 @@ class CallbackDeliveries:
 
     async def _attempt(self, job: Job) -> None:
         settings, url = self.settings, job.callback_url or ""
-        with Session(self.engine) as session:
-            secret = crud.webhook_secret(session, username=job.owner)
+        secret = await db.in_thread(self.engine, lambda s: crud.webhook_secret(s, username=job.owner))
         body = json.dumps(JobPublic.of(job).model_dump(mode="json")).encode()
         headers = {
             "Content-Type": "application/json",
@@ -148,5 +147,8 @@ class CallbackDeliveries:
                 attempt,
                 outcome.reason,
             )
-        with Session(self.engine) as session:
-            crud.record_callback(session, job_id=job.id, state=state, error=outcome.reason, next_at=next_at)
+        error = outcome.reason
+        await db.in_thread(
+            self.engine,
+            lambda s: crud.record_callback(s, job_id=job.id, state=state, error=error, next_at=next_at),
+        )

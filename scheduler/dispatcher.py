@@ -23,6 +23,7 @@ from collections.abc import Callable
 from datetime import datetime, timedelta
 
 from sqlalchemy import Engine
+from sqlmodel import Session
 
 from job_image.backoff import Backoff
 from job_image.params import FractalParams

@@ -110,9 +110,8 @@ class Service:
         if active:
             log.info("%d jobs were active when the service stopped; handing them to the runner", len(active))
         await self.runner.start([job_spec(job) for job in active])
-        with self.session() as session:
-            for job in crud.recently_succeeded(session, limit=PRIME_JOBS):
-                self._spawn_learning(job)
+        for job in await self.db(lambda s: crud.recently_succeeded(s, limit=PRIME_JOBS)):
+            self._spawn_learning(job)
         self.tracker.start()
         self.events.start()
         self.callbacks.start()

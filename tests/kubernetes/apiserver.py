@@ -31,8 +31,11 @@ once and its pods terminate afterwards; past activeDeadlineSeconds its pods are 
 gracefully and Failed follows once they are gone.
 
 Fault knobs: `faults[job_id]` = "image_pull" | "oom" | "unschedulable"; a GPU limit is
-unschedulable on its GPU-less node; `pod_quota` = N plays a ResourceQuota `pods: N` (the Job
-controller's pod creation is refused with a FailedCreate event on the Job until a slot frees);
+Unschedulable (Insufficient nvidia.com/gpu) while the node's `node_gpus` are taken by other
+pods, and scheduled once they free; ResourceQuota objects (create them in the store) are
+enforced as quota admission does (a pod over a `hard` is refused: FailedCreate on the Job
+until there is room) and their `status.used` kept current as the quota controller does;
+`pod_quota` = N plays a quota `pods: N` the same way;
 `down()`/`up()` refuse connections and cut open streams; `expire_watches()` ends open watches
 with a 410 ERROR and forgets the history; `watch_cache_lag` = N answers 504 to watches from the
 last N versions; `watch_early_end`, `default_grace_seconds`, `rng` (seed it to replay a run).

@@ -106,14 +106,19 @@ def recently_succeeded(session: Session, *, limit: int) -> list[Job]:
 ESTIMATE_FIELDS = ("queue_position", "message", "estimated_start_at", "estimated_finish_at")
 
 
-def set_estimates(session: Session, changes: Sequence[tuple[Job, Mapping[str, Any]]]) -> None:
+def set_estimates(
+    session: Session, changes: Sequence[tuple[Job, Mapping[str, Any]]], *, generation: int
+) -> bool:
     """Store queued jobs' place in line, estimates and reason in one batch (`changes`: each
-    job as loaded, and its new values of ESTIMATE_FIELDS). A job that left the queue meanwhile
-    (admitted by another replica, deleted) is left alone. A new position or reason is a
-    change of the job document: it is logged for the event streams; an estimate that only
-    drifted is not."""
+    job as loaded, and its new values of ESTIMATE_FIELDS), unless a replica admitted since the
+    plan's `generation` of the ledger (then False, nothing written: the plan is stale). A new
+    position or reason is a change of the job document: it is logged for the event streams;
+    an estimate that only drifted is not."""
     if not changes:
-        return
+        return True
+    if not job_status.hold_ledger(session, generation=generation):
+        session.rollback()
+        return False
     table = Job.__table__  # type: ignore[attr-defined]
     statement = (
         update(table)
@@ -129,6 +134,7 @@ def set_estimates(session: Session, changes: Sequence[tuple[Job, Mapping[str, An
         if shown:
             job_status.log_change(session, job)
     session.commit()
+    return True
 
 
 def job_exists(session: Session, *, job_id: str) -> bool:

@@ -165,7 +165,8 @@ class Dispatcher:
             jobs = job_status.admit(session, picks, generation=generation, now=now) if picks else []
             if jobs is None:
                 return None
-            crud.set_estimates(session, changed_estimates(queued, decided))
+            seen = generation + 1 if picks else generation  # our own admission moved it by one
+            crud.set_estimates(session, changed_estimates(queued, decided), generation=seen)
         return jobs
 
     async def _submit(self, job: Job) -> None:

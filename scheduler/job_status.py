@@ -91,6 +91,15 @@ def ledger_generation(session: Session) -> int:
     return ledger.generation
 
 
+def hold_ledger(session: Session, *, generation: int) -> bool:
+    """Lock the ledger row for this transaction (PostgreSQL: FOR UPDATE; SQLite has one writer
+    anyway): while it is held no replica admits. False when it moved past `generation`."""
+    current = session.execute(
+        select(AdmissionLedger.generation).where(col(AdmissionLedger.id) == 1).with_for_update()
+    ).scalar_one_or_none()
+    return current == generation
+
+
 class Pick(NamedTuple):
     job_id: str
     placement: str  # the device class it is admitted to

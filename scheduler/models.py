@@ -149,12 +149,6 @@ class CallbackPublic(BaseModel):
     last_error: str | None
 
 
-def _ahead(ts: datetime | None) -> datetime | None:
-    """An estimate is shown only while it lies ahead: a past one is no longer an estimate."""
-    ts = as_utc(ts)
-    return ts if ts is not None and ts > utcnow() else None
-
-
 class AdmissionLedger(sqlmodel.SQLModel, table=True):
     """One row whose `generation` every admission advances, conditionally on the value the
     dispatcher planned with: two replicas that planned on the same state cannot both admit."""
@@ -221,8 +215,9 @@ class JobPublic(BaseModel):
             placement=job.placement,  # type: ignore[arg-type]
             queue_position=job.queue_position if job.status == "queued" else None,
             estimated_iterations=round(job.estimated_iterations) if job.estimated_iterations else None,
-            estimated_start_at=_ahead(job.estimated_start_at) if job.status == "queued" else None,
-            estimated_finish_at=_ahead(job.estimated_finish_at) if job.status in ACTIVE else None,
+            # the document is logged as it is (event streams): no "now" in it
+            estimated_start_at=job.estimated_start_at if job.status == "queued" else None,
+            estimated_finish_at=job.estimated_finish_at if job.status in ACTIVE else None,
             links=JobLinks(
                 self=base, result=f"{base}/result", files=f"{base}/result/list", logs=f"{base}/logs"
             ),

@@ -129,6 +129,11 @@ class Settings(BaseSettings):
     job_gpu_tolerations: list[dict[str, str | int]] = []  # e.g. tolerationSeconds: 300
     job_backoff_limit: int = 1
     job_ttl_seconds_after_finished: int = 3600
+    job_capacity_deadline_seconds: int = Field(
+        86400,
+        description="a pod that waits only for room others hold (a full ResourceQuota, Insufficient "
+        "GPUs) fails only after this: waiting for capacity is not a failure; a day, not forever",
+    )
     job_pending_deadline_seconds: int = Field(
         300, description="a pod not started by then fails with the scheduler's reason"
     )

@@ -31,8 +31,11 @@ once and its pods terminate afterwards; past activeDeadlineSeconds its pods are 
 gracefully and Failed follows once they are gone.
 
 Fault knobs: `faults[job_id]` = "image_pull" | "oom" | "unschedulable"; a GPU limit is
-unschedulable on its GPU-less node; `pod_quota` = N plays a ResourceQuota `pods: N` (the Job
-controller's pod creation is refused with a FailedCreate event on the Job until a slot frees);
+Unschedulable (Insufficient nvidia.com/gpu) while the node's `node_gpus` are taken by other
+pods, and scheduled once they free; ResourceQuota objects (create them in the store) are
+enforced as quota admission does (a pod over a `hard` is refused: FailedCreate on the Job
+until there is room) and their `status.used` kept current as the quota controller does;
+`pod_quota` = N plays a quota `pods: N` the same way;
 `down()`/`up()` refuse connections and cut open streams; `expire_watches()` ends open watches
 with a 410 ERROR and forgets the history; `watch_cache_lag` = N answers 504 to watches from the
 last N versions; `watch_early_end`, `default_grace_seconds`, `rng` (seed it to replay a run).
@@ -61,12 +64,14 @@ import uuid
 from collections import Counter
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
+from decimal import Decimal
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 import yaml
+from kubernetes.utils import parse_quantity
 
 log = logging.getLogger(__name__)
 
@@ -80,6 +85,7 @@ RESOURCES: dict[str, tuple[str, str, str]] = {
     "pods": ("", "v1", "Pod"),
     "events": ("", "v1", "Event"),
     "configmaps": ("", "v1", "ConfigMap"),
+    "resourcequotas": ("", "v1", "ResourceQuota"),
     "secrets": ("", "v1", "Secret"),
 }
 NODE = "double-node-1"
@@ -372,6 +378,33 @@ class Store:
 DEADLINE_MESSAGE = "Job was active longer than specified deadline"
 
 
+def _gpus(pod: Obj) -> int:
+    limits = pod["spec"]["containers"][0].get("resources", {}).get("limits") or {}
+    return sum(int(v) for k, v in limits.items() if "gpu" in k)
+
+
+def _usage(pod_spec: Obj) -> Counter[str]:
+    """What one pod counts against a ResourceQuota: its requests (which default to its limits,
+    as the API defaults them) and limits, and one pod.
+    https://kubernetes.io/docs/concepts/policy/resource-quotas/"""
+    use: Counter[str] = Counter({"pods": Decimal(1), "count/pods": Decimal(1)})
+    for container in pod_spec.get("containers") or []:
+        resources = container.get("resources") or {}
+        limits = resources.get("limits") or {}
+        for name, quantity in {**limits, **(resources.get("requests") or {})}.items():
+            use[f"requests.{name}"] += parse_quantity(quantity)
+            if name in ("cpu", "memory"):
+                use[name] += parse_quantity(quantity)
+        for name in ("cpu", "memory"):
+            if name in limits:
+                use[f"limits.{name}"] += parse_quantity(limits[name])
+    return use
+
+
+def _quantity(value: Decimal | int) -> str:
+    return f"{Decimal(value).normalize():f}"
+
+
 def _condition(job: Obj, kind: str) -> Obj | None:
     return next((c for c in job["status"].get("conditions") or [] if c["type"] == kind), None)
 
@@ -642,7 +675,8 @@ class FakeApiServer:
         self.faults: dict[str, str] = {}  # job_id -> "image_pull" | "oom" | "unschedulable"
         self.commands: dict[str, list[str]] = {}  # job_id -> argv instead of the container's
         self.default_command: list[str] | None = None
-        self.node_gpus = 0
+        self.node_gpus = 0  # GPUs of the one node: a GPU pod waits Unschedulable while they are taken
+        self._schedule_lock = threading.Lock()
         self.bookmark_interval = 1.0
         self.rng = random.Random()  # the double's random choices (set a seed to replay a run)
         self.watch_early_end = 0.3  # a watch lasts this fraction of timeoutSeconds, or more, at random
@@ -678,6 +712,7 @@ class FakeApiServer:
 
     def start(self) -> FakeApiServer:
         self.up()
+        self._spawn(self._quota_controller)
         return self
 
     def up(self) -> None:
@@ -1059,8 +1094,9 @@ class FakeApiServer:
     def _pod_refusal(self, ns: str, job: Obj) -> str:
         """The quota admission's refusal of the Job's next pod, as the Job controller's
         FailedCreate event words it; "" when the pod may be created."""
-        if self.pod_quota is None:
-            return ""
+        quota_refusal = self._quota_refusal(ns, job)
+        if quota_refusal or self.pod_quota is None:
+            return quota_refusal
         used = sum(
             1
             for p in self.store.list("pods", ns)[0]
@@ -1073,6 +1109,45 @@ class FakeApiServer:
             f'Error creating: pods "{pod}" is forbidden: exceeded quota: fractal-quota, '
             f"requested: pods=1, used: pods={used}, limited: pods={self.pod_quota}"
         )
+
+    # --- ResourceQuotas: the quota admission of pods, and the controller's usage ------------------
+
+    def _quota_used(self, ns: str) -> Counter[str]:
+        used: Counter[str] = Counter({"count/jobs.batch": Decimal(len(self.store.list("jobs", ns)[0]))})
+        for pod in self.store.list("pods", ns)[0]:
+            if pod.get("status", {}).get("phase") not in ("Succeeded", "Failed"):
+                used.update(_usage(pod["spec"]))
+        return used
+
+    def _quota_refusal(self, ns: str, job: Obj) -> str:
+        """The admission plugin: a pod whose usage would exceed a quota's `hard` is refused."""
+        quotas = self.store.list("resourcequotas", ns)[0]
+        if not quotas:
+            return ""
+        wanted, used = _usage(job["spec"]["template"]["spec"]), self._quota_used(ns)
+        for quota in quotas:
+            for resource, hard in (quota.get("spec", {}).get("hard") or {}).items():
+                need = wanted.get(resource, Decimal(0))
+                if need and used[resource] + need > parse_quantity(hard):
+                    pod = job["metadata"]["name"] + "-" + "".join(random.choices(string.ascii_lowercase, k=5))
+                    name, have = quota["metadata"]["name"], _quantity(used[resource])
+                    return (
+                        f'Error creating: pods "{pod}" is forbidden: exceeded quota: {name}, requested: '
+                        f"{resource}={_quantity(need)}, used: {resource}={have}, limited: {resource}={hard}"
+                    )
+        return ""
+
+    def _quota_controller(self) -> None:
+        """Keeps each quota's status (hard, used) current, as the quota controller does."""
+        while not self.closing:
+            used = self._quota_used(self.namespace)
+            for quota in self.store.list("resourcequotas", self.namespace)[0]:
+                hard = quota.get("spec", {}).get("hard") or {}
+                status = {"hard": dict(hard), "used": {r: _quantity(used[r]) for r in hard}}
+                if quota.get("status") != status:
+                    self.store.update("resourcequotas", self.namespace, quota["metadata"]["name"],
+                                      lambda q, st=status: q.update(status=st))
+            time.sleep(self.tick * 5)
 
     def _create_pod(self, ns: str, job: Obj) -> Obj:
         meta, template = job["metadata"], job["spec"]["template"]
@@ -1147,30 +1222,22 @@ class FakeApiServer:
         fault = self.faults.get(job_id, "")
         container = pod["spec"]["containers"][0]
         ts = now_iso()
-        gpus = sum(
-            int(v) for k, v in (container.get("resources", {}).get("limits") or {}).items() if "gpu" in k
-        )
-        if fault == "unschedulable" or gpus > self.node_gpus:
-            message = (
-                "0/1 nodes are available: 1 Insufficient nvidia.com/gpu. preemption: 0/1 nodes are "
-                "available: 1 No preemption victims found for incoming pod."
-            )
-            self._set_pod(
-                ns,
-                pod,
-                conditions=[
-                    {
-                        "type": "PodScheduled",
-                        "status": "False",
-                        "reason": "Unschedulable",
-                        "message": message,
-                        "lastProbeTime": None,
-                        "lastTransitionTime": ts,
-                    }
-                ],
-            )
-            self._event(ns, pod, "Pod", "FailedScheduling", message, "Warning")
+        gpus = _gpus(pod)
+        if fault == "unschedulable" or gpus > self.node_gpus:  # no node will ever fit it
+            self._unschedulable(ns, pod, ts)
             return self._stuck(ns, name, job["metadata"]["name"], deadline)
+        told = False
+        while gpus and not self._place_gpus(ns, name, gpus):  # the node's GPUs are taken: retry
+            if not told:
+                self._unschedulable(ns, pod, ts)
+                told = True
+            current = self.store.get("pods", ns, name)
+            if current is None or current["metadata"].get("deletionTimestamp") or self.closing:
+                return "gone"
+            if deadline is not None and time.monotonic() > deadline:
+                self._deadline_passed(ns, job["metadata"]["name"])
+            time.sleep(self.tick * 5)
+            ts = now_iso()
 
         def scheduled(p: Obj) -> None:
             p["spec"]["nodeName"] = NODE
@@ -1353,6 +1420,29 @@ class FakeApiServer:
         if self._set_pod(ns, pod, phase=phase, containerStatuses=[final]) is None:
             return "gone"
         return "succeeded" if code == 0 else "failed"
+
+    def _unschedulable(self, ns: str, pod: Obj, ts: str) -> None:
+        message = (
+            "0/1 nodes are available: 1 Insufficient nvidia.com/gpu. preemption: 0/1 nodes are "
+            "available: 1 No preemption victims found for incoming pod."
+        )
+        condition = {"type": "PodScheduled", "status": "False", "reason": "Unschedulable", "message": message,
+                     "lastProbeTime": None, "lastTransitionTime": ts}
+        self._set_pod(ns, pod, conditions=[condition])
+        self._event(ns, pod, "Pod", "FailedScheduling", message, "Warning")
+
+    def _place_gpus(self, ns: str, name: str, gpus: int) -> bool:
+        """The scheduler's GPU fit: the node's GPUs minus those of the pods bound to it that
+        have not ended. A fit binds the pod at once (nodeName), under the lock."""
+        with self._schedule_lock:
+            held = sum(
+                _gpus(p) for p in self.store.list("pods", ns)[0]
+                if p["metadata"]["name"] != name and p["spec"].get("nodeName")
+                and p.get("status", {}).get("phase") not in ("Succeeded", "Failed")
+            )
+            if held + gpus > self.node_gpus:
+                return False
+            return self.store.update("pods", ns, name, lambda p: p["spec"].update(nodeName=NODE)) is not None
 
     def _stuck(self, ns: str, name: str, job_name: str, deadline: float | None) -> str:
         """A pod that never starts: wait until it is deleted (nothing runs: it goes at once)."""

@@ -119,3 +119,40 @@ def poll_until(
             return doc
         time.sleep(0.05)
     raise AssertionError(f"job {job_id} never reached {statuses}: {doc}")
+
+
+def test_gpu_jobs_beyond_the_quota_wait_queued_and_all_succeed(
+    settings: Settings, apiserver: FakeApiServer, tmp_path: Path
+) -> None:
+    """A ResourceQuota allows one GPU (the node has two): of three GPU jobs one is admitted, the
+    others wait `queued` with the reason and their place, and none fails, whatever the short
+    pending deadline; each runs when the GPU is free."""
+    settings = settings.model_copy(update={"jwt_secret": "x" * 48, "bcrypt_rounds": 4,
+                                           "job_pending_deadline_seconds": 3})
+    apiserver.node_gpus = 2
+    apiserver.store.create("resourcequotas", apiserver.namespace, {
+        "metadata": {"name": "gpus"}, "spec": {"hard": {"requests.nvidia.com/gpu": "1"}}})
+    go = tmp_path / "go"
+    apiserver.default_command = [sys.executable, STANDIN, "wait-file", str(go)]
+    with TestClient(create_app(settings)) as client:
+        creds = {"username": "alice", "password": "correct-horse"}
+        client.post("/auth/sign-up", json=creds)
+        auth = {"Authorization": f"Bearer {client.post('/auth/sign-in', json=creds).json()['access_token']}"}
+        started = time.monotonic()
+        gpu_job = {"width": 8, "height": 8, "device": "gpu"}
+        ids = [client.post("/jobs", json=gpu_job, headers=auth).json()["job_id"] for _ in range(3)]
+        first = poll_until(client, ids[0], auth, ("running",))
+        assert first["placement"] == "gpu"
+        for position, job_id in enumerate(ids[1:], start=1):
+            doc = poll_until(client, job_id, auth, ("queued",), lambda d: d["queue_position"] is not None)
+            assert doc["queue_position"] == position
+            assert doc["message"] == (
+                "waiting for a GPU: 1 of 1 in use (requests.nvidia.com/gpu of ResourceQuota gpus); "
+                f"{position - 1} job{'' if position == 2 else 's'} ahead"
+            )
+        assert [apiserver.job(j) is not None for j in ids] == [True, False, False]  # nothing over quota
+        while time.monotonic() < started + 4:  # the others have waited longer than the pending deadline
+            assert client.get(f"/jobs/{ids[2]}", headers=auth).json()["status"] == "queued"
+            time.sleep(0.1)
+        go.touch()  # each runs to the end in turn
+        assert [poll_until(client, j, auth, FINISHED)["status"] for j in ids] == ["succeeded"] * 3

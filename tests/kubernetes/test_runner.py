@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import sys
+import time
 import uuid
 from pathlib import Path
 
@@ -152,36 +153,89 @@ def test_deadline_exceeded(
     assert apiserver.live(job_id) == []
 
 
-def test_a_job_without_a_pod_is_explained_by_its_events_then_fails_at_the_pending_deadline(
+def quota(apiserver: FakeApiServer, **hard: str) -> None:
+    """Create or replace the namespace's ResourceQuota `fractal-quota` (as its admin would)."""
+    ns, name = apiserver.namespace, "fractal-quota"
+    if apiserver.store.get("resourcequotas", ns, name) is not None:
+        apiserver.store.update("resourcequotas", ns, name, lambda q: q["spec"].update(hard=hard))
+    else:
+        apiserver.store.create("resourcequotas", ns, {"metadata": {"name": name}, "spec": {"hard": hard}})
+
+
+def test_a_job_a_full_quota_refuses_waits_past_the_pending_deadline_and_runs_when_there_is_room(
     make_runner: MakeRunner,
     settings: Settings,
     recorder: Recorder,
     storage: MinioStorage,
     apiserver: FakeApiServer,
 ) -> None:
-    """The other pending reasons (image pull, unschedulable) are tables in test_tracking.py."""
-    settings = settings.model_copy(update={"job_pending_deadline_seconds": 2})
+    """Waiting for room that others hold is not a failure: only JOB_CAPACITY_DEADLINE_SECONDS
+    ends it. The other pending reasons (image pull, no node fits) are tables in test_tracking.py."""
+    settings = settings.model_copy(update={"job_pending_deadline_seconds": 3})
     job_id = new_id()
-    apiserver.pod_quota = 0  # a ResourceQuota `pods: 0`: the Job never gets a pod
+    quota(apiserver, pods="0")  # someone set it to nothing (or filled it)
     expected = "The Job controller cannot create the job's pod (FailedCreate): Error creating: pods"
 
     async def scenario() -> None:
         runner = make_runner(settings, recorder)
         await runner.start([])
-        spec = make_spec(job_id)
-        await runner.submit(spec)
-        pending = await recorder.wait_for(lambda r: r.job_id == job_id and expected in (r.message or ""))
-        assert pending.status == "pending"
-        failed = await recorder.wait(job_id, "failed", timeout=15)
-        assert failed.error.startswith("The job did not start within 2 s: ") and expected in failed.error
-        await until(lambda: apiserver.job(job_id) is None and not apiserver.pods(job_id), what="Job removed")
-        assert "events.json" in names(storage, spec.result_prefix)
+        await until(lambda: runner.snapshot({}).free_jobs("cpu") == 0, what="the quota seen by the watch")
+        assert runner.snapshot({}).reason("cpu") == "0 of 0 in use (pods of ResourceQuota fractal-quota)"
+        await runner.submit(make_spec(job_id))
+        waiting = await recorder.wait_for(lambda r: r.job_id == job_id and expected in (r.message or ""))
+        assert waiting.status == "pending" and waiting.message.startswith("waiting for room in the cluster: ")
+        refusal = "exceeded quota: fractal-quota, requested: pods=1, used: pods=0, limited: pods=0"
+        assert refusal in waiting.message
+        await until(lambda: apiserver.job(job_id) is not None and time.monotonic() > started + 5,
+                    what="well past the pending deadline")
+        assert "failed" not in recorder.statuses(job_id)
+        quota(apiserver, pods="1")  # room again
+        await recorder.wait(job_id, "succeeded", timeout=20)
+        await until(lambda: runner.snapshot({}).free_jobs("cpu") == 1, what="the pod's room given back")
         await runner.stop()
 
+    started = time.monotonic()
     run(scenario())
-    assert recorder.statuses(job_id).count("failed") == 1
-    failed = recorder.of(job_id)[-1].error
-    assert "exceeded quota: fractal-quota, requested: pods=1, used: pods=0, limited: pods=0" in failed
+    assert "failed" not in recorder.statuses(job_id)
+
+
+def test_gpu_jobs_beyond_the_nodes_gpus_wait_unschedulable_and_all_succeed(
+    make_runner: MakeRunner,
+    settings: Settings,
+    recorder: Recorder,
+    storage: MinioStorage,
+    apiserver: FakeApiServer,
+    tmp_path: Path,
+) -> None:
+    """One GPU on the node, three GPU jobs handed to the runner at once (as a dispatcher
+    without a quota to read would): the others are Unschedulable (Insufficient nvidia.com/gpu)
+    while the first runs, wait past a short pending deadline, and run one after another."""
+    settings = settings.model_copy(update={"job_pending_deadline_seconds": 3})
+    apiserver.node_gpus = 1
+    (first, go), others = held_job(apiserver, tmp_path), [new_id(), new_id()]
+
+    async def scenario() -> None:
+        runner = make_runner(settings, recorder)
+        await runner.start([])
+        for job_id in (first, *others):
+            await runner.submit(make_spec(job_id, device="gpu"))
+        await recorder.wait(first, "running")
+        for job_id in others:
+            waiting = await recorder.wait_for(
+                lambda r, j=job_id: r.job_id == j and "Insufficient nvidia.com/gpu" in (r.message or "")
+            )
+            assert waiting.status == "pending"
+            assert waiting.message.startswith("waiting for room in the cluster")
+        await until(lambda: time.monotonic() > started + 5, what="well past the pending deadline")
+        go.touch()
+        for job_id in (first, *others):
+            await recorder.wait(job_id, "succeeded", timeout=30)
+        await runner.stop()
+
+    started = time.monotonic()
+    run(scenario())
+    assert all("failed" not in recorder.statuses(j) for j in (first, *others)), [
+        (r.status, r.message, r.error) for j in others for r in recorder.of(j)]
 
 
 def test_cancel_deletes_the_job_and_its_pods(

@@ -28,7 +28,7 @@ from scheduler.runners.kubernetes.tracking import (
 
 JOB_ID = "a" * 32
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
-POLICY = tracking.Policy(pending_deadline=300, events_after=5, orphan_margin=10)
+POLICY = tracking.Policy(pending_deadline=300, capacity_deadline=3600, events_after=5, orphan_margin=10)
 UID = "uid-1"
 
 
@@ -124,6 +124,16 @@ UNSCHEDULABLE = pod(
             "status": "False",
             "reason": "Unschedulable",
             "message": "0/1 nodes are available: 1 Insufficient nvidia.com/gpu.",
+        }
+    ]
+)
+NO_NODE = pod(
+    conditions=[
+        {
+            "type": "PodScheduled",
+            "status": "False",
+            "reason": "Unschedulable",
+            "message": "0/1 nodes are available: 1 node(s) didn't match Pod's node affinity/selector.",
         }
     ]
 )
@@ -287,30 +297,63 @@ def test_a_podless_job_has_its_events_read_once_then_explained() -> None:
     assert actions == [ReadEvents()] and first.events_read
     explained, actions = decide(first, job(), [], FAILED_CREATE, at(6), POLICY)
     assert kinds(actions) == ["Report"]
-    assert actions[0].obs.message.startswith("The Job controller cannot create the job's pod (FailedCreate)")
+    assert actions[0].obs.message.startswith(  # a full quota: the job waits for room, and says so
+        "waiting for room in the cluster: The Job controller cannot create the job's pod (FailedCreate)"
+    )
     assert decide(explained, job(), [], None, at(7), POLICY) == (explained, [])  # read once, not per event
 
 
 @pytest.mark.parametrize(
-    ("pods", "events", "first", "words"),
-    [
-        ([UNSCHEDULABLE], None, ["Delete", "Finish"], "No node can run the job yet"),
-        ([IMAGE_PULL], None, ["Delete", "Finish"], "Cannot pull the job image"),
-        ([], FAILED_CREATE, ["ReadEvents"], "exceeded quota: q"),  # the newest reason, read at the deadline
-    ],
-    ids=["unschedulable", "image-pull", "failed-create"],
+    ("pods", "words"),
+    [([NO_NODE], "didn't match Pod's node affinity"), ([IMAGE_PULL], "Cannot pull the job image")],
+    ids=["no-node-fits", "image-pull"],
 )
-def test_the_pending_deadline_fails_the_job_with_why_it_waited(
-    pods: list[k.V1Pod], events: list[k.CoreV1Event] | None, first: list[str], words: str
-) -> None:
-    before = state(events_read=True)
-    after, actions = decide(before, job(), pods, None, at(300), POLICY)
-    assert kinds(actions) == first
-    if events is not None:
-        after, actions = decide(after, job(), pods, events, at(300), POLICY)
+def test_the_pending_deadline_fails_the_job_with_why_it_waited(pods: list[k.V1Pod], words: str) -> None:
+    after, actions = decide(state(events_read=True), job(), pods, None, at(300), POLICY)
     assert after.phase is Phase.FINISHING and kinds(actions) == ["Delete", "Finish"]
     assert after.end.error.startswith("The job did not start within 300 s: ") and words in after.end.error
     assert actions[1] == Finish(after.end)  # saved (events.json tells the story), not recomputed
+
+
+@pytest.mark.parametrize(
+    ("pods", "events", "words"),
+    [([UNSCHEDULABLE], None, "Insufficient nvidia.com/gpu"), ([], FAILED_CREATE, "exceeded quota: q")],
+    ids=["insufficient-gpus", "quota-full"],
+)
+def test_waiting_for_room_others_hold_fails_only_at_the_capacity_deadline(
+    pods: list[k.V1Pod], events: list[k.CoreV1Event] | None, words: str
+) -> None:
+    """A pod a full quota refuses, or that no node has the GPUs for yet, goes on waiting past
+    the pending deadline, saying so; the much longer capacity deadline ends it."""
+    current = state(events_read=True)
+    for t in (300, 3599):
+        current, actions = decide(current, job(), pods, None, at(t), POLICY)
+        if events is not None and t == 300:  # podless: its events say why, read at the deadline
+            assert actions == [ReadEvents()]
+            current, actions = decide(current, job(), pods, events, at(t), POLICY)
+        assert current.phase is Phase.TRACKING
+        if t == 300:
+            assert kinds(actions) == ["Report"] and actions[0].obs.status == "pending"
+            assert actions[0].obs.message.startswith("waiting for room in the cluster: ") and words in (
+                actions[0].obs.message
+            )
+    current, actions = decide(current, job(), pods, events, at(3600), POLICY)
+    assert current.phase is Phase.FINISHING and kinds(actions) == ["Delete", "Finish"]
+    assert current.end.error.startswith("The job did not start within 3600 s: ")
+    assert words in current.end.error
+
+
+def test_after_waiting_for_room_the_pending_deadline_counts_from_when_there_was_room() -> None:
+    """Waiting for capacity is not the cluster's delay: once the pod is placed, a slow image
+    pull gets the whole pending deadline, counted from then."""
+    current, _ = decide(state(events_read=True), job(), [UNSCHEDULABLE], None, at(1000), POLICY)
+    assert current.waited
+    current, _ = decide(current, job(), [IMAGE_PULL], None, at(2000), POLICY)  # placed, pulling
+    assert current.room_at == T0 + timedelta(seconds=2000)
+    current, actions = decide(current, job(), [IMAGE_PULL], None, at(2299), POLICY)
+    assert current.phase is Phase.TRACKING
+    current, actions = decide(current, job(), [IMAGE_PULL], None, at(2300), POLICY)
+    assert kinds(actions) == ["Delete", "Finish"] and "within 300 s: Cannot pull" in current.end.error
 
 
 def test_a_started_job_never_meets_the_pending_deadline() -> None:

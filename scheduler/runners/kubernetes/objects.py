@@ -39,6 +39,9 @@ API_ACCESS: tuple[tuple[str, str, str], ...] = (
     ("", "pods", "watch"),  # reflector: watch
     ("", "pods/log", "get"),  # logs(), and job.log saved when a Job ends
     ("", "events", "list"),  # events.json saved when a Job ends
+    ("", "resourcequotas", "list"),  # reflector: what the namespace's quotas leave for admission
+    ("", "resourcequotas", "watch"),  # reflector: watch
+    ("", "resourcequotas", "get"),  # (read-only, as DESIGN.md lists it)
 )
 
 

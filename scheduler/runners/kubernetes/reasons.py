@@ -79,6 +79,22 @@ def pending_message(pod: k.V1Pod | None, no_pod: str | None = None) -> str:
     return "The pod is scheduled; its container is being created."
 
 
+def waits_for_capacity(pod: k.V1Pod | None, no_pod: str | None) -> bool:
+    """Whether the job waits only for room in the cluster that other work holds: its pod is
+    refused by a full ResourceQuota (FailedCreate "exceeded quota"), or it is Unschedulable
+    for lack of a resource ("Insufficient nvidia.com/gpu"). That waiting is not the job's
+    failure (DESIGN.md, "Scheduling"); a node selector nothing matches, a taint, a bad image are.
+    https://kubernetes.io/docs/concepts/scheduling-eviction/kube-scheduler/"""
+    if pod is None:
+        return no_pod is not None and "exceeded quota" in no_pod
+    conditions = (pod.status.conditions if pod.status else None) or []
+    scheduled = next((c for c in conditions if c.type == "PodScheduled"), None)
+    return (
+        scheduled is not None and scheduled.status == "False" and scheduled.reason == "Unschedulable"
+        and "Insufficient" in (scheduled.message or "")
+    )
+
+
 def pod_error(pod: k.V1Pod) -> str | None:
     """Why the pod's container failed, if it did (OOMKilled, or the job's last stderr line)."""
     state = terminated(pod)

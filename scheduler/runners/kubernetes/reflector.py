@@ -106,6 +106,11 @@ class Reflector:
         with self._lock:
             return self.cache.get(name) or self.tombstones.get(name)
 
+    def live(self) -> list[Any]:
+        """Every object as last seen, deleted ones left out."""
+        with self._lock:
+            return list(self.cache.values())
+
     def select(self, label: str, value: str) -> list[Any]:
         """Objects (tombstones too) whose label `label` is `value`."""
         with self._lock:

@@ -23,11 +23,11 @@ from typing import Any
 from kubernetes import client as k
 
 from job_image.storage import Storage
-from scheduler.admission.capacity import Snapshot, kube_snapshot
+from scheduler.admission.capacity import Snapshot
 from scheduler.admission.throughput import DeviceClass
 from scheduler.core.config import Settings
 from scheduler.runners.base import JobSpec, Report, RunnerUnavailable, StatusReport
-from scheduler.runners.kubernetes import adoption, errors, objects, sweep, tracking
+from scheduler.runners.kubernetes import adoption, capacity, errors, objects, sweep, tracking
 from scheduler.runners.kubernetes.access import AccessCheck
 from scheduler.runners.kubernetes.artifacts import Artifacts
 from scheduler.runners.kubernetes.cluster import Cluster
@@ -60,10 +60,12 @@ class KubernetesRunner:
         self.access = AccessCheck(self.namespace, self.cluster.allowed)
         self.policy = tracking.Policy(
             pending_deadline=settings.job_pending_deadline_seconds,
+            capacity_deadline=settings.job_capacity_deadline_seconds,
             events_after=sweep.period(settings.job_pending_deadline_seconds),
             orphan_margin=settings.kube_orphan_min_age_seconds,
         )
         self.states: dict[str, JobState] = {}
+        self.placements: dict[str, DeviceClass] = {}  # the class each job was submitted in
         self.adopted = False  # the first lists are in and every known job was classified
         self._loop: asyncio.AbstractEventLoop | None = None
         self._tasks: set[asyncio.Task[None]] = set()
@@ -79,7 +81,10 @@ class KubernetesRunner:
         await asyncio.to_thread(self.cluster.connect)
         for spec in active:
             self.states[spec.job_id] = JobState(spec.job_id, Phase.ADOPTING, prefix=spec.result_prefix)
-        handlers = {"pods": self._handler(self._on_pod), "jobs": self._handler(self._on_job)}
+        handlers = {
+            "pods": self._handler(self._on_pod), "jobs": self._handler(self._on_job),
+            "resourcequotas": lambda kind, quota: None,  # read when the dispatcher plans: see snapshot
+        }
         self.watches.start(self.cluster, self.settings, handlers, lambda: self._in_loop(self._adopt))
         every, cap = self.policy.events_after, self.settings.kube_reconnect_backoff_max
         self._spawn(sweep.sweep(lambda: list(self.states), self._decide, every, cap))
@@ -105,19 +110,15 @@ class KubernetesRunner:
         return max(0, self.settings.kube_max_active_jobs - held)
 
     def snapshot(self, in_use: Mapping[DeviceClass, int]) -> Snapshot:
-        """The settings' capacity: KUBE_MAX_ACTIVE_JOBS, and KUBE_GPU_CAPACITY for GPU jobs.
-        Jobs this runner holds that the database does not count (yet) count too."""
-        counted = dict(in_use)
-        unknown = self.settings.kube_max_active_jobs - self.capacity() - sum(in_use.values())
-        counted["cpu"] = counted.get("cpu", 0) + max(0, unknown)  # their class is unknown here
-        return kube_snapshot(
-            [], shape=objects.job_shape(self.settings), in_use=counted, uncounted={},
-            max_active_jobs=self.settings.kube_max_active_jobs, gpu_capacity=self.settings.kube_gpu_capacity,
-        )
+        """See capacity.py (read from the dispatcher's thread: copies only)."""
+        held = self.settings.kube_max_active_jobs - self.capacity()
+        return capacity.snapshot(self.settings, self.watches, in_use=in_use, held=held,
+                                 states=self.states.copy(), placements=self.placements.copy())
 
     async def submit(self, job: JobSpec) -> None:
         """Create the Job; RunnerUnavailable keeps the job queued while the API server is away."""
         body = objects.make_job(job, self.settings)
+        self.placements[job.job_id] = job.placement
         try:
             created = await asyncio.to_thread(self.cluster.create_job, body, job.job_id)
         except (errors.Unreachable, errors.ServerError, errors.Unauthorized) as exc:
@@ -156,6 +157,7 @@ class KubernetesRunner:
         state = self.states.get(job_id)
         if state is None or state.gone:
             self.states.pop(job_id, None)
+            self.placements.pop(job_id, None)
             return
         log.info("removing Job %s: its job was deleted", objects.job_name(job_id))
         self.states[job_id] = tracking.orphaned(state)
@@ -234,6 +236,7 @@ class KubernetesRunner:
         for action in actions:
             if isinstance(action, tracking.Forget):
                 self.states.pop(job_id, None)
+                self.placements.pop(job_id, None)
             elif isinstance(action, DEDUPED) and (job_id, type(action)) in self._busy:
                 continue
             else:

@@ -61,6 +61,8 @@ class JobState:
     resume: Phase | None = None  # CANCELLING: the phase to go back to if the delete fails
     no_pod: str | None = None  # why the Job controller cannot create its pod (FailedCreate)
     events_read: bool = False  # its events were read once while it had no pod
+    waited: bool = False  # it has waited for room others hold (see _pending)
+    room_at: datetime | None = None  # ... and was first seen with room again then
     purged: bool = False  # a delete of its Job went through
 
 
@@ -69,6 +71,7 @@ class Policy:
     """The settings decide needs."""
 
     pending_deadline: float  # seconds a Job may stay pending
+    capacity_deadline: float  # ... when it only waits for room others hold (quota, resources)
     events_after: float  # a Job still without a pod this long gets its events read
     orphan_margin: float  # an unknown Job older than the runner by this much is an orphan
 
@@ -196,19 +199,51 @@ def _track(
         return _finishing(state, obs), [Finish(obs, recompute=True)]
     created = job.metadata.creation_timestamp if job is not None else None
     if obs.status == "pending" and created is not None:
-        age = (now - created).total_seconds()
-        podless = all(_deleted(p) for p in pods)
-        first_look = age >= policy.events_after and not state.events_read
-        if events is None and podless and (first_look or age >= policy.pending_deadline):
-            return dataclasses.replace(state, events_read=True), [ReadEvents()]
-        if age >= policy.pending_deadline:
-            error = f"The job did not start within {policy.pending_deadline:g} s: {obs.message}"
-            failed = Observation("failed", finished_at=now, error=error)
-            return _finishing(state, failed), [Delete("its pending deadline passed"), Finish(failed)]
+        state, obs, actions = _pending(state, obs, created, pods, events, now, policy)
+        if actions is not None:
+            return state, actions
     key = (obs.status, obs.message, obs.started_at)
     if key == state.reported:
         return state, []
     return dataclasses.replace(state, reported=key), [Report(obs)]
+
+
+def _pending(
+    state: JobState,
+    obs: Observation,
+    created: datetime,
+    pods: Sequence[k.V1Pod],
+    events: Sequence[k.CoreV1Event] | None,
+    now: datetime,
+    policy: Policy,
+) -> tuple[JobState, Observation, list[Action] | None]:
+    """A job not started yet: read its events while it has no pod, and end it at its deadline.
+    While it waits only for room others hold (a full quota, Insufficient GPUs) it says so, the
+    pending deadline's clock stays at zero (it measures the cluster's own delays once there is
+    room: image pull, scheduling), and only the much longer capacity deadline applies."""
+    age = (now - created).total_seconds()
+    live = [p for p in pods if not _deleted(p)]
+    waiting = reasons.waits_for_capacity(max(live, key=reasons.created, default=None), state.no_pod)
+    if waiting and (not state.waited or state.room_at is not None):
+        state = dataclasses.replace(state, waited=True, room_at=None)
+    elif not waiting and state.waited and state.room_at is None:
+        state = dataclasses.replace(state, room_at=now)  # there is room now: the clock starts
+    clock = (now - ((state.room_at or now) if state.waited else created)).total_seconds()
+    first_look = age >= policy.events_after and not state.events_read
+    if events is None and not live and (first_look or clock >= policy.pending_deadline):
+        return dataclasses.replace(state, events_read=True), obs, [ReadEvents()]
+    if waiting:
+        if age < policy.capacity_deadline:
+            message = f"waiting for room in the cluster: {obs.message}"
+            return state, dataclasses.replace(obs, message=message), None
+        deadline = policy.capacity_deadline
+    elif clock >= policy.pending_deadline:
+        deadline = policy.pending_deadline
+    else:
+        return state, obs, None
+    error = f"The job did not start within {deadline:g} s: {obs.message}"
+    failed = Observation("failed", finished_at=now, error=error)
+    return _finishing(state, failed), failed, [Delete("its pending deadline passed"), Finish(failed)]
 
 
 def _finishing(state: JobState, end: Observation) -> JobState:

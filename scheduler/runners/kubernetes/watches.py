@@ -1,6 +1,6 @@
-"""The watches the runner reads: one reflector per kind (Jobs, Pods), both on the service's
-labels, and the look-ups it needs by job id. Their caches are the only copy of the cluster's
-state in the service; a kind added here (e.g. ResourceQuotas) is one more reflector.
+"""The watches the runner reads: one reflector per kind (Jobs, Pods on the service's labels;
+the namespace's ResourceQuotas, whoever made them), and the look-ups it needs by job id. Their
+caches are the only copy of the cluster's state in the service.
 """
 
 from __future__ import annotations
@@ -36,10 +36,12 @@ class Watches:
         kinds = {
             "jobs": (cluster.batch.list_namespaced_job, k.V1Job),
             "pods": (cluster.core.list_namespaced_pod, k.V1Pod),
+            "resourcequotas": (cluster.core.list_namespaced_resource_quota, k.V1ResourceQuota),
         }
         for kind, callback in on_event.items():
             list_fn, model = kinds[kind]
-            self.reflectors[kind] = Reflector(kind, list_fn, model, callback, **common)
+            selector = {"label_selector": ""} if kind == "resourcequotas" else {}  # not ours: all of them
+            self.reflectors[kind] = Reflector(kind, list_fn, model, callback, **{**common, **selector})
             self.reflectors[kind].start()
 
     def stop(self) -> None:
@@ -54,6 +56,14 @@ class Watches:
     def job(self, job_id: str) -> k.V1Job | None:
         jobs = self.reflectors.get("jobs")
         return jobs.get(objects.job_name(job_id)) if jobs else None
+
+    def quotas_listed(self) -> bool:
+        quotas = self.reflectors.get("resourcequotas")
+        return quotas is not None and quotas.synced.is_set()
+
+    def quotas(self) -> list[k.V1ResourceQuota]:
+        quotas = self.reflectors.get("resourcequotas")
+        return quotas.live() if quotas else []
 
     def pods(self, job_id: str) -> list[k.V1Pod]:
         pods = self.reflectors.get("pods")

@@ -1,6 +1,8 @@
-"""Status reads under load: N concurrent clients polling GET /jobs/{id}.
+"""Status reads under load: N concurrent clients polling GET /jobs/{id}, long-polling, or
+following Server-Sent Events.
 
     .venv/bin/python benchmarks/api_load.py [--pollers 10 100 1000] [--seconds 10] [--interval 0.5]
+                                            [--sse 100 1000] [--changes 2]
 
 Starts `python -m scheduler` (one uvicorn process, SQLite), submits 20 jobs that stay queued
 (LOCAL_MAX_CONCURRENT=0, so the machine's cores serve requests, not renders), then for each N:
@@ -8,14 +10,20 @@ Starts `python -m scheduler` (one uvicorn process, SQLite), submits 20 jobs that
   - closed loop: N pollers each GET as fast as the server answers (the server's ceiling);
   - long-poll: N clients each GET `?wait=--wait` again and again (the jobs stay queued, so each
     answer comes at the end of the wait): what N waiting clients cost the server.
-Prints requests/s and p50/p99 latency, and for long-polls the server's CPU use. The load
-generator shares the 2 cores with the server.
+  - SSE: N clients each follow `GET /events` (all of the user's jobs), first idle (what holding
+    N open streams costs), then while jobs change `--changes` times a second (a job submitted
+    and cancelled, two events each, so N x 2 x changes deliveries a second), then with N
+    clients that never read (their queues are bounded: the server drops them, its memory stays).
+Prints requests/s and p50/p99 latency, for long-polls and SSE the server's CPU use, and for SSE
+the delay from a job's cancel (its finished_at) to its event arriving. The load generator
+shares the 2 cores with the server.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import statistics
 import sys
 import time
@@ -24,6 +32,8 @@ from pathlib import Path
 import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from datetime import datetime  # noqa: E402
 
 from benchmarks.service import cpu_seconds, running_service, signed_in  # noqa: E402
 
@@ -96,18 +106,140 @@ async def run(url: str, token: str, paths: list[str], pollers: int, seconds: flo
     return f"{len(latencies) / seconds:6.0f} req/s   p50 {p50:7.1f} ms   p99 {p99:7.1f} ms   errors {errors}"
 
 
+class EventStream:
+    """One SSE client on a raw connection: counts `data:` lines (one per event) and, for each
+    `cancelled` document, the delay from its finished_at to its arrival."""
+
+    def __init__(self, host: str, port: int, token: str, read: bool = True) -> None:
+        self.host, self.port, self.token, self.read = host, port, token, read
+        self.events, self.errors, self.delays = 0, 0, []  # type: ignore[var-annotated]
+
+    async def follow(self, until: float) -> None:
+        try:
+            reader, writer = await asyncio.open_connection(self.host, self.port)
+        except OSError:
+            self.errors += 1
+            return
+        request = f"GET /events HTTP/1.1\r\nHost: {self.host}\r\nAuthorization: Bearer {self.token}\r\n\r\n"
+        writer.write(request.encode())
+        try:
+            head = await reader.readuntil(b"\r\n\r\n")
+            self.errors += int(head.split(b" ", 2)[1]) != 200
+            buffer = b""
+            while self.read and (left := until - time.perf_counter()) > 0:
+                try:
+                    chunk = await asyncio.wait_for(reader.read(65536), left)
+                except TimeoutError:
+                    break
+                if not chunk:
+                    break
+                *lines, buffer = (buffer + chunk).split(b"\r\n")
+                for line in lines:
+                    self._line(line)
+            if not self.read:
+                await asyncio.sleep(max(0.0, until - time.perf_counter()))
+        except (OSError, asyncio.IncompleteReadError, ValueError):
+            self.errors += 1
+        finally:
+            writer.close()
+
+    def _line(self, line: bytes) -> None:
+        if not line.startswith(b"data: "):
+            return
+        self.events += 1
+        if b'"cancelled"' in line:
+            finished = json.loads(line[6:])["finished_at"].replace("Z", "+00:00")
+            self.delays.append(time.time() - datetime.fromisoformat(finished).timestamp())
+
+
+async def caught_up(clients: list[EventStream], initial: int, deadline: float = 180.0) -> float:
+    """Seconds until every reading stream has its first `initial` events (the unfinished jobs)."""
+    started = time.perf_counter()
+    readers = [c for c in clients if c.read]
+    while any(c.events < initial for c in readers) and time.perf_counter() - started < deadline:
+        await asyncio.sleep(0.2)
+    await asyncio.sleep(1 if readers else min(30.0, 2 + len(clients) / 50))  # the rest connect
+    return time.perf_counter() - started
+
+
+async def churn(url: str, auth: dict[str, str], per_second: float, until: float) -> int:
+    """Submit a job and cancel it, `per_second` times a second (each makes two events)."""
+    done = 0
+    async with httpx.AsyncClient(base_url=url, headers=auth, timeout=30) as client:
+        while time.perf_counter() < until:
+            started = time.perf_counter()
+            try:
+                job = (await client.post("/jobs", json={"width": 64, "height": 64})).json()
+                await client.post(f"/jobs/{job['job_id']}/cancel")
+                done += 1
+            except httpx.TransportError:  # an overloaded server: the rate shows it
+                pass
+            await asyncio.sleep(max(0.0, 1 / per_second - (time.perf_counter() - started)))
+    return done
+
+
+async def sse_run(
+    url: str, auth: dict[str, str], pid: int, n: int, seconds: float, changes: float, initial: int
+) -> list[str]:
+    host, port = url.removeprefix("http://").split(":")
+    token = auth["Authorization"].split()[1]
+    lines = []
+    phases = (("idle", 0.0, True), ("changing", changes, True), ("not reading", changes, False))
+    for phase, rate, read in phases:
+        clients = [EventStream(host, int(port), token, read) for _ in range(n)]
+        until = time.perf_counter() + seconds + 300  # streams stay open past the measured window
+        tasks = [asyncio.create_task(c.follow(until)) for c in clients]
+        ready = await caught_up(clients, initial)
+        base_events = sum(c.events for c in clients)
+        rss, cpu, start = rss_mib(pid), cpu_seconds(pid), time.perf_counter()
+        made = 0
+        if rate:
+            made = await churn(url, auth, rate, start + seconds)
+        else:
+            await asyncio.sleep(seconds)
+        busy = (cpu_seconds(pid) - cpu) / (time.perf_counter() - start) * 100
+        got = sum(c.events for c in clients) - base_events
+        delays = sorted(d for c in clients for d in c.delays)
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        text = f"{n:5d} SSE clients, {phase:11s}: open in {ready:4.1f} s, server CPU {busy:3.0f}%"
+        if rate:
+            text += f", {made / seconds:4.1f} jobs/s changed"
+        if read and rate:
+            p50 = statistics.median(delays) * 1000 if delays else float("nan")
+            p99 = delays[int(len(delays) * 0.99)] * 1000 if delays else float("nan")
+            text += f", {got / seconds:7.0f} events/s delivered, delay p50 {p50:5.0f} ms p99 {p99:5.0f} ms"
+        if not read:
+            text += f", server RSS {rss:5.0f} -> {rss_mib(pid):5.0f} MiB"
+        errors = sum(c.errors for c in clients)
+        lines.append(text + (f", errors {errors}" if errors else ""))
+        await asyncio.sleep(2)  # dropped and closed streams settle before the next phase
+    return lines
+
+
+def rss_mib(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--pollers", type=int, nargs="+", default=[10, 100, 1000])
+    parser.add_argument("--pollers", type=int, nargs="*", default=[10, 100, 1000])
     parser.add_argument("--seconds", type=float, default=10.0)
     parser.add_argument(
         "--interval", type=float, default=0.5, help="seconds between a paced poller's requests"
     )
     parser.add_argument("--wait", type=float, default=5.0, help="?wait= of the long-poll clients")
+    parser.add_argument("--sse", type=int, nargs="*", default=[100, 1000], help="SSE client counts")
+    parser.add_argument("--changes", type=float, default=2.0, help="jobs changed per second in the SSE runs")
     args = parser.parse_args()
-    with running_service(LOCAL_MAX_CONCURRENT="0", MAX_ACTIVE_JOBS_PER_USER="100") as (url, pid):
+    limits = {"MAX_ACTIVE_JOBS_PER_USER": "100", "EVENTS_MAX_STREAMS_PER_USER": "10000"}
+    with running_service(LOCAL_MAX_CONCURRENT="0", **limits) as (url, pid):
         auth = signed_in(url)
         ids = [
             httpx.post(f"{url}/jobs", json={"width": 64, "height": 64}, headers=auth).json()["job_id"]
@@ -126,6 +258,9 @@ def main() -> None:
             held = asyncio.run(run(url, token, waiting, n, args.seconds, 0.0))
             busy = (cpu_seconds(pid) - cpu) / args.seconds * 100
             print(f"{n:5d} clients long-polling ?wait={args.wait:g}:       {held}   server CPU {busy:3.0f}%")
+        for n in args.sse:
+            for line in asyncio.run(sse_run(url, auth, pid, n, args.seconds, args.changes, len(ids))):
+                print(line)
 
 
 if __name__ == "__main__":

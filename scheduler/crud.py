@@ -202,8 +202,7 @@ def record_callback(
     job.callback_state, job.callback_last_error, job.callback_next_at = state, error, next_at
     job.callback_attempts += 1
     session.add(job)
-    if state != "pending":  # its outcome shows on the job document: the streams get it too
-        job_status.log_change(session, job)
+    job_status.log_change(session, job)  # the document shows it: the streams get it too
     session.commit()
     return job
 

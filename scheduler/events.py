@@ -28,6 +28,7 @@ from scheduler.statuses import ACTIVE, FINISHED
 log = logging.getLogger(__name__)
 
 BATCH = 500  # events per log read
+CURRENT = "current"  # the kind of a stream's first events: documents as they are now, not from the log
 PRUNE_EVERY_SECONDS = 60.0
 
 
@@ -142,9 +143,8 @@ class EventFeed:
         else:
             query = query.where(col(Job.status).in_(ACTIVE)).order_by(col(Job.created_at))
         for job in session.exec(query):
-            yield JobEvent(
-                seq=seq, job_id=job.id, owner=job.owner, document=JobPublic.of(job).model_dump(mode="json")
-            )
+            document = JobPublic.of(job).model_dump(mode="json")
+            yield JobEvent(seq=seq, job_id=job.id, owner=job.owner, kind=CURRENT, document=document)
 
     def subscribe(self, owner: str, job_id: str | None) -> Subscription:
         """Register a stream (raises TooManyStreams); `follow` it, which also ends it."""

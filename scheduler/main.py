@@ -9,7 +9,7 @@ from fastapi import FastAPI
 
 from job_image.storage import Storage
 from scheduler.api.errors import BodyLimitMiddleware, install_handlers
-from scheduler.api.routes import auth, events, health, jobs, web
+from scheduler.api.routes import auth, docs, events, health, jobs, web
 from scheduler.core.config import Settings
 from scheduler.metrics import MetricsMiddleware
 from scheduler.service import Service
@@ -30,7 +30,14 @@ def create_app(settings: Settings | None = None, storage: Storage | None = None)
         finally:
             await service.stop()
 
-    app = FastAPI(title="fractal-scheduler", description=DESCRIPTION, version="1.0.0", lifespan=lifespan)
+    app = FastAPI(
+        title="fractal-scheduler",
+        description=DESCRIPTION,
+        version="1.0.0",
+        lifespan=lifespan,
+        docs_url=None,  # served by docs.install from local assets: they work offline
+        redoc_url=None,
+    )
     app.state.service = service
     install_handlers(app)
     app.include_router(auth.router)
@@ -38,6 +45,7 @@ def create_app(settings: Settings | None = None, storage: Storage | None = None)
     app.include_router(events.router)
     app.include_router(health.router)
     web.install(app)
+    docs.install(app)
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
     app.add_middleware(MetricsMiddleware, metrics=service.metrics)
     return app

@@ -159,7 +159,7 @@ class AdmissionLedger(sqlmodel.SQLModel, table=True):
 
 class JobLinks(BaseModel):
     self: str
-    result: str
+    result: str | None = Field(description="the image; null once the job has failed or was cancelled")
     files: str
     logs: str
 
@@ -219,7 +219,10 @@ class JobPublic(BaseModel):
             estimated_start_at=job.estimated_start_at if job.status == "queued" else None,
             estimated_finish_at=job.estimated_finish_at if job.status in ACTIVE else None,
             links=JobLinks(
-                self=base, result=f"{base}/result", files=f"{base}/result/list", logs=f"{base}/logs"
+                self=base,
+                result=None if job.status in ("failed", "cancelled") else f"{base}/result",
+                files=f"{base}/result/list",
+                logs=f"{base}/logs",
             ),
         )
 

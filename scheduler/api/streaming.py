@@ -92,7 +92,9 @@ async def stream_object(
     range_header: str | None,
     if_none_match: str | None,
     filename: str,
+    head: bool = False,
 ) -> Response:
+    """The object (or the range asked for) streamed from storage; for HEAD its headers only."""
     headers = {"Accept-Ranges": "bytes", "Content-Disposition": f'inline; filename="{filename}"'}
     if etag:
         headers["ETag"] = etag
@@ -108,15 +110,20 @@ async def stream_object(
         )
     start, end = span if span else (0, info.size - 1)
     length = max(0, end - start + 1)
+    code = status.HTTP_206_PARTIAL_CONTENT if span else status.HTTP_200_OK
+    if span:
+        headers["Content-Range"] = f"bytes {start}-{end}/{info.size}"
+    if head:  # the headers a GET would send; nothing is read from storage
+        return Response(
+            status_code=code, media_type=info.content_type, headers={**headers, "Content-Length": str(length)}
+        )
     # Opening the download is network I/O too: off the event loop; a StorageError is a 503.
     chunks = await asyncio.to_thread(storage.iter_bytes, key, start, length)
     first = await asyncio.to_thread(next, chunks, b"")
     headers["Content-Length"] = str(length)
-    if span:
-        headers["Content-Range"] = f"bytes {start}-{end}/{info.size}"
     return StreamingResponse(
         read_ahead(first, chunks),
-        status_code=status.HTTP_206_PARTIAL_CONTENT if span else status.HTTP_200_OK,
+        status_code=code,
         media_type=info.content_type,
         headers=headers,
     )

@@ -175,6 +175,12 @@ class LocalRunner:
     async def stop(self) -> None:
         """End every job process without reporting: the next start re-queues them."""
         jobs = list(self.jobs.values())
+        if jobs:  # e.g. Ctrl-C: say what is stopped, and that it is not lost
+            log.warning(
+                "service stopping: ending %d running job(s) (%s); they run again at the next start",
+                len(jobs),
+                ", ".join(j.spec.job_id for j in jobs),
+            )
         for job in jobs:
             job.stopping = "shutdown"
         await asyncio.gather(*(self._terminate(j, STOP_GRACE_SECONDS) for j in jobs), return_exceptions=True)

@@ -114,7 +114,8 @@ def test_limits_are_settings(make_client: Client) -> None:
     huge = client.post("/jobs", content=json.dumps({"colormap": "x" * 300}), headers=auth)
     assert huge.status_code == 413 and "200 bytes" in huge.json()["detail"]
     chunked = client.post(  # no Content-Length: the limit still holds
-        "/jobs", content=iter([b'{"colormap": "', b"x" * 300, b'"}']),
+        "/jobs",
+        content=iter([b'{"colormap": "', b"x" * 300, b'"}']),
         headers={**auth, "Content-Type": "application/json"},
     )
     assert chunked.status_code == 413 and "200 bytes" in chunked.json()["detail"]
@@ -264,3 +265,29 @@ def test_another_users_job_is_404_on_every_path(
 def test_wrong_method_is_405(client: TestClient, alice: dict[str, str]) -> None:
     response = client.put("/jobs", headers=alice)
     assert response.status_code == 405 and isinstance(response.json()["detail"], str)
+
+
+def test_202_has_a_location_and_results_answer_head(client: TestClient, alice: dict[str, str]) -> None:
+    submitted = client.post(
+        "/jobs", json={"width": 48, "height": 32, "max_iter": 40, "device": "cpu"}, headers=alice
+    )
+    job_id = submitted.json()["job_id"]
+    assert submitted.status_code == 202 and submitted.headers["location"] == f"/jobs/{job_id}"
+    wait_for(client, job_id, alice, ("succeeded",))
+    get = client.get(f"/jobs/{job_id}/result", headers=alice)
+    head = client.head(f"/jobs/{job_id}/result", headers=alice)
+    assert head.status_code == 200 and head.content == b""
+    for name in ("content-length", "content-type", "etag", "accept-ranges"):
+        assert head.headers[name] == get.headers[name], name
+    part = client.head(f"/jobs/{job_id}/result", headers={**alice, "Range": "bytes=0-9"})
+    assert part.status_code == 206 and part.headers["content-length"] == "10"
+
+
+def test_a_failed_jobs_links_do_not_point_at_a_409(make_client: Client) -> None:
+    client = make_client(local_gpus=1)  # the service is told of a GPU the host lacks
+    alice = sign_up_and_in(client, "alice")
+    job_id = submit(client, alice, device="gpu")["job_id"]  # the job finds none: it fails
+    doc = wait_for(client, job_id, alice)
+    assert doc["status"] == "failed" and doc["links"]["result"] is None
+    for link in (doc["links"]["self"], doc["links"]["files"], doc["links"]["logs"]):
+        assert client.get(link, headers=alice).status_code == 200, link

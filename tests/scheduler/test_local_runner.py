@@ -336,7 +336,9 @@ def test_spawn_failure_and_check(tmp_path: Path, make_settings: Callable[..., Se
     asyncio.run(Harness(make_settings()).runner.check())  # the API's own interpreter is fine
 
 
-def test_stop_ends_jobs_without_reporting(make_settings: Callable[..., Settings]) -> None:
+def test_stop_ends_jobs_without_reporting(
+    make_settings: Callable[..., Settings], caplog: pytest.LogCaptureFixture
+) -> None:
     job = spec(LONG)
     pids: list[int] = []
 
@@ -349,6 +351,7 @@ def test_stop_ends_jobs_without_reporting(make_settings: Callable[..., Settings]
     h = run(make_settings(), scenario)
     assert group_gone(pids[0])
     assert [r.status for r in h.of(job.job_id)] == ["running"] * len(h.of(job.job_id))
+    assert f"ending 1 running job(s) ({job.job_id})" in caplog.text  # a Ctrl-C says what it stopped
 
 
 def _leftover(settings: Settings, job_id: str, env: dict[str, str] | None) -> subprocess.Popen[bytes]:

@@ -14,6 +14,8 @@ from starlette.types import Receive, Scope, Send
 
 from scheduler.api.deps import CurrentUser, OwnedJob, ServiceDep
 from scheduler.api.errors import unprocessable
+from scheduler.events import CURRENT
+from scheduler.models import JobEvent
 from scheduler.service import Service
 
 log = logging.getLogger(__name__)
@@ -46,6 +48,29 @@ class EventStream(EventSourceResponse):
             )
 
 
+FRAME_CACHE = 4096  # encoded events kept: one change goes out to every stream, encoded once
+_frames: dict[tuple[int, str, str], bytes] = {}
+
+
+def encoded(event: JobEvent) -> bytes:
+    """The event on the wire (`id:`, `event:` unless a plain job document, `data:`), encoded
+    once however many streams send it."""
+    if event.kind == CURRENT:  # made for this stream alone, and may differ from the log's
+        return _encode(event)
+    key = (event.seq or 0, event.job_id, event.kind)
+    frame = _frames.get(key)
+    if frame is None:
+        if len(_frames) >= FRAME_CACHE:
+            _frames.clear()
+        frame = _frames[key] = _encode(event)
+    return frame
+
+
+def _encode(event: JobEvent) -> bytes:
+    kind = None if event.kind in ("job", CURRENT) else event.kind  # job documents are plain `message`s
+    return ServerSentEvent(data=json.dumps(event.document), id=str(event.seq), event=kind).encode()
+
+
 def parse_last_event_id(value: str | None) -> int | None:
     if value is None or not value.strip():
         return None
@@ -58,10 +83,9 @@ def open_stream(service: Service, owner: str, job_id: str | None, last_event_id:
     after = parse_last_event_id(last_event_id)
     sub = service.events.subscribe(owner, job_id)  # TooManyStreams: a 429 (api/errors.py)
 
-    async def frames() -> AsyncIterator[ServerSentEvent]:
+    async def frames() -> AsyncIterator[bytes]:
         async for event in service.events.follow(sub, after):
-            kind = None if event.kind == "job" else event.kind  # job documents are plain `message`s
-            yield ServerSentEvent(data=json.dumps(event.document), id=str(event.seq), event=kind)
+            yield encoded(event)
 
     settings = service.settings
     return EventStream(

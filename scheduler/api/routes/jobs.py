@@ -7,7 +7,7 @@ import json
 import re
 from typing import Annotated
 
-from fastapi import APIRouter, Header, Query, status
+from fastapi import APIRouter, Header, Query, Request, status
 from fastapi.responses import PlainTextResponse, Response
 
 from job_image.storage import ObjectInfo
@@ -25,6 +25,7 @@ router = APIRouter(prefix="/jobs", tags=["jobs"])
 FILE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")  # fullmatch: "$" lets a final newline in
 WaitQuery = Annotated[float, Query(ge=0, description="seconds to wait for the job to finish")]
 
+
 async def finished_or_current(service: Service, job: Job, wait: float) -> JobPublic:
     """The job's document, after waiting up to `wait` seconds for it to finish."""
     if wait > service.settings.max_wait_seconds:
@@ -38,14 +39,18 @@ async def finished_or_current(service: Service, job: Job, wait: float) -> JobPub
 
 
 @router.post("", status_code=status.HTTP_202_ACCEPTED)
-async def submit_job(user: CurrentUser, service: ServiceDep, request: JobCreate) -> JobPublic:
+async def submit_job(
+    user: CurrentUser, service: ServiceDep, request: JobCreate, response: Response
+) -> JobPublic:
     """Ask for a fractal: validates the parameters, queues a job and returns its id at once."""
     problem = request.limit_problem(service.settings.limits)
     if problem:
         raise unprocessable(f"Invalid parameters: {problem}.")
     if request.callback_url is not None:
         check_callback_url(request.callback_url, service.settings.callback_allow_private)
-    return JobPublic.of(await service.submit(user.username, request))
+    job = JobPublic.of(await service.submit(user.username, request))
+    response.headers["Location"] = job.links.self
+    return job
 
 
 @router.get("")
@@ -102,14 +107,16 @@ async def list_result_files(job: OwnedJob, service: ServiceDep) -> FilesPublic:
     return FilesPublic(job_id=job.id, files=files)
 
 
-@router.get(
+@router.api_route(
     "/{job_id}/result",
+    methods=["GET", "HEAD"],
     response_class=Response,
     responses={200: {"content": {"image/png": {}}, "description": "the PNG (or the file asked for)"}},
 )
 async def download_result(
     job: OwnedJob,
     service: ServiceDep,
+    http: Request,
     wait: WaitQuery = 0,
     file: Annotated[str, Query(description="a name from result/list")] = "image.png",
     range_header: Annotated[str | None, Header(alias="Range")] = None,
@@ -134,6 +141,7 @@ async def download_result(
         range_header=range_header,
         if_none_match=if_none_match,
         filename=f"{job.id}-{file}",
+        head=http.method == "HEAD",
     )
 
 

@@ -237,8 +237,8 @@ def whole_render_figures(settings: JobSettings, reps: int) -> None:
     threads = settings.png_threads or os.cpu_count()
     print(f"== whole render (default colormap, palette PNG on {threads} threads, upload to a local "
           f"directory; best of {reps})")
-    print("   PNG encode = waiting for the encoder after the last band: bands are compressed while the"
-          " kernel renders the next")
+    print("   colour includes handing each band's rows to the encoder; PNG encode = waiting for the"
+          " encoder after the last band (bands are compressed while the kernel renders the next)")
     with tempfile.TemporaryDirectory() as tmp:
         storage = LocalStorage(tmp)
         for precision in ("float32", "float64"):

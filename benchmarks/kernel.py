@@ -40,7 +40,7 @@ from PIL import Image  # noqa: E402
 
 from job_image import colour, device, job, output, png  # noqa: E402
 from job_image.params import FractalParams  # noqa: E402
-from job_image.render import PERIODIC, FractalKernel, KernelShape  # noqa: E402
+from job_image.render import PERIODIC, FractalKernel, KernelShape, uses_periodicity  # noqa: E402
 from job_image.settings import JobSettings, configure_opencl_cache  # noqa: E402
 from job_image.storage import LocalStorage  # noqa: E402
 
@@ -143,7 +143,7 @@ class Kernels:
         self.chosen = device.choose("cpu")
         self._built: dict[tuple, FractalKernel] = {}
 
-    def get(self, kind: str, precision: str, periodic: bool | None = None,
+    def get(self, kind: str, precision: str, periodic: bool = True,
             brute_force: bool = False) -> FractalKernel:
         key = (kind, precision, periodic, brute_force)
         if key not in self._built:
@@ -183,7 +183,7 @@ def ratio_figures(kernels: Kernels, refs: tuple[Reference | None, Reference | No
         ref = jref if frame["kind"] == "julia" else mref
         for precision in ("float32", "float64"):
             p = FractalParams(**frame, width=side, height=side, precision=precision)
-            k = kernels.get(p.kind, precision)
+            k = kernels.get(p.kind, precision, uses_periodicity(p))
             kernels.run(k, p)  # warm-up: PoCL compiles per size at the first launch
             ours, theirs, per_round = [], [], []
             for _ in range(rounds):
@@ -213,7 +213,8 @@ def ratio_figures(kernels: Kernels, refs: tuple[Reference | None, Reference | No
 
 def periodicity_figures(kernels: Kernels, reps: int, rounds: int) -> None:
     side = 1024
-    default = ", ".join(f"{k} {'on' if v else 'off'}" for k, v in PERIODIC.items())
+    default = ", ".join(f"{k} {'by its constant' if v is None else 'on' if v else 'off'}"
+                        for k, v in PERIODIC.items())
     print(f"== periodicity test on / off, {side}x{side} (kernel ms, best of {rounds * reps}; "
           f"enabled by default: {default})")
     for name, frame in PERIODICITY_FRAMES.items():
@@ -236,8 +237,8 @@ def whole_render_figures(settings: JobSettings, reps: int) -> None:
     threads = settings.png_threads or os.cpu_count()
     print(f"== whole render (default colormap, palette PNG on {threads} threads, upload to a local "
           f"directory; best of {reps})")
-    print("   PNG encode = waiting for the encoder after the last band: bands are compressed while the"
-          " kernel renders the next")
+    print("   colour includes handing each band's rows to the encoder; PNG encode = waiting for the"
+          " encoder after the last band (bands are compressed while the kernel renders the next)")
     with tempfile.TemporaryDirectory() as tmp:
         storage = LocalStorage(tmp)
         for precision in ("float32", "float64"):

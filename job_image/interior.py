@@ -43,3 +43,25 @@ def mandelbrot_interior(cr: np.ndarray, ci: np.ndarray) -> np.ndarray:
     t = cr + dt(1)
     bulb = t * t + y2 <= dt(BULB_R2)
     return cardioid | bulb
+
+
+def has_attracting_cycle(cr: float, ci: float, max_iter: int = 20_000) -> bool:
+    """Whether c's own orbit (z0 = 0) settles on a cycle: in the cardioid or the period-2 bulb,
+    or it repeats exactly in float64 within max_iter (Brent's cycle detection). Then the
+    filled Julia set of c has interior (the basin of that cycle), which is where the kernel's
+    periodicity test pays; for c outside the Mandelbrot set there is none. A host-side
+    decision for a julia frame, some milliseconds."""
+    if mandelbrot_interior(np.array([cr]), np.array([ci]))[0]:
+        return True
+    zr = zi = kr = ki = 0.0
+    power = steps = 1
+    for _ in range(max_iter):
+        zr, zi = zr * zr - zi * zi + cr, 2.0 * zr * zi + ci
+        if zr * zr + zi * zi > 4.0:
+            return False
+        if zr == kr and zi == ki:
+            return True
+        if steps == power:  # a new window: keep this z, twice as long as the last one
+            kr, ki, power, steps = zr, zi, power * 2, 0
+        steps += 1
+    return False

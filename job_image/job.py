@@ -17,7 +17,7 @@ import numpy as np
 from . import colour, device, png
 from .errors import NoDevice
 from .params import FractalParams
-from .render import FractalKernel, KernelShape
+from .render import FractalKernel, KernelShape, uses_periodicity
 from .settings import JobSettings, configure_opencl_cache
 
 
@@ -41,10 +41,10 @@ class Rendered:
 
 @lru_cache(maxsize=16)
 def _kernel(chosen: device.Chosen, kind: str, precision: str, shape: KernelShape,
-            cache_dir: Path | None) -> FractalKernel:
+            cache_dir: Path | None, periodic: bool = True) -> FractalKernel:
     # One context and built program per configuration and process: repeated renders (tests,
     # benchmarks) skip the context setup and build entirely.
-    return FractalKernel(chosen, kind, precision, shape, cache_dir)
+    return FractalKernel(chosen, kind, precision, shape, cache_dir, periodic)
 
 
 def render(p: FractalParams, settings: JobSettings, progress: Callable[[int], None] | None = None,
@@ -64,7 +64,7 @@ def render(p: FractalParams, settings: JobSettings, progress: Callable[[int], No
         device.require_fp64(chosen)
     shape = KernelShape.for_device(chosen, p.precision, settings.vector_width, settings.in_flight)
     t_build = time.perf_counter()
-    kernel = _kernel(chosen, p.kind, p.precision, shape, cache)
+    kernel = _kernel(chosen, p.kind, p.precision, shape, cache, uses_periodicity(p))
     build_seconds = time.perf_counter() - t_build
 
     n = p.supersample

@@ -19,24 +19,33 @@ import numpy as np
 import pyopencl as cl
 
 from .device import Chosen
+from .interior import has_attracting_cycle
 from .params import FractalParams
 
 KERNEL_SOURCE = (Path(__file__).parent / "kernels" / "fractal.cl").read_text()
 KIND_CODES = {"mandelbrot": 0, "julia": 1, "burning_ship": 2}
-# Kinds whose kernel looks for orbits that repeat exactly (see the kernel). It saves the
-# iterations of interior samples after their orbit settles (julia's rabbit: 5-7x faster;
-# the burning ship's body: 1.2-1.4x) and costs samples still running after the head a test
-# per block (frames with little interior: within the noise of +-20 % here);
-# `benchmarks/kernel.py` measures both ways per kind.
-PERIODIC = {"mandelbrot": 1, "julia": 1, "burning_ship": 1}
 # Row strides are padded to this many samples: a multiple of every vector width * in-flight
 # count allowed below, and of a GPU warp, so loads stay aligned and coalesced.
 ROW_PAD = 64
+# Whether the kernel looks for orbits that repeat exactly (see the kernel), per kind. It saves
+# the iterations of interior samples after their orbit settles (the burning ship's body:
+# 1.2-1.4x faster) and costs the samples still running after the head a test per block
+# (frames with little interior: up to ~25 % slower here). Julia (None) is decided per frame:
+# on where its constant has an attracting cycle, so that the set has interior (the rabbit:
+# 3-8x faster), off elsewhere (-0.8+0.156i, no interior: 0.5-1.5x across runs, mostly
+# noise). `benchmarks/kernel.py` measures both ways.
+PERIODIC: dict[str, bool | None] = {"mandelbrot": True, "julia": None, "burning_ship": True}
+
+
+def uses_periodicity(p: FractalParams) -> bool:
+    """Whether `p` is rendered with the periodicity test (see PERIODIC)."""
+    default = PERIODIC[p.kind]
+    return has_attracting_cycle(p.julia_re, p.julia_im) if default is None else default
 
 
 @dataclass(frozen=True)
 class KernelShape:
-    """How many samples one work-item handles: vector_width * in_flight, consecutive in a row."""
+    """A work-item's layout: in_flight vectors of vector_width lanes, over a tile of samples."""
 
     vector_width: int
     in_flight: int
@@ -98,10 +107,10 @@ class FractalKernel:
     """A built kernel for one device, kind and precision; keep it to render several frames."""
 
     def __init__(self, chosen: Chosen, kind: str, precision: str, shape: KernelShape,
-                 cache_dir: Path | None = None, periodic: bool | None = None,
+                 cache_dir: Path | None = None, periodic: bool = True,
                  brute_force: bool = False) -> None:
-        """`periodic` overrides the kind's periodicity test (PERIODIC); `brute_force` turns
-        off both exact skips, for benchmarks to compare with."""
+        """`periodic`: build with the periodicity test (see `uses_periodicity`);
+        `brute_force` turns off both exact skips, for benchmarks to compare with."""
         self.chosen, self.kind, self.precision, self.shape = chosen, kind, precision, shape
         self.real = np.float32 if precision == "float32" else np.float64
         self.ctx = cl.Context([chosen.device])
@@ -117,7 +126,7 @@ class FractalKernel:
             f"-DTILE={shape.tile}",
             f"-DHEAD={shape.head}",
             f"-DKIND={KIND_CODES[kind]}",
-            f"-DPERIODIC={0 if brute_force else PERIODIC[kind] if periodic is None else int(periodic)}",
+            f"-DPERIODIC={int(periodic and not brute_force)}",
             f"-DINTERIOR={int(not brute_force)}",
         ]
         t0 = time.perf_counter()

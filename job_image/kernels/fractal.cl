@@ -6,15 +6,16 @@
  *   VW        1, 2, 4, 8, 16    samples per vector: wide on CPUs (one AVX register),
  *                               1 on GPUs (the hardware vectorises across work-items)
  *   IF        1..4              vectors in flight per work-item (hides FP latency on CPUs)
- *   TILE      samples per work-item, a multiple of VW*IF (VW*IF on GPUs; a long run of a
- *             row on CPUs, which the lanes share out among themselves, see escape())
+ *   TILE      samples per work-item, a multiple of VW*IF (VW*IF on GPUs; on CPUs a long
+ *             run of the band's rows, which the lanes share out among themselves)
+ *   HEAD      iterations every sample gets in fixed vector groups before the refill
  *   CHECK     iterations per block between escape tests (see the loop in escape())
  *   KIND      0 mandelbrot, 1 julia, 2 burning_ship
  *   PERIODIC  1: detect orbits that repeat exactly (see the loop in escape()); 0: don't
  *   INTERIOR  1: mandelbrot samples in the cardioid or period-2 bulb are not iterated; 0: they
  *             are (brute force, for benchmarks to check the skips against)
  *
- * Each work-item renders TILE consecutive samples of one row, VW*IF at a time. Per sample it
+ * Each work-item renders TILE consecutive samples of its band (row after row). Per sample it
  * writes the escape count (iterations done before |z|^2 > 4, capped at max_iter) and a
  * palette index (smooth colouring from the count and |z|^2 at the escape).
  *
@@ -426,14 +427,18 @@ __kernel void escape(__global const REAL *xs,   /* sample x per column, padded t
          * in memory (the index hides them from register promotion): in registers they would
          * crowd out the iteration. A lane's kept value is NaN until the first save after its
          * sample started, so it never matches another sample's orbit. */
-        const bool save = (++blocks & (PERIOD_SAVE - 1)) == 0;
-        FOR_K {
-            const int at_k = k + zero;
-            IV cycled = live[k] & MASK(zr[k] == LOADR(at_k, keep_zr)) & MASK(zi[k] == LOADR(at_k, keep_zi));
-            n[k] = select(n[k], (IV)max_iter, cycled);
-            live[k] &= ~cycled;
+        IV same_re = (IV)0;  /* Re z alone first: a match is rare, so the full test seldom runs */
+        FOR_K same_re |= live[k] & MASK(zr[k] == LOADR(k + zero, keep_zr));
+        if (ANY(same_re)) {
+            FOR_K {
+                const int at_k = k + zero;
+                IV cycled = live[k] & MASK(zr[k] == LOADR(at_k, keep_zr)) &
+                            MASK(zi[k] == LOADR(at_k, keep_zi));
+                n[k] = select(n[k], (IV)max_iter, cycled);
+                live[k] &= ~cycled;
+            }
         }
-        if (save) {
+        if ((++blocks & (PERIOD_SAVE - 1)) == 0) {
             FOR_K {
                 STOREU(zr[k], k + zero, keep_zr);
                 STOREU(zi[k], k + zero, keep_zi);

@@ -5,8 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from job_image.interior import mandelbrot_interior
+from job_image.interior import has_attracting_cycle, mandelbrot_interior
 from job_image.params import FractalParams
+from job_image.render import uses_periodicity
 
 from .reference import escape, sample_grid
 
@@ -55,3 +56,23 @@ def test_known_points_in_both_precisions() -> None:
     want = np.array([True, True, False, False, True, False, False])
     for dt in (np.float64, np.float32):
         assert np.array_equal(mandelbrot_interior(x.astype(dt), y.astype(dt)), want)
+
+
+@pytest.mark.parametrize("c,cycle", [
+    ((0.0, 0.0), True),  # the cardioid's centre: fixed point 0
+    ((-1.0, 0.0), True),  # the period-2 bulb
+    ((-0.123, 0.745), True),  # Douady's rabbit: a period-3 bulb, found by the cycle test
+    ((-1.7549, 0.0), True),  # the airplane's period-3 component on the real axis
+    ((-0.8, 0.156), False),  # escapes (slowly): its Julia set has no interior
+    ((0.3, 0.0), False),  # right of the cusp: escapes
+    ((0.25, 0.0), False),  # the cusp: parabolic, no exact cycle within the budget
+])
+def test_has_attracting_cycle(c: tuple[float, float], cycle: bool) -> None:
+    assert has_attracting_cycle(*c) is cycle
+
+
+def test_periodicity_per_kind_and_julia_constant() -> None:
+    assert uses_periodicity(FractalParams(kind="mandelbrot"))
+    assert uses_periodicity(FractalParams(kind="burning_ship"))
+    assert uses_periodicity(FractalParams(kind="julia", julia_re=-0.123, julia_im=0.745))
+    assert not uses_periodicity(FractalParams(kind="julia", julia_re=-0.8, julia_im=0.156))

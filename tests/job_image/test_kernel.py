@@ -42,16 +42,13 @@ SKIP_FRAMES = {
 
 
 def kernel_counts(p: FractalParams, shape: KernelShape | None = None, band_samples: int = 1 << 20,
-                  periodic: bool | None = None):
+                  periodic: bool = True):
     """Counts and palette indices for the whole frame, gathered band by band."""
     settings = JobSettings.from_env()
     cache = configure_opencl_cache(settings.opencl_cache_dir)
     chosen = device.choose("cpu")
     shape = shape or KernelShape.for_device(chosen, p.precision)
-    if periodic is None:
-        kernel = job._kernel(chosen, p.kind, p.precision, shape, cache)
-    else:
-        kernel = FractalKernel(chosen, p.kind, p.precision, shape, cache, periodic=periodic)
+    kernel = job._kernel(chosen, p.kind, p.precision, shape, cache, periodic)
     counts, shades = [], []
     for band in kernel.bands(p, band_samples):
         counts.append(band.counts.copy())
@@ -80,7 +77,7 @@ def test_counts_equal_reference(kind: str, precision: str) -> None:
 @pytest.mark.parametrize("frame", sorted(SKIP_FRAMES))
 def test_skips_give_brute_force_counts(frame: str, precision: str, periodic: bool) -> None:
     """The cardioid / bulb test and the periodicity test each answer max_iter only where brute
-    force does; with periodicity on or off (whichever the kind uses by default)."""
+    force does; with periodicity on or off."""
     p = FractalParams(**SKIP_FRAMES[frame], precision=precision)
     got, got_shade = kernel_counts(p, periodic=periodic)
     want, want_mag = escape(p)

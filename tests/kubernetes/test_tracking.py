@@ -6,13 +6,17 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import threading
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import pytest
 from kubernetes import client as k
 
+from scheduler.core.config import Settings
 from scheduler.runners.kubernetes import adoption, sweep, tracking
+from scheduler.runners.kubernetes.runner import KubernetesRunner
 from scheduler.runners.kubernetes.status import Observation
 from scheduler.runners.kubernetes.tracking import (
     ConcludeLost,
@@ -25,6 +29,7 @@ from scheduler.runners.kubernetes.tracking import (
     Report,
     decide,
 )
+from tests.kubernetes.conftest import Recorder
 
 JOB_ID = "a" * 32
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
@@ -506,3 +511,41 @@ def test_the_sweep_goes_on_after_an_error(caplog: pytest.LogCaptureFixture) -> N
 
     asyncio.run(asyncio.wait_for(scenario(), 10))
     assert any("sweep failed for job bad" in r.getMessage() for r in caplog.records)
+
+
+# --- the shell: adoption sees what the first list holds ------------------------------------------------
+
+
+class Listed:
+    """A reflector whose first list holds `objs` (their events not handled yet)."""
+
+    def __init__(self, *objs: Any) -> None:
+        self.objs = list(objs)
+        self.synced = threading.Event()
+        self.synced.set()
+
+    def live(self) -> list[Any]:
+        return self.objs
+
+    def get(self, name: str) -> Any:
+        return next((o for o in self.objs if o.metadata.name == name), None)
+
+    def select(self, label: str, value: str) -> list[Any]:
+        return [o for o in self.objs if (o.metadata.labels or {}).get(label) == value]
+
+
+def test_adoption_classifies_every_listed_job_even_before_its_event_is_handled(tmp_path: Path) -> None:
+    """Both watches have listed; the Job's ADDED event is still queued on the loop: adoption must
+    not take it for one that appeared later (another replica's) and leave an orphan running."""
+    deleted: list[str] = []
+
+    async def scenario() -> None:
+        runner = KubernetesRunner(Settings(data_dir=tmp_path, runner="kubernetes"), Recorder(), None)  # type: ignore[arg-type]
+        runner.cluster.delete_job = lambda job_id: deleted.append(job_id) or True  # type: ignore[method-assign]
+        runner.watches.reflectors = {"jobs": Listed(job()), "pods": Listed(RUNNING)}  # type: ignore[dict-item]
+        runner._adopt()
+        assert runner.states[JOB_ID].phase is Phase.ORPHAN  # created in 2026-01-01, long before the runner
+        await asyncio.gather(*runner._tasks)
+
+    asyncio.run(asyncio.wait_for(scenario(), 10))
+    assert deleted == [JOB_ID]

@@ -213,6 +213,8 @@ class KubernetesRunner:
         if self.adopted or not self.watches.listed():
             return
         self.adopted = True
+        for job_id in self.watches.job_ids():  # listed, though their events may not be handled yet
+            self.states.setdefault(job_id, JobState(job_id, Phase.UNKNOWN))
         for job_id, state in list(self.states.items()):
             self.states[job_id], actions = adoption.adopt(
                 state, self.watches.job(job_id), self.watches.pods(job_id),

@@ -53,6 +53,12 @@ class Watches:
         """The first list of every kind a job's tracking reads is in."""
         return all(kind in self.reflectors and self.reflectors[kind].synced.is_set() for kind in TRACKED)
 
+    def job_ids(self) -> list[str]:
+        """The job ids of the Jobs the watch shows now."""
+        jobs = self.reflectors.get("jobs")
+        labels = ((j.metadata.labels or {}).get(objects.JOB_ID_LABEL) for j in (jobs.live() if jobs else []))
+        return [job_id for job_id in labels if job_id]
+
     def job(self, job_id: str) -> k.V1Job | None:
         jobs = self.reflectors.get("jobs")
         return jobs.get(objects.job_name(job_id)) if jobs else None

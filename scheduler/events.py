@@ -14,14 +14,14 @@ import asyncio
 import collections
 import contextlib
 import logging
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from datetime import timedelta
 
 from sqlalchemy import Engine
 from sqlmodel import Session, col, select
 
-from scheduler import crud, db
+from scheduler import crud
 from scheduler.models import Job, JobEvent, JobPublic, utcnow
 from scheduler.statuses import ACTIVE, FINISHED
 
@@ -102,10 +102,9 @@ class EventFeed:
         job_id = sub.job_id
         try:
             last = after or 0
-            backlog, job = await db.in_thread(
-                self.engine,
-                lambda s: (list(self._backlog(s, sub, after)), s.get(Job, job_id) if job_id else None),
-            )
+            with Session(self.engine, expire_on_commit=False) as session:
+                backlog = list(self._backlog(session, sub, after))
+                job = session.get(Job, job_id) if job_id is not None else None
             for event in backlog:
                 last = max(last, event.seq or 0)
                 yield event
@@ -182,17 +181,18 @@ class EventFeed:
                 await asyncio.wait_for(self._wake.wait(), self.poll_seconds)
             self._wake.clear()
             try:
-                await self._read()
+                self._read()
                 if loop.time() - pruned > PRUNE_EVERY_SECONDS:
                     pruned = loop.time()
                     await asyncio.to_thread(self._prune)
             except Exception:  # a DB hiccup: the next round reads from the same cursor
                 log.warning("event feed: reading the log failed", exc_info=True)
 
-    async def _read(self) -> None:
+    def _read(self) -> None:
         """Fan out the events after the cursor, in seq order, holding back at a fresh hole."""
         while self._cursor is not None:
-            events = await db.in_thread(self.engine, self._events_after(self._cursor))
+            with Session(self.engine, expire_on_commit=False) as session:
+                events = crud.events_after(session, seq=self._cursor, limit=BATCH)
             for event in events:
                 if event.seq != self._cursor + 1 and not self._hole_is_final():
                     return
@@ -202,10 +202,6 @@ class EventFeed:
                     return
             if len(events) < BATCH:
                 return
-
-    @staticmethod
-    def _events_after(seq: int) -> Callable[[Session], list[JobEvent]]:
-        return lambda session: crud.events_after(session, seq=seq, limit=BATCH)
 
     def _hole_is_final(self) -> bool:
         now = asyncio.get_running_loop().time()

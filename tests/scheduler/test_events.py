@@ -67,7 +67,7 @@ def test_one_log_read_serves_every_stream(engine: Engine) -> None:
         queries = count_queries(engine)
         progress(engine, job.id, 3)
         writes = len(queries)
-        await feed._read()
+        feed._read()
         assert len(queries) - writes <= 2  # the log read (and its empty follow-up), not 200
         assert all(sub.queue.qsize() == 3 for sub in subs)
 
@@ -83,7 +83,7 @@ def test_a_client_that_stops_reading_is_dropped_with_a_bounded_queue(engine: Eng
         got = []
         for _ in range(5):
             progress(engine, job.id, 2)
-            await feed._read()
+            feed._read()
             while not reader.queue.empty():
                 got.append(reader.queue.get_nowait())
         assert stalled.dropped and stalled.queue.qsize() == 1 and stalled.queue.get_nowait() is None
@@ -103,7 +103,7 @@ def test_a_dropped_stream_ends_and_the_client_can_resume_from_the_log(engine: En
             seen.append(ev.seq)
             if len(seen) == 1:
                 progress(engine, job.id, 5)  # more than the queue holds, unread
-                await feed._read()
+                feed._read()
         assert sub.dropped and len(seen) == 1
         resumed = feed.subscribe("alice", job.id)
         rest = []
@@ -142,13 +142,13 @@ def test_a_hole_in_the_log_is_waited_for_before_it_is_skipped(engine: Engine) ->
             first = crud.events_after(session, seq=feed._cursor or 0, limit=1)[0]
             session.delete(first)
             session.commit()
-        await feed._read()
+        feed._read()
         assert sub.queue.empty()
         loop = asyncio.get_running_loop()
         deadline = loop.time() + 10
         while sub.queue.qsize() < 2:  # once past the grace period the hole is final
             assert loop.time() < deadline, "the hole was never skipped"
             await asyncio.sleep(0.02)
-            await feed._read()
+            feed._read()
 
     asyncio.run(run())

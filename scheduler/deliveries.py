@@ -74,8 +74,9 @@ class CallbackDeliveries:
             except Exception:  # a DB hiccup: look again later, the queue is in the database
                 log.warning("callbacks: looking for due callbacks failed", exc_info=True)
                 wait = self.settings.callback_poll_seconds
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), wait)
+            with contextlib.suppress(TimeoutError):  # not wait_for: see EventFeed._loop
+                async with asyncio.timeout(wait):
+                    await self._wake.wait()
             self._wake.clear()
 
     def _until_next(self, session: Session) -> float:

@@ -115,6 +115,13 @@ class Dispatcher:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
 
+    async def _woken_or(self, seconds: float) -> None:
+        """Wait for wake() or `seconds`. Not asyncio.wait_for: on Python 3.11 it can swallow a
+        cancel that arrives with the wake-up, and stop() would then wait for ever."""
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(seconds):
+                await self._wake.wait()
+
     async def _loop(self) -> None:
         backoff = Backoff(FIRST_RETRY_SECONDS, self.retry_max_seconds)
         while True:
@@ -125,11 +132,9 @@ class Dispatcher:
                 backoff.reset()
                 # a cycle over a long queue costs CPU: rest at least as long as it took
                 await asyncio.sleep(min(time.monotonic() - started, IDLE_RECHECK_SECONDS))
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._wake.wait(), IDLE_RECHECK_SECONDS)
+                await self._woken_or(IDLE_RECHECK_SECONDS)
             except RunnerUnavailable:
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._wake.wait(), backoff.next())
+                await self._woken_or(backoff.next())
             except Exception:  # a bug here must not stop every future job
                 log.exception("dispatcher failed; retrying")
                 await asyncio.sleep(backoff.next())

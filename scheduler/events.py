@@ -177,8 +177,11 @@ class EventFeed:
         loop = asyncio.get_running_loop()
         pruned = loop.time()
         while True:
+            # asyncio.timeout, not wait_for: on Python 3.11 wait_for can swallow a cancel that
+            # arrives with the wake-up, and stop() would then wait for ever
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), self.poll_seconds)
+                async with asyncio.timeout(self.poll_seconds):
+                    await self._wake.wait()
             self._wake.clear()
             try:
                 self._read()

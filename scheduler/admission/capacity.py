@@ -159,8 +159,11 @@ def kube_snapshot(
             if not any(resource in demand[c] for c in CLASSES):
                 continue  # e.g. services, secrets: no job of ours counts against them
             pending = sum(demand[c].get(resource, Decimal(0)) * uncounted.get(c, 0) for c in CLASSES)
+            ours = sum(demand[c].get(resource, Decimal(0)) * in_use.get(c, 0) for c in CLASSES)
             key = f"{name}/{resource}"
-            taken = used.get(resource, Decimal(0)) + pending
+            # never less than our own admitted jobs take: the Pod watch can show a new pod before
+            # the ResourceQuota watch shows it counted, and that room must not be spent twice
+            taken = max(used.get(resource, Decimal(0)) + pending, ours)
             pools[key] = Pool(f"{resource} of ResourceQuota {name}", limit, taken)
             for c in CLASSES:
                 if resource in demand[c]:

@@ -82,5 +82,7 @@ def test_an_end_the_database_refused_is_written_when_it_can_be(make_client: Clie
     service.engine.dispose()
 
     doc = wait_for(client, job_id, alice, timeout=60)
-    assert doc["status"] == "failed" and "ran longer than 3 seconds" in doc["error"], doc
+    # its end is whichever came first: the timeout, or (a fast render) the read-only results
+    ended_by = ("ran longer than 3 seconds", "storage failure")
+    assert doc["status"] == "failed" and any(why in doc["error"] for why in ended_by), doc
     assert not service.tracker.unwritten

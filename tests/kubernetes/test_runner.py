@@ -265,6 +265,10 @@ def test_cancel_deletes_the_job_and_its_pods(
     assert apiserver.job(job_id) is None
     assert recorder.statuses(job_id)[-1] == "cancelled"
     assert recorder.statuses(job_id).count("cancelled") == 1
+    # The record keeps what the job printed: its log was saved before the delete took the pod.
+    log = b"".join(storage.iter_bytes(f"alice/{job_id}/job.log")).decode()
+    assert f"stand-in job {job_id} mode sleep" in log
+    assert {"pod.json", "events.json"} <= names(storage, f"alice/{job_id}/")
 
 
 def test_api_server_down_at_submit_keeps_the_job_queued(

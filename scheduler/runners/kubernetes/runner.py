@@ -135,9 +135,13 @@ class KubernetesRunner:
         """Delete the Job and its pods. A delete that does not go through raises
         RunnerUnavailable saying why, and leaves the job as it was: its own end is what gets
         reported. Until the delete answers, watch events do not end the job: once it has, the
-        pod may fail from our SIGTERM, which is still a cancel."""
-        if job_id in self.states:
-            self.states[job_id] = tracking.cancelling(self.states[job_id])
+        pod may fail from our SIGTERM, which is still a cancel. A started job's log is saved
+        first: the delete takes its pod, and the pod's log, with it."""
+        state = self.states.get(job_id)
+        if state is not None:
+            self.states[job_id] = tracking.cancelling(state)
+            if state.phase is Phase.TRACKING and state.prefix and self.watches.pods(job_id):
+                await self._save_as_is(job_id, state.prefix)
         try:
             purged = await asyncio.to_thread(self.cluster.delete_job, job_id)
         except errors.KubeError as exc:
@@ -290,12 +294,26 @@ class KubernetesRunner:
             try:
                 obs = await self.artifacts.save_end(
                     job_id, obs, prefix=state.prefix, recompute=action.recompute,
-                    may_write=lambda: job_id in self.states and self.states[job_id].phase is not Phase.ORPHAN,
+                    may_write=lambda: self._may_write(job_id),
                 )
             except Exception:  # noqa: BLE001 - the status must be reported whatever happens here
                 log.exception("could not save the artifacts of %s", job_id)
         ok, known = await self._emit(job_id, obs)
         self._step(job_id, tracking.end_reported, obs, ok=ok, known=known, again=ok)
+
+    def _may_write(self, job_id: str) -> bool:
+        """False once the job's record is deleted: its prefix must then stay empty."""
+        return job_id in self.states and self.states[job_id].phase is not Phase.ORPHAN
+
+    async def _save_as_is(self, job_id: str, prefix: str) -> None:
+        """job.log, pod.json and events.json as they are now (a cancel's end saves nothing)."""
+        try:
+            await asyncio.to_thread(
+                self.artifacts.save, job_id, prefix, self.watches.job(job_id), self.watches.pods(job_id),
+                lambda: self._may_write(job_id),
+            )
+        except Exception:  # noqa: BLE001 - the cancel goes on whatever happens here
+            log.exception("could not save the artifacts of %s before its cancel", job_id)
 
     async def _emit(self, job_id: str, obs: Observation) -> tuple[bool, bool]:
         """Report one observation: (it went through, the DB knows the job)."""

@@ -228,5 +228,7 @@ def record(session: Session, report: StatusReport, *, max_attempts: int) -> Reco
 def log_change(session: Session, job: Job) -> None:
     """Log the job's new document in the transaction that changes it (the caller commits), so
     a change and its event are never one without the other. Any other change of what the job
-    document shows (progress, queue position) must call this too, or streams won't see it."""
+    document shows (progress, queue position) must call this too, or streams won't see it.
+    The event keeps the document as of now: replayed later, its estimates may lie in the past
+    (an event says what was known then; GET /jobs/{id} says what is known now)."""
     session.add(JobEvent(job_id=job.id, owner=job.owner, document=JobPublic.of(job).model_dump(mode="json")))

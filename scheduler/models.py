@@ -35,6 +35,12 @@ def as_utc(ts: datetime | None) -> datetime | None:
     return ts.replace(tzinfo=UTC)
 
 
+def upcoming(ts: datetime | None, now: datetime) -> datetime | None:
+    """`ts` if it is still ahead of `now`; an estimate already past says nothing (null)."""
+    ts = as_utc(ts)
+    return ts if ts is not None and ts >= now else None
+
+
 # --- users ----------------------------------------------------------------------------------
 
 
@@ -180,8 +186,10 @@ class JobPublic(BaseModel):
     placement: DeviceClass | None = Field(description="the class it was admitted to; null while queued")
     queue_position: int | None = Field(description="1 = the next admitted to its class; null unless queued")
     estimated_iterations: int | None = Field(description="the cost model's estimate, at submit")
-    estimated_start_at: datetime | None = Field(description="refreshed as the queue moves; null when unknown")
-    estimated_finish_at: datetime | None
+    estimated_start_at: datetime | None = Field(
+        description="refreshed as the queue moves; null when unknown or past"
+    )
+    estimated_finish_at: datetime | None = Field(description="null when unknown or past")
     links: JobLinks
 
     @field_serializer("created_at", "started_at", "finished_at", "estimated_start_at", "estimated_finish_at")
@@ -190,7 +198,9 @@ class JobPublic(BaseModel):
         return ts.isoformat().replace("+00:00", "Z") if ts else None
 
     @classmethod
-    def of(cls, job: Job) -> JobPublic:
+    def of(cls, job: Job, now: datetime | None = None) -> JobPublic:
+        """The job's document as of `now` (default: the clock), which hides estimates now past."""
+        now = now or utcnow()
         base = f"/jobs/{job.id}"
         return cls(
             job_id=job.id,
@@ -215,9 +225,8 @@ class JobPublic(BaseModel):
             placement=job.placement,  # type: ignore[arg-type]
             queue_position=job.queue_position if job.status == "queued" else None,
             estimated_iterations=round(job.estimated_iterations) if job.estimated_iterations else None,
-            # the document is logged as it is (event streams): no "now" in it
-            estimated_start_at=job.estimated_start_at if job.status == "queued" else None,
-            estimated_finish_at=job.estimated_finish_at if job.status in ACTIVE else None,
+            estimated_start_at=upcoming(job.estimated_start_at, now) if job.status == "queued" else None,
+            estimated_finish_at=upcoming(job.estimated_finish_at, now) if job.status in ACTIVE else None,
             links=JobLinks(
                 self=base,
                 result=None if job.status in ("failed", "cancelled") else f"{base}/result",

@@ -3,7 +3,8 @@
 Routes raise domain errors (a full store, a refusing runner, a taken username, too many jobs)
 and let them go: the handlers below give each its status and sentence. The few errors that
 belong to HTTP itself are made by the helpers here (`unauthorized`, `not_found`,
-`unprocessable`, `conflict`). Request validation errors carry the raw list too.
+`unprocessable`, `conflict`). Request validation errors carry the raw list too. Routes declare
+the errors they answer with `problem()`, so that /openapi.json shows each with its body.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from fastapi import FastAPI, HTTPException, Request, status
 from fastapi.exception_handlers import http_exception_handler
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
+from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.exc import TimeoutError as SQLAlchemyTimeout
 from starlette.exceptions import HTTPException as StarletteHTTPException
@@ -32,6 +34,43 @@ from scheduler.events import TooManyStreams
 from scheduler.job_status import QueueFull, TooManyActiveJobs
 from scheduler.runners.base import RunnerUnavailable
 from scheduler.service import JobFinished
+
+
+class Problem(BaseModel):
+    """The body of every error answer."""
+
+    model_config = ConfigDict(extra="forbid")  # /openapi.json then says there is nothing else
+
+    detail: str = Field(description="a sentence: what went wrong, and what to do about it")
+
+
+class FieldProblem(BaseModel):
+    loc: list[str | int]
+    msg: str
+    type: str
+
+
+class InvalidRequest(Problem):
+    """A 422: a body or query that does not parse also lists each field's problem."""
+
+    errors: list[FieldProblem] = Field(default=[], description="present when the request did not parse")
+
+
+HEADERS: dict[str, dict[str, Any]] = {
+    "Location": {"description": "the job's URL", "schema": {"type": "string"}, "required": True},
+    "Retry-After": {"description": "seconds to wait before trying again", "schema": {"type": "integer"}},
+    "WWW-Authenticate": {"description": "the scheme to sign in with", "schema": {"type": "string"},
+                         "required": True},
+}
+
+
+def problem(meaning: str, *headers: str, model: type[Problem] = Problem) -> dict[str, Any]:
+    """One error answer of a route's `responses=`: what it means, its JSON body and the
+    headers (named in HEADERS) that come with it; /openapi.json declares it so."""
+    answer: dict[str, Any] = {"model": model, "description": meaning}
+    if headers:
+        answer["headers"] = {name: HEADERS[name] for name in headers}
+    return answer
 
 
 def unauthorized(detail: str, scheme: str = "Bearer") -> HTTPException:

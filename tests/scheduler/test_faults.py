@@ -17,6 +17,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from tests.scheduler.conftest import Client, sign_up_and_in
+from tests.scheduler.openapi import assert_declared
 
 BOB = {"username": "bob", "password": "correct-horse"}
 
@@ -67,7 +68,9 @@ def test_a_full_disk_is_a_503_and_not_ready(client_on_disk: TestClient, small_di
     filler = fill(client, small_disk)
 
     unavailable(client.post("/auth/sign-up", json=BOB), "database or disk is full")
-    unavailable(client.post("/jobs", json={"width": 16, "height": 16}, headers=alice), "disk is full")
+    refused = client.post("/jobs", json={"width": 16, "height": 16}, headers=alice)
+    unavailable(refused, "disk is full")
+    assert_declared(client, refused, "/jobs")
     ready = client.get("/readyz")
     assert ready.status_code == 503
     assert set(ready.json()["problems"]) == {"database", "storage"}, ready.json()

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import re
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Header, Query, Request, status
 from fastapi.responses import PlainTextResponse, Response
@@ -13,7 +13,15 @@ from fastapi.responses import PlainTextResponse, Response
 from job_image.storage import ObjectInfo
 from scheduler import crud
 from scheduler.api.deps import CurrentUser, OwnedJob, ServiceDep
-from scheduler.api.errors import conflict, job_not_found, not_found, unprocessable
+from scheduler.api.errors import (
+    HEADERS,
+    InvalidRequest,
+    conflict,
+    job_not_found,
+    not_found,
+    problem,
+    unprocessable,
+)
 from scheduler.api.streaming import stream_object
 from scheduler.callbacks import check_callback_url
 from scheduler.models import FileInfo, FilesPublic, Job, JobCreate, JobPublic, JobsPublic
@@ -24,6 +32,16 @@ router = APIRouter(prefix="/jobs", tags=["jobs"])
 
 FILE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")  # fullmatch: "$" lets a final newline in
 WaitQuery = Annotated[float, Query(ge=0, description="seconds to wait for the job to finish")]
+SUBMIT_ANSWERS: dict[int | str, dict[str, Any]] = {
+    202: {"description": "queued", "headers": {"Location": HEADERS["Location"]}},
+    401: problem("no valid bearer token", "WWW-Authenticate"),
+    413: problem("a body over MAX_BODY_BYTES"),
+    422: problem("bad parameters or JSON, `device: gpu` where no GPU exists, or an estimate over "
+                 "MAX_JOB_ITERATIONS", model=InvalidRequest),
+    429: problem("MAX_ACTIVE_JOBS_PER_USER unfinished jobs of yours, or a full queue (MAX_QUEUED_JOBS, "
+                 "all users together: with Retry-After)", "Retry-After"),
+    503: problem("the database cannot be used now"),
+}
 
 
 async def finished_or_current(service: Service, job: Job, wait: float) -> JobPublic:
@@ -38,7 +56,7 @@ async def finished_or_current(service: Service, job: Job, wait: float) -> JobPub
     return doc
 
 
-@router.post("", status_code=status.HTTP_202_ACCEPTED)
+@router.post("", status_code=status.HTTP_202_ACCEPTED, responses=SUBMIT_ANSWERS)
 async def submit_job(
     user: CurrentUser, service: ServiceDep, request: JobCreate, response: Response
 ) -> JobPublic:

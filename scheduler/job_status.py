@@ -49,16 +49,19 @@ def create(
     retry_after: int = 30,
 ) -> Job:
     """Insert a queued job unless the owner already has `max_active` unfinished ones, or the
-    whole queue already holds `max_queued` (two submits racing may both pass the count: the
-    bound is meant against floods, not to the job)."""
+    whole queue already holds `max_queued`. The counts and the insert are one step for every
+    thread and replica (`hold_submits`): racing submits never overshoot either bound."""
+    hold_submits(session)
     active = session.exec(
         select(func.count()).select_from(Job).where(Job.owner == owner, col(Job.status).in_(ACTIVE))
     ).one()
     if active >= max_active:
+        session.rollback()  # lets the next submit go now, not when the session closes
         raise TooManyActiveJobs(active)
     if max_queued is not None:
         queued = session.exec(select(func.count()).select_from(Job).where(Job.status == "queued")).one()
         if queued >= max_queued:
+            session.rollback()
             raise QueueFull(queued, retry_after)
     job = Job(
         id=uuid.uuid4().hex,
@@ -76,6 +79,26 @@ def create(
     session.commit()
     session.refresh(job)
     return job
+
+
+SUBMIT_LOCK = 0x66726163_7375626D  # pg_advisory_xact_lock's key for submits ("fracsubm")
+
+
+def hold_submits(session: Session) -> None:
+    """Take, for the rest of this transaction, the lock every submit takes before it counts.
+
+    PostgreSQL: a transaction-scoped advisory lock (another replica's submit waits for our
+    commit, then counts our job). SQLite: its single write lock, taken now by BEGIN IMMEDIATE
+    rather than at the insert (pysqlite begins a transaction only at the first write, so the
+    counts would otherwise read outside it); a transaction that has written holds it already.
+    https://www.postgresql.org/docs/current/explicit-locking.html#ADVISORY-LOCKS
+    https://www.sqlite.org/lang_transaction.html
+    """
+    connection = session.connection()
+    if connection.dialect.name == "postgresql":
+        connection.execute(select(func.pg_advisory_xact_lock(SUBMIT_LOCK)))
+    elif connection.dialect.name == "sqlite" and not connection.connection.dbapi_connection.in_transaction:
+        connection.exec_driver_sql("BEGIN IMMEDIATE")
 
 
 def ledger_generation(session: Session) -> int:

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import TypeVar
 
 import httpx
+import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import Engine, func
 from sqlmodel import Session, select
@@ -77,24 +78,13 @@ def per_user_race(engines: Sequence[Engine]) -> None:
     assert_bound_held(engines[0], outcomes, job_status.TooManyActiveJobs)
 
 
-def sqlite_engine(tmp_path: Path) -> Engine:
+@pytest.mark.parametrize("race", [queue_race, per_user_race], ids=["queue", "per_user"])
+def test_racing_submits_never_overshoot(tmp_path: Path, race: Callable[[Sequence[Engine]], None]) -> None:
+    """MAX_QUEUED_JOBS and MAX_ACTIVE_JOBS_PER_USER, counted by many threads of one replica."""
     engine = db.make_engine(f"sqlite:///{tmp_path / 'race.db'}")
-    db.init_db(engine)
-    return engine
-
-
-def test_racing_submits_never_overfill_the_queue(tmp_path: Path) -> None:
-    engine = sqlite_engine(tmp_path)
     try:
-        queue_race([engine])
-    finally:
-        engine.dispose()
-
-
-def test_racing_submits_of_one_user_never_pass_the_per_user_cap(tmp_path: Path) -> None:
-    engine = sqlite_engine(tmp_path)
-    try:
-        per_user_race([engine])
+        db.init_db(engine)
+        race([engine])
     finally:
         engine.dispose()
 

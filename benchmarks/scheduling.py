@@ -1,6 +1,8 @@
 """Admission policy on a simulated cluster, in simulated time: FIFO against fair share.
 
-    .venv/bin/python benchmarks/scheduling.py [--seed N] [--jobs N] [--span S] [--half-life S]
+    .venv/bin/python benchmarks/scheduling.py [--seed N ...] [--jobs N] [--span S ...] [--half-life S]
+
+Several seeds or spans print one line per run: both policies' fairness and utilisation.
 
 Runs the real admission code (scheduler.admission: capacity snapshot, fair queue, plan) at
 every event of a simulated runner with 2 GPU and 8 CPU slots. The trace: 20 users, 2000 jobs
@@ -204,26 +206,43 @@ def decision_cost(queued_jobs: int, seed: int) -> tuple[float, int]:
     return best, len(decided.waiting)
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--seed", type=int, default=1)
-    parser.add_argument("--jobs", type=int, default=2000)
-    parser.add_argument("--span", type=float, default=SPAN, help="seconds over which jobs arrive")
-    parser.add_argument("--half-life", type=float, default=HALF_LIFE, help="fair share's memory")
-    args = parser.parse_args()
-    jobs = trace(args.seed, args.jobs, args.span)
+def compare(seed: int, total: int, span: float, half_life: float) -> dict[str, dict[str, str]]:
+    jobs = trace(seed, total, span)
     results = {}
     for policy in ("fifo", "fair"):
         t0 = time.perf_counter()
-        done = simulate(jobs, policy, args.half_life)  # type: ignore[arg-type]
-        results[policy] = figures(done, alone(jobs, policy, args.half_life))  # type: ignore[arg-type]
-        print(f"simulated {policy}: {time.perf_counter() - t0:.1f} s of real time", file=sys.stderr)
-    print(f"{len(jobs)} jobs, {USERS} users ({BURST_USER} submits {BURSTS} bursts of {BURST}), "
-          f"slots {SLOTS}, arriving over {args.span:g} s, half-life {args.half_life:g} s, seed {args.seed}")
+        done = simulate(jobs, policy, half_life)  # type: ignore[arg-type]
+        results[policy] = figures(done, alone(jobs, policy, half_life))  # type: ignore[arg-type]
+        took = time.perf_counter() - t0
+        print(f"simulated {policy}, seed {seed}, span {span:g}: {took:.1f} s", file=sys.stderr)
+    return results
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--seed", type=int, nargs="+", default=[1], help="several: one summary line each")
+    parser.add_argument("--jobs", type=int, default=2000)
+    parser.add_argument("--span", type=float, nargs="+", default=[SPAN], help="seconds jobs arrive over")
+    parser.add_argument("--half-life", type=float, default=HALF_LIFE, help="fair share's memory")
+    args = parser.parse_args()
+    runs = [(seed, span) for span in args.span for seed in args.seed]
+    if len(runs) > 1:
+        print(f"{'span (s)':>9} {'seed':>5} {'Jain FIFO':>10} {'Jain fair':>10} "
+              f"{'utilisation cpu/gpu FIFO':>25} {'fair':>15}")
+        for seed, span in runs:
+            r = compare(seed, args.jobs, span, args.half_life)
+            jain_key, use_key = "Jain's fairness (users' slowdowns)", "utilisation cpu / gpu"
+            print(f"{span:9g} {seed:5d} {r['fifo'][jain_key]:>10} {r['fair'][jain_key]:>10} "
+                  f"{r['fifo'][use_key]:>25} {r['fair'][use_key]:>15}", flush=True)
+        return
+    (seed, span), = runs
+    results = compare(seed, args.jobs, span, args.half_life)
+    print(f"{args.jobs} jobs, {USERS} users ({BURST_USER} submits {BURSTS} bursts of {BURST}), "
+          f"slots {SLOTS}, arriving over {span:g} s, half-life {args.half_life:g} s, seed {seed}")
     print(f"{'':46} {'FIFO':>22} {'fair share':>22}")
     for name in results["fifo"]:
         print(f"{name:46} {results['fifo'][name]:>22} {results['fair'][name]:>22}")
-    seconds, estimated = decision_cost(10_000, args.seed)
+    seconds, estimated = decision_cost(10_000, seed)
     print(f"one admission decision with 10,000 queued: {seconds * 1000:.0f} ms per plan, "
           f"{seconds / 10_000 * 1e6:.1f} us per queued job ({estimated} estimates)", flush=True)
 

@@ -112,6 +112,11 @@ class JobShape:
     memory_limit: str
     gpu_resource: str  # e.g. nvidia.com/gpu
 
+    @property
+    def best_effort(self) -> bool:
+        """QoS BestEffort: no CPU or memory requests or limits at all."""
+        return not any((self.cpu_request, self.cpu_limit, self.memory_request, self.memory_limit))
+
     def demand(self, c: DeviceClass) -> dict[str, Decimal]:
         """ResourceQuota resource names -> what one pod and its Job of class `c` count against."""
         cpu, mem = parse_quantity(self.cpu_request), parse_quantity(self.memory_request)
@@ -123,6 +128,29 @@ class JobShape:
         if c == "gpu":  # extended resources are quota'd by request only
             d[f"requests.{self.gpu_resource}"] = Decimal(1)
         return d
+
+
+def counts_our_pods(quota: Any, shape: JobShape) -> bool:
+    """Whether a quota's scopes all match the pods our Jobs create, as quota admission decides
+    (Kubernetes pkg/quota/v1/evaluator/core/pods.go): the pods set no activeDeadlineSeconds
+    (the Job does: NotTerminating), no priorityClassName and no pod affinity. A quota without
+    scopes counts every pod. (Where a PriorityClass is the cluster's globalDefault our pods get
+    it, which this cannot see: a pod refused by such a quota waits, see runners/kubernetes.)"""
+    spec = quota.spec
+    if spec is None:
+        return True
+    selectors = [(name, "Exists") for name in spec.scopes or []]  # a listed scope: the pod has it
+    if spec.scope_selector is not None:
+        selectors += [(e.scope_name, e.operator) for e in spec.scope_selector.match_expressions or []]
+    matches = {
+        "Terminating": False, "NotTerminating": True,
+        "BestEffort": shape.best_effort, "NotBestEffort": not shape.best_effort,
+        "CrossNamespacePodAffinity": False,
+    }
+    # PriorityClass is a label selector over {PriorityClass: name}, empty for a pod without one
+    without_class = {"In": False, "NotIn": True, "Exists": False, "DoesNotExist": True}
+    return all(without_class.get(op, False) if name == "PriorityClass" else matches.get(name, False)
+               for name, op in selectors)
 
 
 def _quantities(values: Mapping[str, Any] | None) -> dict[str, Decimal]:
@@ -144,14 +172,16 @@ def kube_snapshot(
     becomes a pool. `uncounted` are our admitted jobs the quota's `used` does not show yet (the
     pod is not created, or the watch lags): their demand is added so a cycle never spends the
     same room twice. Where no quota bounds `requests.<gpu>`, `gpu_capacity` (a setting,
-    default 0: no GPU) does. Quota scopes are not evaluated: every quota is assumed to apply,
-    which can only make the snapshot stricter.
+    default 0: no GPU) does. A quota whose scopes do not match our pods (e.g. BestEffort, or a
+    PriorityClass our pods do not have) bounds nothing here.
     https://kubernetes.io/docs/concepts/policy/resource-quotas/
     """
     demand = {c: shape.demand(c) for c in CLASSES}
     pools: dict[str, Pool] = {}
     need: dict[DeviceClass, dict[str, Decimal]] = {c: {} for c in CLASSES}
     for quota in quotas:
+        if not counts_our_pods(quota, shape):
+            continue
         name = quota.metadata.name
         status = quota.status
         hard, used = _quantities(status and status.hard), _quantities(status and status.used)

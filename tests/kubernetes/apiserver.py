@@ -401,6 +401,40 @@ def _usage(pod_spec: Obj) -> Counter[str]:
     return use
 
 
+def _scope_matches(pod_spec: Obj, name: str, operator: str, values: list[str]) -> bool:
+    """One scope of a ResourceQuota against a pod, as pkg/quota/v1/evaluator/core/pods.go."""
+    resources = [c.get("resources") or {} for c in pod_spec.get("containers") or []]
+    best_effort = not any(r.get(kind, {}).get(res) for r in resources
+                          for kind in ("requests", "limits") for res in ("cpu", "memory"))
+    deadline = pod_spec.get("activeDeadlineSeconds")
+    terminating = deadline is not None and deadline >= 0
+    if name == "PriorityClass":  # a label selector over {PriorityClass: name}, empty without one
+        have = pod_spec.get("priorityClassName") or None
+        return {"In": have in values, "NotIn": have not in values, "Exists": have is not None,
+                "DoesNotExist": have is None}.get(operator, False)
+    terms = []
+    for kind in ("podAffinity", "podAntiAffinity"):
+        rules = (pod_spec.get("affinity") or {}).get(kind) or {}
+        terms += rules.get("requiredDuringSchedulingIgnoredDuringExecution") or []
+        preferred = rules.get("preferredDuringSchedulingIgnoredDuringExecution") or []
+        terms += [w["podAffinityTerm"] for w in preferred]
+    cross_ns = any(term.get("namespaces") or "namespaceSelector" in term for term in terms)
+    return {"Terminating": terminating, "NotTerminating": not terminating, "BestEffort": best_effort,
+            "NotBestEffort": not best_effort, "CrossNamespacePodAffinity": cross_ns}.get(name, False)
+
+
+def _scoped(quota: Obj) -> list[tuple[str, str, list[str]]]:
+    spec = quota.get("spec") or {}
+    scopes = [(name, "Exists", []) for name in spec.get("scopes") or []]
+    expressions = (spec.get("scopeSelector") or {}).get("matchExpressions") or []
+    return scopes + [(e["scopeName"], e["operator"], e.get("values") or []) for e in expressions]
+
+
+def _counts(quota: Obj, pod_spec: Obj) -> bool:
+    """A quota counts a pod when every one of its scopes matches it (none: every pod)."""
+    return all(_scope_matches(pod_spec, *scope) for scope in _scoped(quota))
+
+
 def _quantity(value: Decimal | int) -> str:
     return f"{Decimal(value).normalize():f}"
 
@@ -1112,10 +1146,15 @@ class FakeApiServer:
 
     # --- ResourceQuotas: the quota admission of pods, and the controller's usage ------------------
 
-    def _quota_used(self, ns: str) -> Counter[str]:
-        used: Counter[str] = Counter({"count/jobs.batch": Decimal(len(self.store.list("jobs", ns)[0]))})
+    def _quota_used(self, ns: str, quota: Obj) -> Counter[str]:
+        """What a quota counts: the non-terminal pods its scopes match, and (unscoped: scopes
+        match pods only) the Jobs."""
+        used: Counter[str] = Counter()
+        if not _scoped(quota):
+            used["count/jobs.batch"] = Decimal(len(self.store.list("jobs", ns)[0]))
         for pod in self.store.list("pods", ns)[0]:
-            if pod.get("status", {}).get("phase") not in ("Succeeded", "Failed"):
+            live = pod.get("status", {}).get("phase") not in ("Succeeded", "Failed")
+            if live and _counts(quota, pod["spec"]):
                 used.update(_usage(pod["spec"]))
         return used
 
@@ -1124,8 +1163,12 @@ class FakeApiServer:
         quotas = self.store.list("resourcequotas", ns)[0]
         if not quotas:
             return ""
-        wanted, used = _usage(job["spec"]["template"]["spec"]), self._quota_used(ns)
+        pod_spec = job["spec"]["template"]["spec"]
+        wanted = _usage(pod_spec)
         for quota in quotas:
+            if not _counts(quota, pod_spec):
+                continue
+            used = self._quota_used(ns, quota)
             for resource, hard in (quota.get("spec", {}).get("hard") or {}).items():
                 need = wanted.get(resource, Decimal(0))
                 if need and used[resource] + need > parse_quantity(hard):
@@ -1140,8 +1183,8 @@ class FakeApiServer:
     def _quota_controller(self) -> None:
         """Keeps each quota's status (hard, used) current, as the quota controller does."""
         while not self.closing:
-            used = self._quota_used(self.namespace)
             for quota in self.store.list("resourcequotas", self.namespace)[0]:
+                used = self._quota_used(self.namespace, quota)
                 hard = quota.get("spec", {}).get("hard") or {}
                 status = {"hard": dict(hard), "used": {r: _quantity(used[r]) for r in hard}}
                 if quota.get("status") != status:

@@ -301,3 +301,40 @@ def test_the_role_applies_only_to_the_subjects_of_its_binding(
     assert not may_list() and not authz.create_self_subject_access_review(review).status.allowed
     apiserver.bindings[0]["subjects"][0].update(name="fractal-scheduler", namespace="elsewhere")
     assert not may_list()
+
+
+# --- ResourceQuota scopes -------------------------------------------------------------------------
+
+
+def test_a_quota_counts_and_refuses_only_the_pods_its_scopes_match(apiserver: FakeApiServer) -> None:
+    """The stand-in's pods request nothing (BestEffort): a full BestEffort quota refuses them
+    (FailedCreate); a full NotBestEffort quota, or one for a PriorityClass, neither refuses nor
+    counts them."""
+    ns = apiserver.namespace
+
+    def make_quota(name: str, **spec: Any) -> None:
+        body = {"metadata": {"name": name}, "spec": {"hard": {"pods": "1"}, **spec}}
+        apiserver.store.create("resourcequotas", ns, body)
+
+    make_quota("not-best-effort", scopes=["NotBestEffort"])
+    make_quota("high", scopeSelector={"matchExpressions": [
+        {"scopeName": "PriorityClass", "operator": "In", "values": ["batch-high"]}]})
+    make_quota("best-effort", scopes=["BestEffort"])
+    running = start_job(apiserver, "sleep")
+    poll(lambda: apiserver.live(running))
+    refused = start_job(apiserver, "ok")
+
+    def refusal() -> str:
+        events = apiserver.store.list("events", ns)[0]
+        return next((e["message"] for e in events if e["involvedObject"]["name"] == f"fractal-{refused}"
+                     and e["reason"] == "FailedCreate"), "")
+
+    assert "exceeded quota: best-effort, requested: pods=1, used: pods=1, limited: pods=1" in poll(refusal)
+    assert apiserver.pods(refused) == []
+
+    def used(name: str) -> dict[str, str] | None:
+        status = apiserver.store.get("resourcequotas", ns, name).get("status")
+        return status and status["used"]
+
+    assert poll(lambda: used("best-effort") == {"pods": "1"})
+    assert poll(lambda: used("not-best-effort") == {"pods": "0"}) and used("high") == {"pods": "0"}

@@ -199,6 +199,34 @@ def test_a_job_a_full_quota_refuses_waits_past_the_pending_deadline_and_runs_whe
     assert "failed" not in recorder.statuses(job_id)
 
 
+def test_a_full_quota_whose_scopes_miss_our_pods_leaves_them_room(
+    make_runner: MakeRunner,
+    settings: Settings,
+    recorder: Recorder,
+    storage: MinioStorage,
+    apiserver: FakeApiServer,
+) -> None:
+    """Our pods request CPU and memory and name no PriorityClass: quotas for BestEffort pods or
+    for a PriorityClass bound nothing of ours, in the snapshot and at quota admission alike."""
+    ns, job_id = apiserver.namespace, new_id()
+    high = {"matchExpressions": [{"scopeName": "PriorityClass", "operator": "In", "values": ["batch-high"]}]}
+    for name, spec in {"best-effort": {"scopes": ["BestEffort"]}, "high": {"scopeSelector": high}}.items():
+        body = {"metadata": {"name": name}, "spec": {"hard": {"pods": "0"}, **spec}}
+        apiserver.store.create("resourcequotas", ns, body)
+
+    async def scenario() -> None:
+        runner = make_runner(settings.model_copy(update={"kube_max_active_jobs": 2}), recorder)
+        await runner.start([])
+        await until(lambda: runner.watches.quotas_listed() and len(runner.watches.quotas()) == 2,
+                    what="the quotas seen by the watch")
+        assert runner.snapshot({}).free_jobs("cpu") == 2  # KUBE_MAX_ACTIVE_JOBS decides
+        await runner.submit(make_spec(job_id))
+        await recorder.wait(job_id, "succeeded", timeout=20)
+        await runner.stop()
+
+    run(scenario())
+
+
 def test_gpu_jobs_beyond_the_nodes_gpus_wait_unschedulable_and_all_succeed(
     make_runner: MakeRunner,
     settings: Settings,

@@ -2,16 +2,22 @@
 
 from __future__ import annotations
 
+import pytest
 from kubernetes import client as k
 
-from scheduler.admission.capacity import JobShape, kube_snapshot, local_snapshot
+from scheduler.admission.capacity import JobShape, counts_our_pods, kube_snapshot, local_snapshot
 
 SHAPE = JobShape(cpu_request="500m", cpu_limit="2", memory_request="256Mi", memory_limit="1Gi",
                  gpu_resource="nvidia.com/gpu")
 
 
-def quota(name: str, hard: dict[str, str], used: dict[str, str]) -> k.V1ResourceQuota:
-    return k.V1ResourceQuota(metadata=k.V1ObjectMeta(name=name),
+def quota(name: str, hard: dict[str, str], used: dict[str, str], scopes: list[str] | None = None,
+          selector: list[tuple[str, str, list[str] | None]] = ()) -> k.V1ResourceQuota:
+    expressions = [k.V1ScopedResourceSelectorRequirement(scope_name=n, operator=op, values=v)
+                   for n, op, v in selector]
+    scope_selector = k.V1ScopeSelector(match_expressions=expressions) if selector else None
+    spec = k.V1ResourceQuotaSpec(hard=hard, scopes=scopes, scope_selector=scope_selector)
+    return k.V1ResourceQuota(metadata=k.V1ObjectMeta(name=name), spec=spec,
                              status=k.V1ResourceQuotaStatus(hard=hard, used=used))
 
 
@@ -78,3 +84,30 @@ def test_quota_fractions_report_units() -> None:
     snap = snapshot([q])
     assert snap.free_jobs("cpu") == 0
     assert snap.reason("cpu") == "0.75 of 1 used (requests.cpu of ResourceQuota compute), a job needs 0.5"
+
+
+@pytest.mark.parametrize(("scopes", "selector", "counts"), [
+    (None, [], True),
+    (["NotTerminating", "NotBestEffort"], [], True),  # the Job, not its pod, has the deadline
+    (["Terminating"], [], False),
+    (["BestEffort"], [], False),  # our pods request CPU and memory
+    (None, [("PriorityClass", "In", ["batch-high"])], False),  # our pods name no PriorityClass
+    (None, [("PriorityClass", "NotIn", ["batch-high"])], True),
+    (None, [("PriorityClass", "Exists", None)], False),
+    (None, [("PriorityClass", "DoesNotExist", None)], True),
+    (["NotBestEffort"], [("PriorityClass", "In", ["batch-high"])], False),  # every scope must match
+    (None, [("CrossNamespacePodAffinity", "Exists", None)], False),
+])
+def test_a_quota_counts_our_pods_when_all_its_scopes_match(scopes, selector, counts) -> None:
+    assert counts_our_pods(quota("q", {"pods": "0"}, {"pods": "0"}, scopes, selector), SHAPE) is counts
+
+
+def test_a_quota_scoped_away_from_our_pods_bounds_nothing() -> None:
+    """A full quota for BestEffort pods, or for another PriorityClass, leaves our jobs' room alone."""
+    quotas = [quota("best-effort", {"pods": "0"}, {"pods": "0"}, scopes=["BestEffort"]),
+              quota("high", {"requests.nvidia.com/gpu": "0"}, {"requests.nvidia.com/gpu": "0"},
+                    selector=[("PriorityClass", "In", ["batch-high"])]),
+              quota("ours", {"pods": "3"}, {"pods": "1"}, scopes=["NotBestEffort"])]
+    snap = snapshot(quotas, gpu_capacity=1)
+    assert snap.free_jobs("cpu") == 2
+    assert snap.free_jobs("gpu") == 1  # no quota that counts our pods bounds GPUs: the setting does

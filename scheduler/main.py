@@ -8,6 +8,7 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 
 from job_image.storage import Storage
+from scheduler.api import openapi
 from scheduler.api.errors import BodyLimitMiddleware, install_handlers
 from scheduler.api.routes import auth, docs, events, health, jobs, web
 from scheduler.core.config import Settings
@@ -46,6 +47,7 @@ def create_app(settings: Settings | None = None, storage: Storage | None = None)
     app.include_router(health.router)
     web.install(app)
     docs.install(app)
+    openapi.install(app)
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
     app.add_middleware(MetricsMiddleware, metrics=service.metrics)
     return app

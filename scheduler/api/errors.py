@@ -4,7 +4,8 @@ Routes raise domain errors (a full store, a refusing runner, a taken username, t
 and let them go: the handlers below give each its status and sentence. The few errors that
 belong to HTTP itself are made by the helpers here (`unauthorized`, `not_found`,
 `unprocessable`, `conflict`). Request validation errors carry the raw list too. Routes declare
-the errors they answer with `problem()`, so that /openapi.json shows each with its body.
+the errors they answer with `problem()` (and the shared sets SIGNED_IN, OWN_JOB), so that
+/openapi.json shows each with its body and headers.
 """
 
 from __future__ import annotations
@@ -57,20 +58,45 @@ class InvalidRequest(Problem):
 
 
 HEADERS: dict[str, dict[str, Any]] = {
-    "Location": {"description": "the job's URL", "schema": {"type": "string"}, "required": True},
+    "Accept-Ranges": {"description": "`bytes`: a Range is honoured", "schema": {"type": "string"}},
+    "Content-Disposition": {"description": "inline, with the file's name", "schema": {"type": "string"}},
+    "Content-Length": {"description": "the body's size in bytes", "schema": {"type": "integer"}},
+    "Content-Range": {"description": "the bytes sent, or the file's size", "schema": {"type": "string"}},
+    "ETag": {"description": "the PNG's sha256, for If-None-Match", "schema": {"type": "string"}},
+    "Location": {"description": "the job's URL", "schema": {"type": "string"}},
     "Retry-After": {"description": "seconds to wait before trying again", "schema": {"type": "integer"}},
-    "WWW-Authenticate": {"description": "the scheme to sign in with", "schema": {"type": "string"},
-                         "required": True},
+    "WWW-Authenticate": {"description": "the scheme to sign in with", "schema": {"type": "string"}},
 }
+SCHEMAS = (Problem, InvalidRequest)  # the error bodies /openapi.json defines (api/openapi.py)
 
 
-def problem(meaning: str, *headers: str, model: type[Problem] = Problem) -> dict[str, Any]:
-    """One error answer of a route's `responses=`: what it means, its JSON body and the
-    headers (named in HEADERS) that come with it; /openapi.json declares it so."""
-    answer: dict[str, Any] = {"model": model, "description": meaning}
-    if headers:
-        answer["headers"] = {name: HEADERS[name] for name in headers}
+def headers(*always: str, sometimes: tuple[str, ...] = ()) -> dict[str, dict[str, Any]]:
+    """Headers (named in HEADERS) of an answer: `always` sent, `sometimes` only in some cases."""
+    return {name: {**HEADERS[name], "required": name in always} for name in (*always, *sometimes)}
+
+
+def problem(
+    meaning: str, *always: str, sometimes: tuple[str, ...] = (), model: type[Problem] = Problem
+) -> dict[str, Any]:
+    """One error answer of a route's `responses=`: what it means, its JSON body (whatever the
+    route's own media type) and its headers; /openapi.json declares it so."""
+    schema = {"$ref": f"#/components/schemas/{model.__name__}"}
+    answer: dict[str, Any] = {"description": meaning, "content": {"application/json": {"schema": schema}}}
+    if always or sometimes:
+        answer["headers"] = headers(*always, sometimes=sometimes)
     return answer
+
+
+Answers = dict[int | str, dict[str, Any]]  # a route's `responses=`
+
+TOO_BIG = problem("a body over MAX_BODY_BYTES")
+DATABASE_DOWN = problem("the database cannot be used now")
+STORAGE_DOWN = problem("the database or result storage cannot be used now")
+# What every operation of a signed-in user may answer, and those about one of their jobs
+SIGNED_IN: Answers = {401: problem("no valid bearer token", "WWW-Authenticate"), 503: DATABASE_DOWN}
+OWN_JOB: Answers = {
+    **SIGNED_IN, 404: problem("no job of yours has this id (another user's job is missing too)")
+}
 
 
 def unauthorized(detail: str, scheme: str = "Bearer") -> HTTPException:

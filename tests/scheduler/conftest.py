@@ -13,6 +13,7 @@ from fastapi.testclient import TestClient
 
 from scheduler.core.config import Settings
 from scheduler.main import create_app
+from tests.scheduler.openapi import Answer, Recorder, undeclared
 
 TINY = {"width": 48, "height": 32, "max_iter": 40, "device": "cpu"}
 # a render that runs for minutes on 2 cores: for cancellation and restart tests
@@ -43,18 +44,24 @@ Client = Callable[..., TestClient]
 
 @pytest.fixture
 def make_client(settings: Settings) -> Iterator[Client]:
-    """Builds started apps (lifespan entered); all are shut down at the end of the test."""
-    opened: list[TestClient] = []
+    """Builds started apps (lifespan entered); all are shut down at the end of the test. Every
+    answer they gave must be one that /openapi.json declares (DESIGN, "HTTP API"): checked then."""
+    opened: list[tuple[TestClient, list[Answer]]] = []
 
     def make(**overrides: Any) -> TestClient:
-        client = TestClient(create_app(settings.model_copy(update=overrides)))
+        app, answers = create_app(settings.model_copy(update=overrides)), []
+        app.add_middleware(Recorder, answers=answers)
+        app.state.answers = answers  # for tests that check which answers they provoked
+        client = TestClient(app)
         client.__enter__()
-        opened.append(client)
+        opened.append((client, answers))
         return client
 
     yield make
-    for client in reversed(opened):
+    for client, _ in reversed(opened):
         client.__exit__(None, None, None)
+    found = [line for client, answers in opened for line in undeclared(client.app.openapi(), answers)]
+    assert not found, "answers that /openapi.json does not declare:\n" + "\n".join(found)
 
 
 @pytest.fixture

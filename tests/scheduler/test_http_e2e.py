@@ -17,6 +17,7 @@ import pytest
 
 from tests.conftest import free_port
 from tests.scheduler.conftest import LONG, TINY
+from tests.scheduler.openapi import answer_of, undeclared
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -37,7 +38,10 @@ def serve(
     proc = subprocess.Popen(
         [sys.executable, "-m", "scheduler", "--port", str(port)], cwd=ROOT, env=env, stdout=log, stderr=log
     )
-    client = httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=30)
+    answers: list[httpx.Response] = []  # each checked against /openapi.json at the end
+    client = httpx.Client(
+        base_url=f"http://127.0.0.1:{port}", timeout=30, event_hooks={"response": [answers.append]}
+    )
     try:
         deadline = time.monotonic() + 30
         while True:
@@ -47,7 +51,10 @@ def serve(
                     break
             assert time.monotonic() < deadline, "the service did not come up in 30 s"
             time.sleep(0.1)
+        doc = client.get("/openapi.json").json()
         yield client, proc
+        found = undeclared(doc, [answer_of(response) for response in answers])
+        assert not found, "answers that /openapi.json does not declare:\n" + "\n".join(found)
     finally:
         client.close()
         if proc.poll() is None:

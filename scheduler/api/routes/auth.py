@@ -11,7 +11,16 @@ from fastapi.security import HTTPBasic, HTTPBasicCredentials
 
 from scheduler import crud
 from scheduler.api.deps import CurrentUser, ServiceDep
-from scheduler.api.errors import unauthorized, unprocessable
+from scheduler.api.errors import (
+    DATABASE_DOWN,
+    SIGNED_IN,
+    TOO_BIG,
+    Answers,
+    InvalidRequest,
+    problem,
+    unauthorized,
+    unprocessable,
+)
 from scheduler.core.jwt import issue_token
 from scheduler.core.ratelimit import throttle
 from scheduler.core.security import hash_password, password_problem, username_problem, verify_password
@@ -21,6 +30,23 @@ router = APIRouter(prefix="/auth", tags=["auth"])
 
 BAD_CREDENTIALS = "Wrong username or password."
 NO_CREDENTIALS = "Send a username and password as a JSON body or with HTTP Basic."
+
+SIGN_UP_ANSWERS: Answers = {
+    409: problem("the username is taken"),
+    413: TOO_BIG,
+    422: problem("a body that does not parse, or a username or password that breaks the rules",
+                 model=InvalidRequest),
+    429: problem("too many sign-ups from this address (SIGNUPS_PER_MINUTE)", "Retry-After"),
+    503: DATABASE_DOWN,
+}
+SIGN_IN_ANSWERS: Answers = {
+    401: problem("no credentials, malformed Basic credentials, or a wrong username or password",
+                 "WWW-Authenticate"),
+    413: TOO_BIG,
+    422: problem("a body that does not parse", model=InvalidRequest),
+    429: problem("too many attempts from this address, or for this username from it", "Retry-After"),
+    503: DATABASE_DOWN,
+}
 
 
 class Utf8Basic(HTTPBasic):
@@ -51,7 +77,7 @@ def client_address(request: Request) -> str:
     return request.client.host if request.client else "unknown"
 
 
-@router.post("/sign-up", status_code=status.HTTP_201_CREATED)
+@router.post("/sign-up", status_code=status.HTTP_201_CREATED, responses=SIGN_UP_ANSWERS)
 async def sign_up(body: Credentials, request: Request, service: ServiceDep) -> UserPublic:
     """Create an account."""
     settings = service.settings
@@ -68,7 +94,7 @@ async def sign_up(body: Credentials, request: Request, service: ServiceDep) -> U
     return UserPublic(username=user.username, created_at=user.created_at)
 
 
-@router.post("/sign-in")
+@router.post("/sign-in", responses=SIGN_IN_ANSWERS)
 async def sign_in(
     request: Request,
     service: ServiceDep,
@@ -99,7 +125,7 @@ async def sign_in(
     return Token(access_token=issue_token(username, service.jwt_secret, ttl), expires_in=ttl)
 
 
-@router.get("/me")
+@router.get("/me", responses=SIGNED_IN)
 async def me(user: CurrentUser, service: ServiceDep) -> Me:
     """Your account, with the `webhook_secret` that signs your jobs' callbacks."""
     secret = await service.db(lambda s: crud.webhook_secret(s, username=user.username))

@@ -13,7 +13,7 @@ from sse_starlette.sse import SendTimeoutError
 from starlette.types import Receive, Scope, Send
 
 from scheduler.api.deps import CurrentUser, OwnedJob, ServiceDep
-from scheduler.api.errors import unprocessable
+from scheduler.api.errors import OWN_JOB, SIGNED_IN, Answers, InvalidRequest, problem, unprocessable
 from scheduler.events import CURRENT
 from scheduler.models import JobEvent
 from scheduler.service import Service
@@ -25,14 +25,17 @@ router = APIRouter(tags=["events"])
 LastEventId = Annotated[
     str | None, Header(alias="Last-Event-ID", description="resume after this event (EventSource sends it)")
 ]
-STREAM = {
+STREAM: Answers = {
     200: {
         "content": {"text/event-stream": {"schema": {"type": "string"}}},
         "description": "`id: <seq>` and `data: <job document>` per change; `event: deleted` when a "
         "job is removed; `: ping` comments keep the connection open",
     },
-    429: {"description": "too many streams open"},
+    422: problem("a Last-Event-ID that is not an event's id", model=InvalidRequest),
+    429: problem("EVENTS_MAX_STREAMS_PER_USER streams of yours are open"),
 }
+ALL_ANSWERS: Answers = {**STREAM, **SIGNED_IN}
+JOB_ANSWERS: Answers = {**STREAM, **OWN_JOB}
 
 
 class EventStream(EventSourceResponse):
@@ -96,13 +99,13 @@ def open_stream(service: Service, owner: str, job_id: str | None, last_event_id:
     )
 
 
-@router.get("/jobs/{job_id}/events", response_class=EventStream, responses=STREAM)  # type: ignore[arg-type]
+@router.get("/jobs/{job_id}/events", response_class=EventStream, responses=JOB_ANSWERS)  # type: ignore[arg-type]
 async def job_events(job: OwnedJob, service: ServiceDep, last_event_id: LastEventId = None) -> EventStream:
     """Live changes of one job as Server-Sent Events; the stream ends after its final status."""
     return open_stream(service, job.owner, job.id, last_event_id)
 
 
-@router.get("/events", response_class=EventStream, responses=STREAM)  # type: ignore[arg-type]
+@router.get("/events", response_class=EventStream, responses=ALL_ANSWERS)  # type: ignore[arg-type]
 async def all_events(
     user: CurrentUser, service: ServiceDep, last_event_id: LastEventId = None
 ) -> EventStream:

@@ -6,10 +6,32 @@ from typing import Annotated, Literal
 
 from fastapi import APIRouter, Query, Response
 from fastapi.responses import JSONResponse
+from pydantic import BaseModel
 
 from scheduler.api.deps import ServiceDep
+from scheduler.api.errors import Answers, InvalidRequest, Problem, problem
 
 router = APIRouter(tags=["operations"])
+
+
+class Ready(BaseModel):
+    status: Literal["ready"]
+    runner: str
+
+
+class NotReady(Problem):
+    problems: dict[str, str]
+
+
+READY_ANSWERS: Answers = {
+    200: {"model": Ready, "description": "the database, storage and runner can all be used"},
+    422: problem("an unknown check in ?exclude=", model=InvalidRequest),
+    503: {"model": NotReady, "description": "not ready: a sentence per part that cannot work"},
+}
+METRICS_ANSWERS: Answers = {
+    200: {"content": {"text/plain": {"schema": {"type": "string"}}},
+          "description": "Prometheus' text exposition format"},
+}
 
 
 @router.get("/healthz")
@@ -22,7 +44,7 @@ Check = Literal["database", "storage", "runner"]
 ExcludeQuery = Annotated[list[Check] | None, Query(description="checks to leave out, as kube-apiserver's")]
 
 
-@router.get("/readyz")
+@router.get("/readyz", responses=READY_ANSWERS)
 async def readyz(
     service: ServiceDep,
     exclude: ExcludeQuery = None,
@@ -36,7 +58,7 @@ async def readyz(
     return JSONResponse({"status": "ready", "runner": service.runner.name})
 
 
-@router.get("/metrics", response_class=Response)
+@router.get("/metrics", response_class=Response, responses=METRICS_ANSWERS)
 def metrics(service: ServiceDep) -> Response:
     """Prometheus metrics: jobs by status, job durations, HTTP latency."""
     body, content_type = service.metrics.render()

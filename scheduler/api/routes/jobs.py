@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import re
-from typing import Annotated, Any
+from typing import Annotated
 
 from fastapi import APIRouter, Header, Query, Request, status
 from fastapi.responses import PlainTextResponse, Response
@@ -14,9 +14,14 @@ from job_image.storage import ObjectInfo
 from scheduler import crud
 from scheduler.api.deps import CurrentUser, OwnedJob, ServiceDep
 from scheduler.api.errors import (
-    HEADERS,
+    OWN_JOB,
+    SIGNED_IN,
+    STORAGE_DOWN,
+    TOO_BIG,
+    Answers,
     InvalidRequest,
     conflict,
+    headers,
     job_not_found,
     not_found,
     problem,
@@ -32,15 +37,54 @@ router = APIRouter(prefix="/jobs", tags=["jobs"])
 
 FILE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")  # fullmatch: "$" lets a final newline in
 WaitQuery = Annotated[float, Query(ge=0, description="seconds to wait for the job to finish")]
-SUBMIT_ANSWERS: dict[int | str, dict[str, Any]] = {
-    202: {"description": "queued", "headers": {"Location": HEADERS["Location"]}},
-    401: problem("no valid bearer token", "WWW-Authenticate"),
-    413: problem("a body over MAX_BODY_BYTES"),
+SUBMIT_ANSWERS: Answers = {
+    202: {"description": "queued", "headers": headers("Location")},
+    **SIGNED_IN,
+    413: TOO_BIG,
     422: problem("bad parameters or JSON, `device: gpu` where no GPU exists, or an estimate over "
                  "MAX_JOB_ITERATIONS", model=InvalidRequest),
     429: problem("MAX_ACTIVE_JOBS_PER_USER unfinished jobs of yours, or a full queue (MAX_QUEUED_JOBS, "
-                 "all users together: with Retry-After)", "Retry-After"),
-    503: problem("the database cannot be used now"),
+                 "all users together: with Retry-After)", sometimes=("Retry-After",)),
+}
+LIST_ANSWERS: Answers = {**SIGNED_IN, 422: problem("a bad status, limit or offset", model=InvalidRequest)}
+GET_ANSWERS: Answers = {
+    **OWN_JOB, 422: problem("a bad wait, or one over MAX_WAIT_SECONDS", model=InvalidRequest)
+}
+CANCEL_ANSWERS: Answers = {
+    **OWN_JOB,
+    409: problem("the job has already finished"),
+    503: problem("the database cannot be used now, or the runner cannot stop the job now"),
+}
+DELETE_ANSWERS: Answers = {
+    **OWN_JOB, 503: problem("the database, result storage or the runner cannot be used now")
+}
+LOGS_ANSWERS: Answers = {
+    **OWN_JOB, 404: problem("no job of yours has this id, it has not started, or no logs were kept"),
+    503: STORAGE_DOWN,
+}
+FILES_ANSWERS: Answers = {**OWN_JOB, 503: STORAGE_DOWN}
+STORED = {"schema": {"type": "string", "format": "binary"}}
+FILE_CONTENT = {  # the PNG, result.json and the job's other files (job.log, pod.json, ...)
+    **{media: STORED for media in ("image/png", "text/plain", "application/octet-stream")},
+    "application/json": {"schema": {"description": "the stored JSON file as it is"}},
+}
+FILE_HEADERS = headers("Accept-Ranges", "Content-Disposition", "Content-Length", sometimes=("ETag",))
+RESULT_ANSWERS: Answers = {
+    200: {
+        "description": "the PNG, or the file asked for with ?file=",
+        "content": FILE_CONTENT,
+        "headers": FILE_HEADERS,
+    },
+    206: {"description": "the bytes of the Range asked for", "content": FILE_CONTENT,
+          "headers": {**FILE_HEADERS, **headers("Content-Range")}},
+    304: {"description": "If-None-Match names the PNG's ETag: it has not changed",
+          "headers": headers("ETag")},
+    **OWN_JOB,
+    404: problem("no job of yours has this id, or it has no such file"),
+    409: problem("the job has not succeeded (yet): there is no result"),
+    416: problem("the Range is outside the file", "Content-Range"),
+    422: problem("a bad file name or wait", model=InvalidRequest),
+    503: STORAGE_DOWN,
 }
 
 
@@ -71,7 +115,7 @@ async def submit_job(
     return job
 
 
-@router.get("")
+@router.get("", responses=LIST_ANSWERS)
 async def list_jobs(
     user: CurrentUser,
     service: ServiceDep,
@@ -90,25 +134,25 @@ async def list_jobs(
     return JobsPublic(data=[JobPublic.of(job) for job in jobs], count=count, limit=limit, offset=offset)
 
 
-@router.get("/{job_id}")
+@router.get("/{job_id}", responses=GET_ANSWERS)
 async def get_job(job: OwnedJob, service: ServiceDep, wait: WaitQuery = 0) -> JobPublic:
     """The job document; ?wait=SECONDS blocks until the job has finished or the time is up."""
     return await finished_or_current(service, job, wait)
 
 
-@router.post("/{job_id}/cancel")
+@router.post("/{job_id}/cancel", responses=CANCEL_ANSWERS)
 async def cancel_job(job: OwnedJob, service: ServiceDep) -> JobPublic:
     """Stop an active job; it stays as `cancelled`, with its logs and whatever it stored."""
     return await service.cancel(job)  # JobFinished: 409; RunnerUnavailable: 503 (api/errors.py)
 
 
-@router.delete("/{job_id}")
+@router.delete("/{job_id}", responses=DELETE_ANSWERS)
 async def delete_job(job: OwnedJob, service: ServiceDep) -> JobPublic:
     """Cancel the job if it is active, remove its process or Kubernetes Job and its stored files."""
     return await service.delete(job)
 
 
-@router.get("/{job_id}/logs", response_class=PlainTextResponse)
+@router.get("/{job_id}/logs", response_class=PlainTextResponse, responses=LOGS_ANSWERS)
 async def job_logs(job: OwnedJob, service: ServiceDep) -> PlainTextResponse:
     """The job's output (progress lines and its error line), while it runs and after."""
     text = await service.logs(job)
@@ -117,7 +161,7 @@ async def job_logs(job: OwnedJob, service: ServiceDep) -> PlainTextResponse:
     return PlainTextResponse(text)
 
 
-@router.get("/{job_id}/result/list")
+@router.get("/{job_id}/result/list", responses=FILES_ANSWERS)
 async def list_result_files(job: OwnedJob, service: ServiceDep) -> FilesPublic:
     """The job's stored files with their sizes (names for ?file=)."""
     found: list[ObjectInfo] = await asyncio.to_thread(service.storage.list, job.result_prefix)
@@ -125,12 +169,9 @@ async def list_result_files(job: OwnedJob, service: ServiceDep) -> FilesPublic:
     return FilesPublic(job_id=job.id, files=files)
 
 
-@router.api_route(
-    "/{job_id}/result",
-    methods=["GET", "HEAD"],
-    response_class=Response,
-    responses={200: {"content": {"image/png": {}}, "description": "the PNG (or the file asked for)"}},
-)
+@router.head("/{job_id}/result", response_class=Response, responses=RESULT_ANSWERS,
+             operation_id="head_result", summary="The result's headers, as GET would send them")
+@router.get("/{job_id}/result", response_class=Response, responses=RESULT_ANSWERS)
 async def download_result(
     job: OwnedJob,
     service: ServiceDep,

@@ -43,6 +43,18 @@ def test_submit_declares_every_answer_it_gives(make_client: Client) -> None:
     assert set(declared_answers(client, "POST", "/jobs")) == {str(s) for s in statuses.values()} | {"503"}
 
 
+AUTH_OPERATIONS = ("/auth/sign-up", "/auth/sign-in", "/auth/me")
+JOB_OPERATIONS = ("/jobs", "/jobs/{job_id}", "/jobs/{job_id}/cancel", "/jobs/{job_id}/logs",
+                  "/jobs/{job_id}/result/list", "/jobs/{job_id}/result")
+EVENT_OPERATIONS = ("/events", "/jobs/{job_id}/events")
+PROBES = ("/healthz", "/readyz", "/metrics")
+
+
+def test_the_tests_below_cover_every_operation(client: TestClient) -> None:
+    covered = {*AUTH_OPERATIONS, *JOB_OPERATIONS, *EVENT_OPERATIONS, *PROBES}
+    assert set(client.app.openapi()["paths"]) == covered  # a new one: provoke its answers here
+
+
 def assert_all_given(client: TestClient, *operations: str) -> None:
     given_all(client.app.openapi(), client.app.state.answers, *operations)
 
@@ -76,11 +88,7 @@ def test_auth_operations_give_every_answer_they_declare(make_client: Client) -> 
         client.get("/auth/me").status_code,
     ]
     assert [signed_in.status_code, *codes] == [200, 401, 401, 429, 200, 401]
-    assert_all_given(client, "/auth/sign-up", "/auth/sign-in", "/auth/me")
-
-
-JOB_OPERATIONS = ("/jobs", "/jobs/{job_id}", "/jobs/{job_id}/cancel", "/jobs/{job_id}/logs",
-                  "/jobs/{job_id}/result/list", "/jobs/{job_id}/result")
+    assert_all_given(client, *AUTH_OPERATIONS)
 
 
 def test_job_operations_give_every_answer_they_declare(make_client: Client) -> None:
@@ -131,7 +139,7 @@ def test_probes_give_every_answer_they_declare(client: TestClient) -> None:
     paths = ("/healthz", "/readyz", "/readyz?exclude=disk", "/metrics")
     codes = [client.get(path).status_code for path in paths]
     assert codes == [200, 200, 422, 200]
-    assert_all_given(client, "/healthz", "/readyz", "/metrics")
+    assert_all_given(client, *PROBES)
 
 
 def test_event_streams_give_every_answer_they_declare(tmp_path: Path, opencl_cache: Path) -> None:
@@ -150,7 +158,7 @@ def test_event_streams_give_every_answer_they_declare(tmp_path: Path, opencl_cac
         # the finished job's stream ends by itself
         assert answers[-1].headers["content-type"].startswith("text/event-stream")
         doc = http.get("/openapi.json").json()
-        given_all(doc, [answer_of(r) for r in answers], "/events", "/jobs/{job_id}/events")
+        given_all(doc, [answer_of(r) for r in answers], *EVENT_OPERATIONS)
 
 
 def opened(http: httpx.Client, path: str, auth: dict[str, str], timeout: float = 30) -> httpx.Response:

@@ -42,7 +42,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from scheduler.admission.assign import HALF_LIFE, Admitted, Policy, plan  # noqa: E402
+from scheduler.admission.assign import HALF_LIFE, HISTORY_HALF_LIVES, Admitted, Policy, plan  # noqa: E402
 from scheduler.admission.capacity import local_snapshot  # noqa: E402
 from scheduler.admission.queue import Waiting  # noqa: E402
 from scheduler.admission.throughput import Throughput  # noqa: E402
@@ -109,7 +109,8 @@ def simulate(jobs: list[Job], policy: Policy, half_life: float = HALF_LIFE) -> l
             render = job.true_iterations / TRUE_RATE[admitted.placement]
             doc = {"total_iterations": job.true_iterations, "render_seconds": render}
             throughput.learn(admitted.placement, doc, wall_seconds=job.end - job.start)  # type: ignore[operator]
-        while history and (t - (history[0].started_at - EPOCH).total_seconds()) > 6 * HALF_LIFE:
+        memory = HISTORY_HALF_LIVES * half_life  # as the dispatcher reads it
+        while history and (t - (history[0].started_at - EPOCH).total_seconds()) > memory:
             history.popleft()
         fresh = []
         while arrivals and arrivals[0].submit <= t:

@@ -28,7 +28,7 @@ from sqlmodel import Session
 from job_image.backoff import Backoff
 from job_image.params import FractalParams
 from scheduler import crud, db, job_status
-from scheduler.admission.assign import Admitted, Plan, plan
+from scheduler.admission.assign import HISTORY_HALF_LIVES, Admitted, Plan, plan
 from scheduler.admission.queue import Waiting
 from scheduler.admission.throughput import DeviceClass, Throughput
 from scheduler.models import Job, as_utc, utcnow
@@ -40,7 +40,6 @@ log = logging.getLogger(__name__)
 FIRST_RETRY_SECONDS = 0.5
 IDLE_RECHECK_SECONDS = 5.0  # jobs queued through another replica are seen within this
 RACES_PER_CYCLE = 5  # plans lost to another replica's admission before waiting for a wake-up
-HISTORY_HALF_LIVES = 6  # finished jobs older than this weigh under 2 % in fair share: not read
 ESTIMATE_SLACK_SECONDS = 1.0  # an estimate that moved less than this is not written again
 
 

@@ -14,6 +14,7 @@ from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from job_image.params import Limits
+from scheduler.admission.assign import HALF_LIFE
 
 
 class Settings(BaseSettings):
@@ -91,9 +92,9 @@ class Settings(BaseSettings):
         None, ge=0, description="GPU jobs at once (one per GPU); default: the OpenCL GPU devices found"
     )
     fair_share_half_life_seconds: float = Field(
-        900.0,
+        HALF_LIFE,
         gt=0,
-        description="how fast a user's past use is forgotten by fair share: about one long render",
+        description="how fast a user's past use is forgotten by fair share: minutes, like the queue's waits",
     )
     job_python: str = ""  # interpreter for local jobs; default: the API's own
     job_timeout_seconds: int = 600  # local runner's and the Job's activeDeadlineSeconds

@@ -72,7 +72,8 @@ class Runtime:
         """Run the pod's container as a process until it ends: its exit code (None when the pod
         vanished) and its termination message."""
         api = self.api
-        argv = api.commands.get(job_id) or api.default_command or list(container.get("command") or [])
+        # a copy: a retried pod must not find the args appended twice to a test's command
+        argv = [*(api.commands.get(job_id) or api.default_command or container.get("command") or [])]
         argv += list(container.get("args") or [])
         if argv and argv[0] == "python":
             argv[0] = sys.executable

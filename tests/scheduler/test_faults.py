@@ -17,7 +17,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from tests.scheduler.conftest import Client, sign_up_and_in
-from tests.scheduler.openapi import assert_declared
+from tests.scheduler.openapi import assert_declared, declared, provoked
 
 BOB = {"username": "bob", "password": "correct-horse"}
 
@@ -101,15 +101,51 @@ def test_a_read_only_database_is_a_503_and_not_ready(client_on_disk: TestClient,
     assert "readonly database" in problems["database"] and "storage" in problems
 
 
-def test_an_unreadable_database_is_a_503_and_not_ready(client_on_disk: TestClient, small_disk: Path) -> None:
-    client = client_on_disk
-    alice = sign_up_and_in(client, "alice")
-    data, engine = small_disk / "data", client.app.state.service.engine
+def damage(client: TestClient, data: Path) -> None:
+    """Overwrite the SQLite file with bytes that are not a database."""
+    engine = client.app.state.service.engine
     engine.dispose()  # closing checkpoints the WAL into the file: close first, then damage it
     for name in ("scheduler.db-wal", "scheduler.db-shm"):
         (data / name).unlink(missing_ok=True)
     (data / "scheduler.db").write_bytes(b"this is not a database " * 100)
     engine.dispose()  # connections opened from now on see the damage
+
+
+def test_an_unreadable_database_is_a_503_and_not_ready(client_on_disk: TestClient, small_disk: Path) -> None:
+    client = client_on_disk
+    alice = sign_up_and_in(client, "alice")
+    damage(client, small_disk / "data")
     unavailable(client.get("/jobs", headers=alice), "file is not a database")
     unavailable(client.post("/auth/sign-in", json=BOB), "file is not a database")
     assert "file is not a database" in client.get("/readyz").json()["problems"]["database"]
+
+
+def test_every_operation_that_needs_the_database_declares_and_gives_its_503(
+    client_on_disk: TestClient, small_disk: Path
+) -> None:
+    client = client_on_disk
+    alice = sign_up_and_in(client, "alice")
+    assert client.get("/auth/me", headers=alice).status_code == 200  # the service knows her now
+    bob = sign_up_and_in(client, "bob")  # but not him: his token needs the database
+    damage(client, small_disk / "data")
+    job = f"/jobs/{'0' * 32}"  # whose is it? only the database knows
+    asked = [
+        client.post("/auth/sign-up", json={"username": "carol", "password": "correct-horse"}),
+        client.post("/auth/sign-in", json=BOB),
+        client.get("/auth/me", headers=alice),
+        client.post("/jobs", json={"width": 16, "height": 16}, headers=alice),
+        client.get("/jobs", headers=alice),
+        client.get("/events", headers=bob),
+        *(client.request(method, job + path, headers=alice) for method, path in [
+            ("GET", ""), ("DELETE", ""), ("POST", "/cancel"), ("GET", "/logs"), ("GET", "/result/list"),
+            ("GET", "/result"), ("HEAD", "/result"), ("GET", "/events")]),
+    ]
+    for response in asked:
+        assert response.status_code == 503, (response.request.method, response.request.url.path)
+        if response.request.method != "HEAD":
+            unavailable(response, "file is not a database")
+    assert client.get("/readyz").status_code == 503
+    # each 503 that /openapi.json declares was given (make_client checks that each was declared)
+    doc = client.app.openapi()
+    given = provoked(doc, client.app.state.answers, *doc["paths"])
+    assert {a for a in given if a[2] == "503"} == {a for a in declared(doc, *doc["paths"]) if a[2] == "503"}

@@ -179,6 +179,13 @@ def install_handlers(app: FastAPI) -> None:
         if exc.status_code == 400 and isinstance(exc.__cause__, UnicodeDecodeError):
             where = exc.__cause__.start
             return _detail(422, f"The body is not valid JSON: it is not UTF-8 (byte {where}).")
+        # the router's own answers are a bare phrase: make them sentences that say what to do
+        path = request.url.path
+        if exc.status_code == 404 and exc.detail == "Not Found":
+            return _detail(404, f"There is no {path}; the API is described at /docs.")
+        if exc.status_code == 405 and exc.detail == "Method Not Allowed":
+            detail = f"{path} does not take {request.method}; /docs lists what it takes."
+            return _detail(405, detail, exc.headers)
         return await http_exception_handler(request, exc)
 
     @app.exception_handler(Throttled)

@@ -264,7 +264,8 @@ def test_another_users_job_is_404_on_every_path(
 
 def test_wrong_method_is_405(client: TestClient, alice: dict[str, str]) -> None:
     response = client.put("/jobs", headers=alice)
-    assert response.status_code == 405 and isinstance(response.json()["detail"], str)
+    assert response.status_code == 405 and "Allow" in response.headers
+    assert response.json() == {"detail": "/jobs does not take PUT; /docs lists what it takes."}
 
 
 def test_202_has_a_location_and_results_answer_head(client: TestClient, alice: dict[str, str]) -> None:

@@ -35,6 +35,7 @@ def test_the_api_keeps_its_paths_and_json_errors(client: TestClient) -> None:
     assert "/" not in client.get("/openapi.json").json()["paths"]
     assert client.get("/docs").status_code == 200
     missing = client.post("/no-such-path")
-    assert missing.status_code == 404 and missing.json() == {"detail": "Not Found"}
+    assert missing.status_code == 404
+    assert missing.json() == {"detail": "There is no /no-such-path; the API is described at /docs."}
     assert client.get("/web/no-such-file.js").status_code == 404
     assert client.get("/web/../main.py").status_code == 404

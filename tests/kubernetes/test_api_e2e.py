@@ -16,6 +16,7 @@ from scheduler.core.config import Settings
 from scheduler.main import create_app
 from tests.kubernetes.apiserver import FakeApiServer, load_rules
 from tests.kubernetes.conftest import STANDIN
+from tests.scheduler.conftest import sign_up_and_in
 
 
 def test_render_through_the_api(settings: Settings, apiserver: FakeApiServer) -> None:
@@ -52,9 +53,7 @@ def test_api_server_down_keeps_jobs_queued_and_refuses_cancel_cleanly(
         update={"jwt_secret": "x" * 48, "bcrypt_rounds": 4, "dispatch_retry_max_seconds": 0.5}
     )
     with TestClient(create_app(settings)) as client:
-        creds = {"username": "alice", "password": "correct-horse"}
-        client.post("/auth/sign-up", json=creds)
-        auth = {"Authorization": f"Bearer {client.post('/auth/sign-in', json=creds).json()['access_token']}"}
+        auth = sign_up_and_in(client, "alice")
         go = tmp_path / "go"
         apiserver.default_command = [sys.executable, STANDIN, "wait-file", str(go)]
         sleeper = client.post("/jobs", json={"width": 8, "height": 8}, headers=auth).json()["job_id"]
@@ -85,9 +84,7 @@ def test_a_forbidden_cancel_is_a_503_and_leaves_no_mark(
     go = tmp_path / "go"
     apiserver.default_command = [sys.executable, STANDIN, "wait-file", str(go)]
     with TestClient(create_app(settings)) as client:
-        creds = {"username": "alice", "password": "correct-horse"}
-        client.post("/auth/sign-up", json=creds)
-        auth = {"Authorization": f"Bearer {client.post('/auth/sign-in', json=creds).json()['access_token']}"}
+        auth = sign_up_and_in(client, "alice")
         job_id = client.post("/jobs", json={"width": 8, "height": 8}, headers=auth).json()["job_id"]
         poll_until(client, job_id, auth, ("running",))
 
@@ -135,9 +132,7 @@ def test_gpu_jobs_beyond_the_quota_wait_queued_and_all_succeed(
     go = tmp_path / "go"
     apiserver.default_command = [sys.executable, STANDIN, "wait-file", str(go)]
     with TestClient(create_app(settings)) as client:
-        creds = {"username": "alice", "password": "correct-horse"}
-        client.post("/auth/sign-up", json=creds)
-        auth = {"Authorization": f"Bearer {client.post('/auth/sign-in', json=creds).json()['access_token']}"}
+        auth = sign_up_and_in(client, "alice")
         started = time.monotonic()
         gpu_job = {"width": 8, "height": 8, "device": "gpu"}
         ids = [client.post("/jobs", json=gpu_job, headers=auth).json()["job_id"] for _ in range(3)]

@@ -29,10 +29,10 @@ from scheduler.admission.queue import FairQueue, Waiting
 from scheduler.admission.throughput import CLASSES, DeviceClass, Throughput
 
 Policy = Literal["fair", "fifo"]
-# Seconds; see queue.py. Minutes, the time scale of the queue's waits: with 15 minutes, a light
-# user was still paying for one long render when their short ones queued (benchmarks/scheduling.py,
-# 3 seeds x 3 loads: the lowest fairness index 0.875 at 900 s, 0.896 at 120 s; none lower by over 0.001)
-HALF_LIFE = 120.0
+# Seconds; see queue.py. A minute, the time scale of the queue's waits and renders: over 15
+# traces (seeds) of benchmarks/scheduling.py arriving over 4000 s, the fairness index's mean
+# and minimum were 0.928 / 0.897 at 60 s, 0.921 / 0.883 at 120 s
+HALF_LIFE = 60.0
 HISTORY_HALF_LIVES = 6  # finished jobs older than this weigh under 2 % in fair share: not read
 
 

@@ -2,7 +2,7 @@
 
 Pure: (queued jobs, admitted jobs, capacity snapshot, throughput, now) -> Plan. It replays the
 queue forward in estimated time. Each class has one timeline entry per slot (free now, or when
-its running job should end); the earliest free slot of any class takes the next job of that
+its running job should end, see `_expected_end`); the earliest free slot of any class takes the next job of that
 class's fair queue (queue.py), and the user's use there grows by the job's estimated seconds
 until it ends. A slot free *now* admits the job for real, if the snapshot can book it; later
 slots only give estimates: queue position within the class, estimated start and finish, and
@@ -70,6 +70,13 @@ class _Slot:
     seq: int
 
 
+def _expected_end(job: Admitted, now: datetime) -> float:
+    """Seconds from now until `job` should end. One past its estimate is expected to run as long
+    again as it has overrun so far: "now" would be past a moment later, and its successor's
+    estimated start with it."""
+    return abs((job.started_at - now).total_seconds() + job.seconds)
+
+
 class _Replay:
     """The state of one forward replay; `plan` below is its only user."""
 
@@ -104,8 +111,8 @@ class _Replay:
                 owner = "" if policy == "fifo" else a.owner
                 self.queues[a.placement].add_use(owner, a.seconds, (a.started_at - now).total_seconds())
         for c in self.classes:
-            ends = [(a.started_at - now).total_seconds() + a.seconds for a in active if a.placement == c]
-            heap = [_Slot(max(0.0, end), self._seq()) for end in ends]
+            ends = [_expected_end(a, now) for a in active if a.placement == c]
+            heap = [_Slot(end, self._seq()) for end in ends]
             heap += [_Slot(0.0, self._seq()) for _ in range(snapshot.free_jobs(c))]
             heapq.heapify(heap)
             self.slots[c], self.width[c] = heap, max(1, len(heap))

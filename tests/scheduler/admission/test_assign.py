@@ -113,6 +113,13 @@ def test_gpu_jobs_wait_for_a_gpu() -> None:
     assert p.waiting["q0"].start == NOW + timedelta(seconds=10)
 
 
+def test_a_job_past_its_estimate_is_expected_to_run_as_long_again() -> None:
+    """Its successor's start is ahead, not "now" (which reads null a moment later)."""
+    late = [Admitted("g0", "x", "gpu", NOW - timedelta(seconds=40), 10)]  # 30 s over
+    p = run([job("q", "z", age=5, device="gpu")], late, gpu=1)
+    assert p.waiting["q"].start == NOW + timedelta(seconds=30)
+
+
 def test_auto_takes_the_earliest_finish() -> None:
     heavy = 100 * SECOND  # 100 s on the CPU, ~13 s on the GPU (prior rates and start-ups)
     p = run([job("big", "alice", 2, device="auto", iterations=heavy)], cpu=1, gpu=1)

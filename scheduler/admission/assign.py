@@ -2,12 +2,13 @@
 
 Pure: (queued jobs, admitted jobs, capacity snapshot, throughput, now) -> Plan. It replays the
 queue forward in estimated time. Each class has one timeline entry per slot (free now, or when
-its running job should end, see `_expected_end`); the earliest free slot of any class takes the next job of that
-class's fair queue (queue.py), and the user's use there grows by the job's estimated seconds
-until it ends. A slot free *now* admits the job for real, if the snapshot can book it; later
-slots only give estimates: queue position within the class, estimated start and finish, and
-the kept reason (`message`) for every job that waits. Users' use is what queue.py describes:
-`active` and `history` (recently finished jobs) seed it, each replayed admission adds to it.
+its running job should end, see `_expected_end`); the earliest free slot of any class takes the
+next job of that class's fair queue (queue.py), and the user's use there grows by the job's
+charge (queue.py). A slot free *now* admits the job for real, if the snapshot can book it;
+later slots only give estimates: queue position within the class, estimated start and finish,
+and the kept reason (`message`) for every job that waits. Users' use is what queue.py
+describes: `active` and `history` (recently finished jobs) seed it, each replayed admission
+adds to it.
 
 `auto` jobs wait in both classes' queues and go to the one with the earliest estimated finish:
 when an auto job comes up in one class, it is finished there (now + its seconds there)

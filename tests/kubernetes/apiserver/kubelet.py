@@ -26,6 +26,31 @@ def _gpus(pod: Obj) -> int:
     return sum(int(v) for k, v in limits.items() if "gpu" in k)
 
 
+def _scheduled_conditions(ts: str) -> list[Obj]:
+    """A bound pod's conditions: scheduled and initialised at `ts`, its container not ready yet."""
+    return [
+        {
+            "type": "PodScheduled",
+            "status": "True",
+            "lastProbeTime": None,
+            "lastTransitionTime": ts,
+        },
+        {
+            "type": "Initialized",
+            "status": "True",
+            "lastProbeTime": None,
+            "lastTransitionTime": ts,
+        },
+        {
+            "type": "Ready",
+            "status": "False",
+            "reason": "ContainersNotReady",
+            "lastProbeTime": None,
+            "lastTransitionTime": ts,
+        },
+    ]
+
+
 class Kubelet:
     """The one node's kubelet: one `run_pod` per pod, in the Job controller's thread."""
 
@@ -90,27 +115,51 @@ class Kubelet:
 
     def _kubelet(self, ns: str, pod: Obj, job: Obj, deadline: float | None) -> str:
         """Schedule, pull, run and end one pod; returns succeeded|failed|gone."""
-        name = pod["metadata"]["name"]
+        name, job_name = pod["metadata"]["name"], job["metadata"]["name"]
         job_id = (job["metadata"].get("labels") or {}).get("fractal-scheduler/job-id", "")
         fault = self.api.faults.get(job_id, "")
-        container = pod["spec"]["containers"][0]
-        ts = now_iso()
         gpus = _gpus(pod)
         if fault == "unschedulable" or gpus > self.api.node_gpus:  # no node will ever fit it
-            self._unschedulable(ns, pod, ts)
-            return self._stuck(ns, name, job["metadata"]["name"], deadline)
+            self._unschedulable(ns, pod, now_iso())
+            return self._stuck(ns, name, job_name, deadline)
+        ts = self._wait_for_gpus(ns, pod, job_name, gpus, deadline)
+        if ts is None or not self._bind(ns, pod, ts):
+            return "gone"
+        if fault == "image_pull":
+            self._fail_image_pull(ns, pod)
+            return self._stuck(ns, name, job_name, deadline)
+        env = self._container_env(ns, pod)
+        if env is None:  # CreateContainerConfigError: it never starts
+            return self._stuck(ns, name, job_name, deadline)
+        running = self._start(ns, pod, job_name)
+        if fault == "oom":
+            time.sleep(0.2)
+            return self._terminate(ns, pod, running, 137, "OOMKilled", "")
+        return self._run(ns, pod, job_name, job_id, env, running, deadline)
+
+    def _wait_for_gpus(
+        self, ns: str, pod: Obj, job_name: str, gpus: int, deadline: float | None
+    ) -> str | None:
+        """Retry the GPU fit while the node's GPUs are taken (Unschedulable, said once); the time
+        of the fit that bound the pod, or None when it is deleted meanwhile."""
+        name = pod["metadata"]["name"]
+        ts = now_iso()
         told = False
-        while gpus and not self._place_gpus(ns, name, gpus):  # the node's GPUs are taken: retry
+        while gpus and not self._place_gpus(ns, name, gpus):
             if not told:
                 self._unschedulable(ns, pod, ts)
                 told = True
             current = self.store.get("pods", ns, name)
             if current is None or current["metadata"].get("deletionTimestamp") or self.api.closing:
-                return "gone"
+                return None
             if deadline is not None and time.monotonic() > deadline:
-                self.api.jobs.deadline_passed(ns, job["metadata"]["name"])
+                self.api.jobs.deadline_passed(ns, job_name)
             time.sleep(self.api.tick * 5)
             ts = now_iso()
+        return ts
+
+    def _bind(self, ns: str, pod: Obj, ts: str) -> bool:
+        """The pod on the node: scheduled at `ts`, its container being created; False if it is gone."""
 
         def scheduled(p: Obj) -> None:
             p["spec"]["nodeName"] = NODE
@@ -118,53 +167,40 @@ class Kubelet:
                 hostIP="192.168.49.2",
                 hostIPs=[{"ip": "192.168.49.2"}],
                 startTime=ts,
-                conditions=[
-                    {
-                        "type": "PodScheduled",
-                        "status": "True",
-                        "lastProbeTime": None,
-                        "lastTransitionTime": ts,
-                    },
-                    {
-                        "type": "Initialized",
-                        "status": "True",
-                        "lastProbeTime": None,
-                        "lastTransitionTime": ts,
-                    },
-                    {
-                        "type": "Ready",
-                        "status": "False",
-                        "reason": "ContainersNotReady",
-                        "lastProbeTime": None,
-                        "lastTransitionTime": ts,
-                    },
-                ],
+                conditions=_scheduled_conditions(ts),
                 containerStatuses=[self._container_status(pod, {"waiting": {"reason": "ContainerCreating"}})],
             )
 
+        name = pod["metadata"]["name"]
         if self.store.update("pods", ns, name, scheduled) is None:
-            return "gone"
+            return False
         record(self.store, ns, pod, "Pod", "Scheduled", f"Successfully assigned {ns}/{name} to {NODE}")
-        if fault == "image_pull":
-            image = container["image"]
-            for reason, message in (
-                ("ErrImagePull", f'failed to pull and unpack image "{image}": not found'),
-                ("ImagePullBackOff", f'Back-off pulling image "{image}"'),
-            ):
-                self._set_pod(
-                    ns,
-                    pod,
-                    containerStatuses=[
-                        self._container_status(pod, {"waiting": {"reason": reason, "message": message}})
-                    ],
-                )
-                record(
-                    self.store,
-                    ns, pod, "Pod", "Failed" if reason == "ErrImagePull" else "BackOff", message, "Warning"
-                )
-            return self._stuck(ns, name, job["metadata"]["name"], deadline)
+        return True
+
+    def _fail_image_pull(self, ns: str, pod: Obj) -> None:
+        """The image is not found: ErrImagePull, then ImagePullBackOff, each with its event."""
+        image = pod["spec"]["containers"][0]["image"]
+        for reason, message in (
+            ("ErrImagePull", f'failed to pull and unpack image "{image}": not found'),
+            ("ImagePullBackOff", f'Back-off pulling image "{image}"'),
+        ):
+            self._set_pod(
+                ns,
+                pod,
+                containerStatuses=[
+                    self._container_status(pod, {"waiting": {"reason": reason, "message": message}})
+                ],
+            )
+            record(
+                self.store,
+                ns, pod, "Pod", "Failed" if reason == "ErrImagePull" else "BackOff", message, "Warning"
+            )
+
+    def _container_env(self, ns: str, pod: Obj) -> dict[str, str] | None:
+        """The container's environment, or None after a CreateContainerConfigError (a Secret or
+        ConfigMap, or a key in one, that does not exist)."""
         try:
-            env = resolve_env(self.store, ns, container)
+            return resolve_env(self.store, ns, pod["spec"]["containers"][0])
         except KeyError as exc:
             message = str(exc.args[0])
             self._set_pod(
@@ -177,15 +213,18 @@ class Kubelet:
                 ],
             )
             record(self.store, ns, pod, "Pod", "Failed", f"Error: {message}", "Warning")
-            return self._stuck(ns, name, job["metadata"]["name"], deadline)
+            return None
+
+    def _start(self, ns: str, pod: Obj, job_name: str) -> Obj:
+        """Pulled and Started: the pod Running, its Job's pod ready; returns the container status."""
+        container = pod["spec"]["containers"][0]
         record(
             self.store,
             ns, pod, "Pod", "Pulled", f'Container image "{container["image"]}" already present on machine'
         )
         record(self.store, ns, pod, "Pod", "Started", f"Started container {container['name']}")
-        started = now_iso()
         running = self._container_status(
-            pod, {"running": {"startedAt": started}}, ready=True, started=True, image_id=IMAGE_ID
+            pod, {"running": {"startedAt": now_iso()}}, ready=True, started=True, image_id=IMAGE_ID
         )
         self._set_pod(
             ns,
@@ -195,26 +234,35 @@ class Kubelet:
             podIPs=[{"ip": "10.244.0.7"}],
             containerStatuses=[running],
         )
-        self.store.update("jobs", ns, job["metadata"]["name"], lambda j: j["status"].update(ready=1))
-        if fault == "oom":
-            time.sleep(0.2)
-            return self._terminate(ns, pod, running, started, 137, "OOMKilled", "")
-        code, message = self.runtime.run(ns, name, job["metadata"]["name"], job_id, container, env, deadline)
+        self.store.update("jobs", ns, job_name, lambda j: j["status"].update(ready=1))
+        return running
+
+    def _run(
+        self,
+        ns: str,
+        pod: Obj,
+        job_name: str,
+        job_id: str,
+        env: dict[str, str],
+        running: Obj,
+        deadline: float | None,
+    ) -> str:
+        """Run the container to its end; a pod deleted meanwhile is gone, whatever its exit code."""
+        name = pod["metadata"]["name"]
+        container = pod["spec"]["containers"][0]
+        code, message = self.runtime.run(ns, name, job_name, job_id, container, env, deadline)
         if code is None:
             return "gone"
-        outcome = self._terminate(
-            ns, pod, running, started, code, "Completed" if code == 0 else "Error", message
-        )
+        outcome = self._terminate(ns, pod, running, code, "Completed" if code == 0 else "Error", message)
         current = self.store.get("pods", ns, name)
         return "gone" if current is None or current["metadata"].get("deletionTimestamp") else outcome
 
-    def _terminate(
-        self, ns: str, pod: Obj, running: Obj, started: str, code: int, reason: str, message: str
-    ) -> str:
+    def _terminate(self, ns: str, pod: Obj, running: Obj, code: int, reason: str, message: str) -> str:
+        """The container ended with `code`: the pod Succeeded or Failed; returns succeeded|failed|gone."""
         terminated: Obj = {
             "exitCode": code,
             "reason": reason,
-            "startedAt": started,
+            "startedAt": running["state"]["running"]["startedAt"],
             "finishedAt": now_iso(),
             "containerID": running.get("containerID", ""),
         }

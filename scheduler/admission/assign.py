@@ -4,7 +4,7 @@ Pure: (queued jobs, admitted jobs, capacity snapshot, throughput, now) -> Plan. 
 queue forward in estimated time. Each class has one timeline entry per slot (free now, or when
 its running job should end, see `_expected_end`); the earliest free slot of any class takes the
 next job of that class's fair queue (queue.py), and the user's use there grows by the job's
-charge (queue.py). A slot free *now* admits the job for real, if the snapshot can book it;
+estimated seconds. A slot free *now* admits the job for real, if the snapshot can book it;
 later slots only give estimates: queue position within the class, estimated start and finish,
 and the kept reason (`message`) for every job that waits. Users' use is what queue.py
 describes: `active` and `history` (recently finished jobs) seed it, each replayed admission
@@ -30,10 +30,10 @@ from scheduler.admission.queue import FairQueue, Waiting
 from scheduler.admission.throughput import CLASSES, DeviceClass, Throughput
 
 Policy = Literal["fair", "fifo"]
-# Seconds; see queue.py. A minute, the time scale of the queue's waits and renders: over 15
-# traces (seeds) of benchmarks/scheduling.py arriving over 4000 s, the fairness index's mean
-# and minimum were 0.928 / 0.897 at 60 s, 0.921 / 0.883 at 120 s
-HALF_LIFE = 60.0
+# Seconds; see queue.py. Minutes, the time scale of the queue's waits: with 15 minutes, a light
+# user was still paying for one long render when their short ones queued (benchmarks/scheduling.py,
+# 3 seeds x 3 loads: the lowest fairness index 0.875 at 900 s, 0.896 at 120 s; none lower by over 0.001)
+HALF_LIFE = 120.0
 HISTORY_HALF_LIVES = 6  # finished jobs older than this weigh under 2 % in fair share: not read
 
 

@@ -1,21 +1,15 @@
 """The queue manager: who waits for a device class, and whose job is next.
 
 Fair share per class: the next job comes from the user with the least current use of that
-class. A user's use is the estimated slot-seconds of the jobs admitted to that class (their
-cost, not their count), weighed by how far they lie from now: halving every `half_life`
-seconds into the past, and, at admission, every `half_life` seconds into the future too
-(`charge`), so a job weighs its seconds when short and at most half_life / ln 2 when long.
+class. A user's use is the estimated seconds of the jobs admitted to that class (their cost,
+not their count), each weighed 1 when admitted and halving every `half_life` seconds after.
 - By cost: a user whose one render holds a slot for ten minutes yields to users whose renders
   take seconds, until those have had as much: short jobs rarely wait behind long ones (which
   keeps everyone's slowdown low), and splitting a render into many small ones gains nothing,
-  since the pieces weigh at least as much as the whole.
+  since the pieces add up to the same use.
 - Decayed rather than only what runs this instant: with one slot, whoever's job just ended
   would otherwise have no use at every decision, and fair share would fall back to FIFO.
   The half-life makes the memory short, so a user who was busy an hour ago is not punished.
-- Discounted into the future like the past: an hour-long render counted whole would, for
-  many half-lives, put all of its user's short renders behind everyone else's (with a
-  one-minute half-life, the fairness index of benchmarks/scheduling.py rose in 11 of 15
-  traces); the memory sees about one half-life ahead as it sees one behind.
 Between users of equal use the one waiting longest (their oldest queued job) goes first.
 
 Within one user: `priority` high > normal > low, then the oldest. Priority only reorders a
@@ -25,7 +19,6 @@ user's own jobs: it never enters the comparison between users.
 from __future__ import annotations
 
 import heapq
-import math
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime
@@ -37,13 +30,6 @@ Priority = Literal["low", "normal", "high"]
 DeviceChoice = Literal["auto", "cpu", "gpu"]
 RANK: dict[str, int] = {"high": 0, "normal": 1, "low": 2}
 MAX_DOUBLINGS = 900.0  # 2**900 still fits a float: bounds the replay's horizon at 900 half-lives
-
-
-def charge(seconds: float, half_life: float) -> float:
-    """What a job of `seconds` adds to its user's use when admitted: each second t ahead
-    weighed 2**(-t / half_life), i.e. the integral of that over [0, seconds]."""
-    rate = math.log(2) / half_life
-    return -math.expm1(-rate * seconds) / rate
 
 
 @dataclass(frozen=True)
@@ -124,7 +110,7 @@ class FairQueue:
     def add_use(self, owner: str, seconds: float, at: float) -> None:
         """A job of `owner` costing `seconds` was admitted `at` seconds from now (< 0: past)."""
         doublings = min(MAX_DOUBLINGS, max(-MAX_DOUBLINGS, at / self.half_life))
-        self.use[owner] = self.use.get(owner, 0.0) + charge(seconds, self.half_life) * 2.0**doublings
+        self.use[owner] = self.use.get(owner, 0.0) + seconds * 2.0**doublings
         if owner in self.users:
             self._push(owner)
 

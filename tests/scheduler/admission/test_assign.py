@@ -2,14 +2,11 @@
 
 from __future__ import annotations
 
-import math
 from datetime import UTC, datetime, timedelta
-
-import pytest
 
 from scheduler.admission.assign import Admitted, Plan, plan
 from scheduler.admission.capacity import local_snapshot
-from scheduler.admission.queue import Waiting, charge
+from scheduler.admission.queue import Waiting
 from scheduler.admission.throughput import Throughput
 
 NOW = datetime(2026, 1, 1, 12, 0, tzinfo=UTC)
@@ -58,24 +55,6 @@ def test_use_is_weighted_by_cost() -> None:
     queued = [job("c1", "carol", age=90), job("d3", "dave", age=1)]
     p = run(queued, running, cpu=5)
     assert [w.job_id for w, _ in p.admit] == ["d3"]
-
-
-def test_a_long_render_weighs_about_one_half_life() -> None:
-    """Use looks one half-life ahead as it looks one behind: Erin's hour-long render, just
-    admitted, weighs less than Dave's five half-minute ones, so Erin's next job goes first."""
-    running = [Admitted("e0", "erin", "cpu", NOW, seconds=3600)] + [
-        Admitted(f"d{i}", "dave", "cpu", NOW, seconds=30) for i in range(5)
-    ]
-    queued = [job("d5", "dave", age=90), job("e1", "erin", age=1)]
-    p = run(queued, running, cpu=7)
-    assert [w.job_id for w, _ in p.admit] == ["e1"]
-
-
-def test_charge_is_the_seconds_when_short_and_bounded_when_long() -> None:
-    assert charge(1.0, 60.0) == pytest.approx(1.0, rel=0.01)
-    assert charge(60.0, 60.0) == pytest.approx(60.0 / (2 * math.log(2)))  # half of the bound
-    assert charge(3600.0, 60.0) == pytest.approx(60.0 / math.log(2))
-    assert charge(20.0, 60.0) + charge(20.0, 60.0) > charge(40.0, 60.0)  # splitting never gains
 
 
 def test_priority_orders_a_users_own_jobs() -> None:

@@ -1,10 +1,10 @@
 """Admission policy on a simulated cluster, in simulated time: FIFO against fair share.
 
-    .venv/bin/python benchmarks/scheduling.py [--seed N ...] [--jobs N] [--span S ...] [--half-life S]
+    .venv/bin/python benchmarks/scheduling.py [--seed N ...] [--jobs N] [--span S ...] [--half-life S ...]
 
-Several seeds or spans print one line per run: both policies' fairness and utilisation (over the
-makespan, and while jobs still arrive, which leaves out the drain: one long render started late
-can decide the makespan alone).
+Several seeds, spans or half-lives print one line per run: both policies' fairness, slowdowns and
+utilisation (over the makespan, and while jobs still arrive, which leaves out the drain: one long
+render started late can decide the makespan alone), then each half-life's mean index.
 
 Runs the real admission code (scheduler.admission: capacity snapshot, fair queue, plan) at
 every event of a simulated runner with 2 GPU and 8 CPU slots. The trace: 20 users, 2000 jobs
@@ -235,23 +235,31 @@ def main() -> None:
     parser.add_argument("--seed", type=int, nargs="+", default=[1], help="several: one summary line each")
     parser.add_argument("--jobs", type=int, default=2000)
     parser.add_argument("--span", type=float, nargs="+", default=[SPAN], help="seconds jobs arrive over")
-    parser.add_argument("--half-life", type=float, default=HALF_LIFE, help="fair share's memory")
+    parser.add_argument("--half-life", type=float, nargs="+", default=[HALF_LIFE],
+                        help="fair share's memory, seconds")
     args = parser.parse_args()
-    runs = [(seed, span) for span in args.span for seed in args.seed]
+    runs = [(seed, span, h) for h in args.half_life for span in args.span for seed in args.seed]
     if len(runs) > 1:
-        keys = {"Jain": "Jain's fairness (users' slowdowns)", "utilisation cpu/gpu": "utilisation cpu / gpu",
+        keys = {"Jain": "Jain's fairness (users' slowdowns)",
+                "slowdown burst/light": "slowdown: burst user / light users",
+                "utilisation cpu/gpu": "utilisation cpu / gpu",
                 "while arriving": "  while jobs arrive (not the drain)"}
         heads = "".join(f" {name + ' FIFO':>25} {'fair':>15}" for name in keys)
-        print(f"{'span (s)':>9} {'seed':>5}{heads}")
-        for seed, span in runs:
-            r = compare(seed, args.jobs, span, args.half_life)
+        print(f"{'half-life':>9} {'span (s)':>9} {'seed':>5}{heads}")
+        fair: dict[float, list[float]] = {}
+        for seed, span, h in runs:
+            r = compare(seed, args.jobs, span, h)
+            fair.setdefault(h, []).append(float(r["fair"][keys["Jain"]]))
             columns = "".join(f" {r['fifo'][k]:>25} {r['fair'][k]:>15}" for k in keys.values())
-            print(f"{span:9g} {seed:5d}{columns}", flush=True)
+            print(f"{h:9g} {span:9g} {seed:5d}{columns}", flush=True)
+        for h, values in fair.items():
+            print(f"half-life {h:g} s: fair share's index {statistics.fmean(values):.3f} on average, "
+                  f"at least 0.9 in {sum(v >= 0.9 for v in values)} of {len(values)} runs")
         return
-    (seed, span), = runs
-    results = compare(seed, args.jobs, span, args.half_life)
+    (seed, span, h), = runs
+    results = compare(seed, args.jobs, span, h)
     print(f"{args.jobs} jobs, {USERS} users ({BURST_USER} submits {BURSTS} bursts of {BURST}), "
-          f"slots {SLOTS}, arriving over {span:g} s, half-life {args.half_life:g} s, seed {seed}")
+          f"slots {SLOTS}, arriving over {span:g} s, half-life {h:g} s, seed {seed}")
     print(f"{'':46} {'FIFO':>22} {'fair share':>22}")
     for name in results["fifo"]:
         print(f"{name:46} {results['fifo'][name]:>22} {results['fair'][name]:>22}")

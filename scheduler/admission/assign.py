@@ -30,10 +30,13 @@ from scheduler.admission.queue import FairQueue, Waiting
 from scheduler.admission.throughput import CLASSES, DeviceClass, Throughput
 
 Policy = Literal["fair", "fifo"]
-# Seconds; see queue.py. Minutes, the time scale of the queue's waits: with 15 minutes, a light
-# user was still paying for one long render when their short ones queued (benchmarks/scheduling.py,
-# 3 seeds x 3 loads: the lowest fairness index 0.875 at 900 s, 0.896 at 120 s; none lower by over 0.001)
-HALF_LIFE = 120.0
+# Seconds; see queue.py. The memory trades the light users' waits against the heavy user's:
+# shorter, and use is mostly who was served last (towards FIFO's equal waits); longer, and a
+# user who admitted one long render waits behind everyone while it is remembered. Fair share's
+# fairness index / light users' slowdown in benchmarks/scheduling.py (arrivals over 4000 s),
+# seeds 26-40: 0.5 s 0.968 / 2.57x, 2 s 0.952 / 1.69x, 5 s 0.943 / 1.54x, 120 s 0.911 / 1.46x;
+# seeds 1-40: 5 s 0.940 / 1.57x, at least 0.9 in 38; 120 s 0.913 / 1.48x, in 32.
+HALF_LIFE = 5.0
 HISTORY_HALF_LIVES = 6  # finished jobs older than this weigh under 2 % in fair share: not read
 
 

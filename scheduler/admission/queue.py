@@ -3,13 +3,15 @@
 Fair share per class: the next job comes from the user with the least current use of that
 class. A user's use is the estimated seconds of the jobs admitted to that class (their cost,
 not their count), each weighed 1 when admitted and halving every `half_life` seconds after.
-- By cost: a user whose one render holds a slot for ten minutes yields to users whose renders
-  take seconds, until those have had as much: short jobs rarely wait behind long ones (which
-  keeps everyone's slowdown low), and splitting a render into many small ones gains nothing,
-  since the pieces add up to the same use.
+- By cost: a user just admitted with a ten-minute render yields to users whose renders take
+  seconds, until those have had as much or it is forgotten: short jobs rarely wait behind
+  long ones (which keeps everyone's slowdown low), and splitting a render into many small ones
+  admitted together gains nothing, since the pieces add up to the same use.
 - Decayed rather than only what runs this instant: with one slot, whoever's job just ended
   would otherwise have no use at every decision, and fair share would fall back to FIFO.
-  The half-life makes the memory short, so a user who was busy an hour ago is not punished.
+  The half-life (seconds, see assign.HALF_LIFE) keeps the memory short: a user is not held
+  back for minutes by one long render, and among users served a while ago, roughly the one
+  served longest ago comes first.
 Between users of equal use the one waiting longest (their oldest queued job) goes first.
 
 Within one user: `priority` high > normal > low, then the oldest. Priority only reorders a

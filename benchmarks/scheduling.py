@@ -100,19 +100,19 @@ def simulate(jobs: list[Job], policy: Policy, half_life: float = HALF_LIFE) -> l
     by_id = {j.waiting.job_id: j for j in jobs}
     queued: dict[str, Job] = {}
     active: dict[str, Admitted] = {}
-    history: deque[Admitted] = deque()
+    history: deque[tuple[float, Admitted]] = deque()  # (end, job), by end
     throughput = Throughput()
     while arrivals or ends or queued:
         t = min(x for x in ([arrivals[0].submit] if arrivals else []) + ([ends[0][0]] if ends else []))
         while ends and ends[0][0] <= t:
             _, job_id = heapq.heappop(ends)
             job, admitted = by_id[job_id], active.pop(job_id)
-            history.append(admitted)
+            history.append((job.end, admitted))  # type: ignore[arg-type]
             render = job.true_iterations / TRUE_RATE[admitted.placement]
             doc = {"total_iterations": job.true_iterations, "render_seconds": render}
             throughput.learn(admitted.placement, doc, wall_seconds=job.end - job.start)  # type: ignore[operator]
         memory = HISTORY_HALF_LIVES * half_life  # as the dispatcher reads it
-        while history and (t - (history[0].started_at - EPOCH).total_seconds()) > memory:
+        while history and t - history[0][0] > memory:
             history.popleft()
         fresh = []
         while arrivals and arrivals[0].submit <= t:
@@ -123,7 +123,7 @@ def simulate(jobs: list[Job], policy: Policy, half_life: float = HALF_LIFE) -> l
         in_use = {c: sum(a.placement == c for a in active.values()) for c in SLOTS}
         snap = local_snapshot(max_concurrent=SLOTS["cpu"], gpus=SLOTS["gpu"], in_use=in_use)
         decided = plan([j.waiting for j in queued.values()], list(active.values()), snap, throughput, now,
-                       history=history, policy=policy, half_life=half_life)
+                       history=[a for _, a in history], policy=policy, half_life=half_life)
         for job in fresh:
             estimate = decided.waiting.get(job.waiting.job_id)
             job.predicted_start = t if estimate is None or estimate.start is None else (

@@ -81,9 +81,12 @@ def jobs_with_status(session: Session, *, statuses: tuple[str, ...]) -> list[Job
 
 def admission_view(session: Session, *, since: datetime) -> tuple[list[Job], list[Job], list[Job]]:
     """What the dispatcher plans with: the queued jobs, the admitted ones (pending, running),
-    and the finished jobs admitted since `since` (fair share remembers them for a while)."""
+    and the admitted jobs that finished since `since` (fair share remembers them for a while:
+    by when they ended, so a long job's user still has some use just after it, however early
+    it was admitted)."""
     history = session.exec(
-        select(Job).where(col(Job.status).in_(FINISHED), col(Job.admitted_at) >= since)
+        select(Job).where(col(Job.status).in_(FINISHED), col(Job.admitted_at).is_not(None),
+                          col(Job.finished_at) >= since)
     ).all()
     return (
         jobs_with_status(session, statuses=("queued",)),

@@ -34,10 +34,13 @@ Policy = Literal["fair", "fifo"]
 # shorter, and use is mostly who was served last (towards FIFO's equal waits); longer, and a
 # user who admitted one long render waits behind everyone while it is remembered. Fair share's
 # fairness index / light users' slowdown in benchmarks/scheduling.py (arrivals over 4000 s),
-# seeds 26-40: 0.5 s 0.968 / 2.57x, 2 s 0.952 / 1.69x, 5 s 0.943 / 1.54x, 120 s 0.911 / 1.46x;
-# seeds 1-40: 5 s 0.940 / 1.57x, at least 0.9 in 38; 120 s 0.913 / 1.48x, in 32.
+# seeds 1-40: 5 s 0.937 / 1.55x, at least 0.9 in 36; 120 s 0.911 / 1.48x, in 31 (and at
+# 0.5 s about 0.97 / 2.6x).
 HALF_LIFE = 5.0
-HISTORY_HALF_LIVES = 6  # finished jobs older than this weigh under 2 % in fair share: not read
+# Finished jobs that ended longer ago are not read. Those read weigh little (decayed from their
+# admission) but more than nothing: with one slot, the user whose long job just ended goes after
+# a user who had none, not before them by an older queued job.
+HISTORY_HALF_LIVES = 6
 
 
 @dataclass(frozen=True)

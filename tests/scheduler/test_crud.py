@@ -4,13 +4,14 @@ never on stale state) and the requeue."""
 from __future__ import annotations
 
 from collections.abc import Iterator
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
 from sqlmodel import Session
 
 from scheduler import crud, db, job_status
-from scheduler.models import Job
+from scheduler.models import Job, utcnow
 
 
 @pytest.fixture
@@ -79,3 +80,20 @@ def test_requeue_gives_a_claimed_job_back_and_the_attempt_does_not_count(session
     assert (again.status, again.attempts, again.placement) == ("queued", 0, None)
     assert again.message == "waiting for the runner: API server down"
     assert not job_status.requeue(session, job_id=job.id, reason="twice")  # only a pending job goes back
+
+
+def test_fair_share_history_is_what_ended_lately_however_early_admitted(session: Session) -> None:
+    """A long job admitted ten minutes ago that ended a second ago still counts; one that ended
+    five minutes ago does not, nor a job cancelled before it was ever admitted."""
+    now = utcnow()
+    long_one, old_one, never = add(session), add(session), add(session)
+    admit(session, long_one, old_one)
+    for job, status, admitted, ended in ((long_one, "succeeded", 600, 1), (old_one, "failed", 700, 300),
+                                         (never, "cancelled", None, 0)):
+        job.status, job.finished_at = status, now - timedelta(seconds=ended)
+        job.admitted_at = None if admitted is None else now - timedelta(seconds=admitted)
+        session.add(job)
+    session.commit()
+    queued, active, history = crud.admission_view(session, since=now - timedelta(seconds=30))
+    assert (queued, active) == ([], [])
+    assert [j.id for j in history] == [long_one.id]

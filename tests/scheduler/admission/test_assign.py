@@ -47,6 +47,15 @@ def test_user_with_less_use_goes_first() -> None:
     assert [w.job_id for w, _ in p.admit] == ["b"]
 
 
+def test_with_one_slot_the_user_whose_long_job_just_ended_goes_after_one_who_had_none() -> None:
+    """Admitted a minute ago, twelve half-lives: it weighs little, but more than nothing."""
+    ended = [Admitted("a0", "alice", "cpu", NOW - timedelta(seconds=60), seconds=60)]
+    queued = [job("a1", "alice", age=90), job("b", "bob", age=1)]
+    p = plan(queued, [], local_snapshot(max_concurrent=1, gpus=0, in_use={}), Throughput(), NOW,
+             history=ended, half_life=5.0)
+    assert [w.job_id for w, _ in p.admit] == ["b"]
+
+
 def test_use_is_weighted_by_cost() -> None:
     """Carol's one long job outweighs Dave's three short ones: Dave keeps getting slots."""
     running = [Admitted("c0", "carol", "cpu", NOW, seconds=600)] + [

@@ -3,6 +3,7 @@ graceful deletion, the Job controller's condition order, 410 and 504, selectors,
 
 from __future__ import annotations
 
+import json
 import sys
 import time
 import uuid
@@ -11,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import urllib3
 from kubernetes import client as k
 from kubernetes import config as kube_config
 from kubernetes.client.exceptions import ApiException
@@ -338,3 +340,22 @@ def test_a_quota_counts_and_refuses_only_the_pods_its_scopes_match(apiserver: Fa
 
     assert poll(lambda: used("best-effort") == {"pods": "1"})
     assert poll(lambda: used("not-best-effort") == {"pods": "0"}) and used("high") == {"pods": "0"}
+
+
+def test_a_malformed_request_is_a_400_status(apiserver: FakeApiServer, admin: k.ApiClient) -> None:
+    """Not JSON, not an object, or a number that is not one: a BadRequest Status, as the API server
+    answers, and the double goes on serving."""
+    token = next(t for t, user in apiserver.tokens.items() if user == "admin")
+    pods = f"{apiserver.url}/api/v1/namespaces/fractal-test/pods"
+    headers = {"Authorization": f"Bearer {token}", "Content-Type": "application/json"}
+    for body in (b"{not json", b'"a string"'):
+        answer = urllib3.request("POST", pods, body=body, headers=headers)
+        status = json.loads(answer.data)
+        assert (answer.status, status["kind"], status["reason"]) == (400, "Status", "BadRequest")
+        assert "json parse error" in status["message"]
+    for query in ("resourceVersion=abc", "watch=true&resourceVersion=abc", "watch=true&timeoutSeconds=soon"):
+        answer = urllib3.request("GET", f"{pods}?{query}", headers=headers)
+        status = json.loads(answer.data)
+        assert (answer.status, status["reason"]) == (400, "BadRequest")
+        assert "not a number" in status["message"]
+    assert k.CoreV1Api(admin).list_namespaced_pod("fractal-test").items == []

@@ -89,6 +89,27 @@ def _changes(store: Store, watch: _Watch, expiry: int, last: int) -> tuple[list[
     return pending, store.rv
 
 
+def _body(raw: bytes) -> Obj:
+    """The request's JSON object; anything else is a 400, as the API server's decoder says."""
+    if not raw:
+        return {}
+    try:
+        body = json.loads(raw)
+    except ValueError as exc:
+        raise ApiError(400, "BadRequest", f"couldn't get version/kind; json parse error: {exc}") from None
+    if not isinstance(body, dict):
+        raise ApiError(400, "BadRequest", "couldn't get version/kind; json parse error: not an object")
+    return body
+
+
+def _number(name: str, value: Any, kind: type[int] | type[float]) -> Any:
+    """A numeric query or body field; a 400 naming it when it is not a number."""
+    try:
+        return kind(value)
+    except (TypeError, ValueError):
+        raise ApiError(400, "BadRequest", f'{name}: Invalid value: "{value}": not a number') from None
+
+
 class Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"  # keep-alive and chunked watches, as the client expects
     server: _HTTPServer
@@ -144,10 +165,9 @@ class Handler(BaseHTTPRequestHandler):
         try:
             user = api.rbac.authenticate(self.headers.get("Authorization", ""))
             group, ns, resource, name, sub = _parse_path(url.path)
-            body = json.loads(raw) if raw else {}
             if resource == "selfsubjectaccessreviews" and method == "POST":
                 api.count("create", resource)
-                self._send_json(201, api.rbac.access_review(user, body))
+                self._send_json(201, api.rbac.access_review(user, _body(raw)))
                 return
             if resource not in RESOURCES or ns is None or RESOURCES[resource][0] != group:
                 raise ApiError(404, "NotFound", "the server could not find the requested resource")
@@ -155,7 +175,7 @@ class Handler(BaseHTTPRequestHandler):
             full = f"{resource}/{sub}" if sub else resource
             api.count(verb, full)
             api.rbac.authorize(user, group, full, verb, ns, name)
-            self._serve(verb, resource, ns, name, sub, query, body)
+            self._serve(verb, resource, ns, name, sub, query, _body(raw))  # decoded once authorised
         except ApiError as exc:
             self._send_json(exc.status["code"], exc.status)
         except (BrokenPipeError, ConnectionResetError, OSError):
@@ -189,7 +209,7 @@ class Handler(BaseHTTPRequestHandler):
         elif verb == "delete":
             policy = query.get("propagationPolicy") or body.get("propagationPolicy") or ""
             grace = query.get("gracePeriodSeconds", body.get("gracePeriodSeconds"))
-            grace = None if grace is None else int(grace)
+            grace = None if grace is None else _number("gracePeriodSeconds", grace, int)
             self._send_json(200, api.delete(resource, ns, name, policy, grace))
         else:
             raise ApiError(405, "MethodNotAllowed", f"{verb} is not supported by this double")
@@ -199,7 +219,7 @@ class Handler(BaseHTTPRequestHandler):
         resourceVersion older than the store keeps."""
         store = self.server.api.store
         asked = query.get("resourceVersion", "")
-        if asked not in ("", "0") and int(asked) < store.oldest_rv:
+        if asked not in ("", "0") and _number("resourceVersion", asked, int) < store.oldest_rv:
             raise ApiError(410, "Expired", _too_old(asked, store.oldest_rv))
         items, rv = store.list(resource, ns, query.get("labelSelector", ""), query.get("fieldSelector", ""))
         _, _, kind = RESOURCES[resource]
@@ -216,7 +236,7 @@ class Handler(BaseHTTPRequestHandler):
         An expired resourceVersion is a 410, as an HTTP status or as an ERROR event in the
         stream (both happen); one ahead of the server's is a 504 "Too large resource version"."""
         api = self.server.api
-        timeout = float(query.get("timeoutSeconds") or 1800)
+        timeout = _number("timeoutSeconds", query.get("timeoutSeconds") or "1800", float)
         watch = _Watch(
             resource,
             ns,
@@ -245,7 +265,7 @@ class Handler(BaseHTTPRequestHandler):
                 # "Start at most recent": synthetic ADDED for what exists now.
                 items, last = store.list(watch.resource, watch.ns, watch.labels, watch.fields)
                 return store.expiry, last, [("ADDED", o) for o in items]
-            last = int(rv_param)
+            last = _number("resourceVersion", rv_param, int)
             if last > store.rv - api.watch_cache_lag:
                 raise too_large(last, store.rv - api.watch_cache_lag)
             if last < store.oldest_rv:

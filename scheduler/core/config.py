@@ -94,7 +94,8 @@ class Settings(BaseSettings):
     fair_share_half_life_seconds: float = Field(
         HALF_LIFE,
         gt=0,
-        description="how fast a user's past use is forgotten by fair share: minutes, like the queue's waits",
+        description="how fast fair share forgets a user's past use: shorter evens waits out, "
+        "longer favours light users",
     )
     job_python: str = ""  # interpreter for local jobs; default: the API's own
     job_timeout_seconds: int = 600  # local runner's and the Job's activeDeadlineSeconds

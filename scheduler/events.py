@@ -134,14 +134,22 @@ class EventFeed:
             yield from self._current(session, sub)  # its log has been pruned: its document
 
     def _current(self, session: Session, sub: Subscription) -> Iterator[JobEvent]:
-        """The current documents, as events with the newest seq (a resume from it misses nothing)."""
-        seq = crud.last_event_seq(session)
-        query = select(Job).where(Job.owner == sub.owner)
+        """The current documents, as events with the newest seq (a resume from it misses nothing).
+        Read again while the log grew meanwhile: each change logs its event in its own commit,
+        so an unchanged newest seq means the documents are those of that seq."""
+        query = select(Job).where(Job.owner == sub.owner).execution_options(populate_existing=True)
         if sub.job_id is not None:
             query = query.where(Job.id == sub.job_id)
         else:
             query = query.where(col(Job.status).in_(ACTIVE)).order_by(col(Job.created_at))
-        for job in session.exec(query):
+        seq = crud.last_event_seq(session)
+        while True:
+            jobs = session.exec(query).all()
+            newest = crud.last_event_seq(session)
+            if newest == seq:
+                break
+            seq = newest
+        for job in jobs:
             document = JobPublic.of(job).model_dump(mode="json")
             yield JobEvent(seq=seq, job_id=job.id, owner=job.owner, kind=CURRENT, document=document)
 

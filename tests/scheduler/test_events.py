@@ -152,3 +152,27 @@ def test_a_hole_in_the_log_is_waited_for_before_it_is_skipped(engine: Engine) ->
             feed._read()
 
     asyncio.run(run())
+
+
+def test_a_fresh_stream_gives_the_documents_with_the_seq_they_were_read_at(engine: Engine) -> None:
+    """A change committed while a fresh stream reads the current state: its first event is the
+    changed document under that change's seq, not under the seq before it (which would make the
+    change's own event follow as a repeat)."""
+    job = new_job(engine)
+    raced: list[str] = []
+
+    def change_before_the_jobs_are_read(_conn: object, _cursor: object, statement: str, *_: object) -> None:
+        if not raced and statement.lstrip().startswith("SELECT job."):
+            raced.append(statement)
+            progress(engine, job.id, 1)  # another connection commits the change and its event
+
+    async def run() -> None:
+        feed = make_feed(engine)
+        event.listen(engine, "before_cursor_execute", change_before_the_jobs_are_read)
+        first = await anext(aiter(feed.follow(feed.subscribe("alice", job.id), None)))
+        event.remove(engine, "before_cursor_execute", change_before_the_jobs_are_read)
+        assert raced and first.document["status"] == "running"
+        with Session(engine) as session:
+            assert first.seq == crud.last_event_seq(session, job_id=job.id)
+
+    asyncio.run(run())

@@ -4,7 +4,7 @@
 
 The render (4096², max_iter 100000, float64) spends seconds in each OpenCL call; the signal is
 sent after its first progress line. Measured as a plain child and, as root, as PID 1 of its own
-PID namespace (`unshare --pid`, what a container is). DESIGN.md asks for under a second.
+PID namespace (`unshare --pid`, what a container is). docs/design.md asks for under a second.
 """
 
 from __future__ import annotations

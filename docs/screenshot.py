@@ -25,7 +25,7 @@ def next_render(page: Page, action) -> None:  # noqa: ANN001 - a callable that s
 
 
 def click_on(page: Page, x: float, y: float) -> None:
-    """Click the view where the complex point (x, y) is (DESIGN's mapping, inverted)."""
+    """Click the view where the complex point (x, y) is (docs/design.md's mapping, inverted)."""
     job_id = page.get_by_test_id("view").get_attribute("data-job-id")
     p = page.evaluate(
         """async (id) => {

@@ -25,7 +25,7 @@ from fractalctl.output import job_details, jobs_table
 EXIT_JOB_FAILED, EXIT_USAGE, EXIT_REFUSED, EXIT_UNREACHABLE = 1, 2, 3, 4
 DEFAULT_SERVER = "http://127.0.0.1:8888"
 
-# the request fields of DESIGN.md; the server validates them (tests/fractalctl checks the lists)
+# the request fields of docs/design.md; the server validates them (tests/fractalctl checks the lists)
 KINDS = ("mandelbrot", "julia", "burning_ship")
 COLORMAPS = ("classic", "viridis", "magma", "inferno", "twilight", "fire", "ice", "grey")
 PRECISIONS = ("float32", "float64")

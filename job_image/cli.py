@@ -1,4 +1,4 @@
-"""`python -m job_image`: render one fractal and store it (the job contract, DESIGN.md).
+"""`python -m job_image`: render one fractal and store it (the job contract, docs/design.md).
 
 Parameters come from FRACTAL_PARAMS (JSON) and/or flags (flags win); output goes to --out
 FILE (plus FILE's .json) or to storage (STORAGE_DIR or MINIO_*) under RESULT_PREFIX.
@@ -33,7 +33,7 @@ FLAGS = {
     "--colormap": "colormap", "--precision": "precision", "--device": "device",
     "--supersample": "supersample",
 }
-# Part of the API's request (DESIGN.md) but handled by the scheduler, not the render.
+# Part of the API's request (docs/design.md) but handled by the scheduler, not the render.
 SCHEDULER_ONLY = ("callback_url",)
 
 

@@ -1,4 +1,4 @@
-"""Failures that end a job, each carrying the exit code of the job contract (shared/DESIGN.md)."""
+"""Failures that end a job, each carrying the exit code of the job contract (docs/design.md)."""
 
 from __future__ import annotations
 

@@ -23,7 +23,7 @@ RESULT_NAME = "result.json"
 
 
 def result_document(job_id: str, p: FractalParams, r: Rendered) -> dict[str, Any]:
-    """The result.json content (fields fixed by DESIGN.md, plus timing detail)."""
+    """The result.json content (fields fixed by docs/design.md, plus timing detail)."""
     return {
         "job_id": job_id,
         "params": p.model_dump(mode="json"),

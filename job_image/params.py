@@ -1,6 +1,6 @@
 """The fractal parameter model: what a job accepts, and what the API validates requests with.
 
-Defined once here so the scheduler and the job can never disagree (shared/DESIGN.md).
+Defined once here so the scheduler and the job can never disagree (docs/design.md).
 Limits that depend on deployment (pixels, iterations) are checked apart from parsing
 (`limit_problem`), so the same model serves the job (limits from its env) and the API (limits
 from settings, checked in the route). `describe_errors` is the one formatter of pydantic errors.
@@ -38,10 +38,10 @@ class Limits:
         )
 
 
-# Where center_x/center_y are not given, each kind starts on a view of its whole set (DESIGN.md),
+# Where center_x/center_y are not given, each kind starts on a view of its whole set (docs/design.md),
 # at zoom 1 (3.0 wide; 2.25 high at 4:3). Extents measured at 200 iterations: mandelbrot
 # x -2..0.47; julia (c = -0.8+0.156i) x -1.5..1.5, y -0.83..0.83; burning ship x -1.79..0.99,
-# y -1.54..0.45. DESIGN's y axis points up (row 0 is the largest y), so the ship stands upside
+# y -1.54..0.45. docs/design.md's y axis points up (row 0 is the largest y), so the ship stands upside
 # down compared with the usual pictures, which flip the imaginary axis.
 DEFAULT_CENTERS: dict[str, tuple[float, float]] = {
     "mandelbrot": (-0.5, 0.0),

@@ -3,7 +3,7 @@
 A frame of W x H pixels with supersample n is a grid of (W*n) x (H*n) samples. Sample column
 X (0 <= X < W*n) lies at x = center_x + (X + 0.5 - W*n/2) * s/n with s = 3/zoom/W, and sample
 row Y at y = center_y - (Y + 0.5 - H*n/2) * s/n: the n x n samples of a pixel sit at the
-centres of an n x n grid inside it (for n = 1 this is exactly the pixel mapping of DESIGN.md).
+centres of an n x n grid inside it (for n = 1 this is exactly the pixel mapping of docs/design.md).
 Coordinates are computed on the host in float64 and rounded once to the kernel's precision,
 so a float32 device without fp64 still gets the same sample positions.
 """

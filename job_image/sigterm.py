@@ -1,4 +1,4 @@
-"""SIGTERM stops the job within a second, exit 143, writing nothing further (DESIGN.md).
+"""SIGTERM stops the job within a second, exit 143, writing nothing further (docs/design.md).
 
 A Python signal handler is not enough: it runs only between bytecodes of the main thread, and the
 main thread spends most of a render inside one OpenCL call (a band can take many seconds). And as

@@ -1,6 +1,6 @@
 """A job's statuses, named once: the document's `status` and the groups the code asks about.
 
-`queued` -> `pending` -> `running` -> `succeeded` | `failed` | `cancelled` (DESIGN.md).
+`queued` -> `pending` -> `running` -> `succeeded` | `failed` | `cancelled` (docs/design.md).
 """
 
 from __future__ import annotations

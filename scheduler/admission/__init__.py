@@ -1,4 +1,4 @@
-"""Admission: which queued job runs next, and where (shared/DESIGN.md, "Scheduling").
+"""Admission: which queued job runs next, and where (docs/design.md, "Scheduling").
 
 Kueue's split, one job per module, all pure:
 - `cost`: a request's estimated iterations, from a cheap probe of its frame;

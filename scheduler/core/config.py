@@ -1,4 +1,4 @@
-"""All of the service's settings, read once from the environment (names fixed by DESIGN.md).
+"""All of the service's settings, read once from the environment (names fixed by docs/design.md).
 
 Every limit and every timeout lives here, with the reason for its default.
 """

@@ -1,6 +1,6 @@
 """LocalRunner: one `python -m job_image` subprocess per job, on this host.
 
-The process gets exactly the environment a pod gets (DESIGN.md, "The job contract") plus only
+The process gets exactly the environment a pod gets (docs/design.md, "The job contract") plus only
 what a process needs to run here, so a local run exercises the code path the cluster runs.
 Status comes from the process itself: `progress N%` lines on stdout, its last stderr line as
 the error, and its exit code.
@@ -56,7 +56,7 @@ def job_environment(spec: JobSpec, settings: Settings, host_env: Mapping[str, st
 
 @functools.cache  # asked once per process: the hardware does not change under a running service
 def count_gpus() -> int:
-    """The OpenCL GPU devices on this host: one local GPU job each (DESIGN.md, "Scheduling")."""
+    """The OpenCL GPU devices on this host: one local GPU job each (docs/design.md, "Scheduling")."""
     import pyopencl as cl  # loads the ICDs: only when a local runner is made, not on import
 
     from job_image import device

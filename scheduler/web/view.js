@@ -1,4 +1,4 @@
-// The view's geometry, as DESIGN.md fixes it: with s = 3 / zoom / width, pixel column px and
+// The view's geometry, as docs/design.md fixes it: with s = 3 / zoom / width, pixel column px and
 // row py (row 0 at the top) sample x = cx + (px + 0.5 - width/2) s, y = cy - (py + 0.5 - height/2) s.
 
 export function pixelPoint(params, px, py) {

@@ -1,4 +1,4 @@
-"""A straightforward NumPy escape-time reference, written from DESIGN.md's definitions.
+"""A straightforward NumPy escape-time reference, written from docs/design.md's definitions.
 
 It rounds like the kernel on purpose: no fused multiply-add anywhere (the kernel forbids
 contraction), and Im z' = 2*(x*y) + c_im where 2*(x*y) is exact, so the kernel's fma(2, t, c)
@@ -15,7 +15,7 @@ from job_image.params import FractalParams
 def sample_grid(p: FractalParams) -> tuple[np.ndarray, np.ndarray]:
     """(x, y) per sample in float64. With n = supersample, the frame is sampled as a
     (W*n) x (H*n) grid with step s/n, s = 3/zoom/W: sample X lies at
-    center_x + (X + 0.5 - W*n/2) * s/n, which for n = 1 is DESIGN.md's pixel mapping and in
+    center_x + (X + 0.5 - W*n/2) * s/n, which for n = 1 is docs/design.md's pixel mapping and in
     general puts a pixel's n x n samples at the centres of an n x n grid inside it."""
     n = p.supersample
     step = 3.0 / p.zoom / p.width / n

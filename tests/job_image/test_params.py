@@ -22,7 +22,7 @@ def test_the_default_view_shows_the_whole_set(kind: str) -> None:
 
 def test_a_given_centre_is_kept_and_the_other_defaults_per_kind() -> None:
     assert (FractalParams(kind="julia").center_x, FractalParams(kind="julia").center_y) == (0.0, 0.0)
-    assert FractalParams().center_x == -0.5  # DESIGN's defaults are mandelbrot's
+    assert FractalParams().center_x == -0.5  # docs/design.md's defaults are mandelbrot's
     ship = FractalParams(kind="burning_ship", center_x=1.0)
     assert ship.center_x == 1.0 and ship.center_y == -0.5
     with pytest.raises(ValueError):

@@ -1,4 +1,4 @@
-"""The Job manifest: a pure function of the request and the settings (DESIGN.md "Kubernetes objects")."""
+"""The Job manifest: a pure function of the request and the settings (docs/design.md "Kubernetes objects")."""
 
 from __future__ import annotations
 

@@ -45,7 +45,7 @@ Client = Callable[..., TestClient]
 @pytest.fixture
 def make_client(settings: Settings) -> Iterator[Client]:
     """Builds started apps (lifespan entered); all are shut down at the end of the test. Every
-    answer they gave must be one that /openapi.json declares (DESIGN, "HTTP API"): checked then."""
+    answer they gave must be one that /openapi.json declares (docs/design.md, "HTTP API"): checked then."""
     opened: list[tuple[TestClient, list[Answer]]] = []
 
     def make(**overrides: Any) -> TestClient:

@@ -41,7 +41,7 @@ def test_a_job_stream_follows_it_to_its_end_then_resumes_without_repeats_or_gaps
         everything, ended = collect(client, f"/jobs/{job_id}/events", auth, last_event_id="0")
         assert ended and everything[-len(events) + 1 :] == events[1:]
         # a fresh stream starts with the job as it is now: the logged document of that moment,
-        # but for an estimate that has passed since (null now, DESIGN)
+        # but for an estimate that has passed since (null now, docs/design.md)
         first, logged = events[0], everything[-len(events)]
         assert first.id == logged.id
         passed = {k: None for k in ("estimated_start_at", "estimated_finish_at") if first.document[k] is None}

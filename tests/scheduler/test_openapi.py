@@ -1,4 +1,4 @@
-"""/openapi.json declares exactly what each operation answers (DESIGN, "HTTP API"): every
+"""/openapi.json declares exactly what each operation answers (docs/design.md, "HTTP API"): every
 status, with the body's schema and the headers that come with it."""
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Settings read from the environment: the names DESIGN.md fixes and the shapes they take."""
+"""Settings read from the environment: the names docs/design.md fixes and the shapes they take."""
 
 from __future__ import annotations
 

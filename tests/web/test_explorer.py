@@ -1,5 +1,5 @@
 """The web explorer in Chromium against the service: sign-up and sign-in, the first render,
-click-to-zoom on DESIGN's pixel mapping, the gallery, errors as sentences, a clean console."""
+click-to-zoom on docs/design.md's pixel mapping, the gallery, errors as sentences, a clean console."""
 
 from __future__ import annotations
 
@@ -68,7 +68,7 @@ def test_sign_up_first_render_click_to_zoom_and_gallery(
 
     assert q["zoom"] == 2 * p["zoom"]
     assert (q["kind"], q["width"], q["height"]) == (p["kind"], p["width"], p["height"])
-    # the new centre is the centre of a pixel of the old view (DESIGN's mapping, exactly) ...
+    # the new centre is the centre of a pixel of the old view (docs/design.md's mapping, exactly) ...
     s = 3.0 / p["zoom"] / p["width"]
     px = (q["center_x"] - p["center_x"]) / s - 0.5 + p["width"] / 2
     py = (p["center_y"] - q["center_y"]) / s - 0.5 + p["height"] / 2

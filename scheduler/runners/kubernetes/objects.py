@@ -1,6 +1,6 @@
 """Pure builders for the Kubernetes objects the runner creates (no API calls, no file reads).
 
-Shape per shared/DESIGN.md ("Kubernetes objects"). Tested by comparing
+Shape per docs/design.md ("Kubernetes objects"). Tested by comparing
 `ApiClient().sanitize_for_serialization(make_job(...))` with a literal dict.
 """
 
@@ -41,7 +41,7 @@ API_ACCESS: tuple[tuple[str, str, str], ...] = (
     ("", "events", "list"),  # events.json saved when a Job ends
     ("", "resourcequotas", "list"),  # reflector: what the namespace's quotas leave for admission
     ("", "resourcequotas", "watch"),  # reflector: watch
-    ("", "resourcequotas", "get"),  # (read-only, as DESIGN.md lists it)
+    ("", "resourcequotas", "get"),  # (read-only, as docs/design.md lists it)
 )
 
 

@@ -83,7 +83,7 @@ def waits_for_capacity(pod: k.V1Pod | None, no_pod: str | None) -> bool:
     """Whether the job waits only for room in the cluster that other work holds: its pod is
     refused by a full ResourceQuota (FailedCreate "exceeded quota"), or it is Unschedulable
     for lack of a resource ("Insufficient nvidia.com/gpu"). That waiting is not the job's
-    failure (DESIGN.md, "Scheduling"); a node selector nothing matches, a taint, a bad image are.
+    failure (docs/design.md, "Scheduling"); a node selector nothing matches, a taint, a bad image are.
     https://kubernetes.io/docs/concepts/scheduling-eviction/kube-scheduler/"""
     if pod is None:
         return no_pod is not None and "exceeded quota" in no_pod

@@ -36,7 +36,6 @@ class CallbackDeliveries:
     def __init__(self, engine: Engine, settings: Settings) -> None:
         self.engine, self.settings = engine, settings
         self._wake = asyncio.Event()
-        self._task: asyncio.Task[None] | None = None
         self._sending: set[asyncio.Task[None]] = set()
         self._slots = asyncio.Semaphore(settings.callback_concurrency)
         # no kept-alive connections: each POST connects to the address just checked, and a
@@ -45,20 +44,13 @@ class CallbackDeliveries:
             follow_redirects=False, limits=httpx.Limits(max_keepalive_connections=0)
         )
 
-    def start(self) -> None:
-        self._task = asyncio.create_task(self._loop(), name="callbacks")
-
     def wake(self) -> None:
         """A job has ended here: look for due callbacks now."""
         self._wake.set()
 
-    async def stop(self, grace: float = 5.0) -> None:
-        """Stop looking; give POSTs in flight `grace` seconds (an unfinished one is sent again
-        after its lease, by the next start or another replica)."""
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+    async def close(self, grace: float = 5.0) -> None:
+        """After the loop stopped: give POSTs in flight `grace` seconds (an unfinished one is sent
+        again after its lease, by the next start or another replica)."""
         if self._sending:
             _done, late = await asyncio.wait(set(self._sending), timeout=grace)
             for task in late:
@@ -66,7 +58,7 @@ class CallbackDeliveries:
             await asyncio.gather(*late, return_exceptions=True)
         await self._client.aclose()
 
-    async def _loop(self) -> None:
+    async def run(self) -> None:
         while True:
             try:
                 await self.send_due()
@@ -74,7 +66,7 @@ class CallbackDeliveries:
             except Exception:  # a DB hiccup: look again later, the queue is in the database
                 log.warning("callbacks: looking for due callbacks failed", exc_info=True)
                 wait = self.settings.callback_poll_seconds
-            with contextlib.suppress(TimeoutError):  # not wait_for: see EventFeed._loop
+            with contextlib.suppress(TimeoutError):  # not wait_for: see EventFeed.run
                 async with asyncio.timeout(wait):
                     await self._wake.wait()
             self._wake.clear()

@@ -99,29 +99,20 @@ class Dispatcher:
         self.on_admitted = on_admitted
         self.queue_lengths: dict[str, int] = {}  # per class, as the latest plan saw them
         self._wake = asyncio.Event()
-        self._task: asyncio.Task[None] | None = None
 
     def wake(self) -> None:
         """Something changed (a job was queued or a slot freed): look at the queue again."""
         self._wake.set()
 
-    def start(self) -> None:
-        self._task = asyncio.create_task(self._loop(), name="dispatcher")
-
-    async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-
     async def _woken_or(self, seconds: float) -> None:
         """Wait for wake() or `seconds`. Not asyncio.wait_for: on Python 3.11 it can swallow a
-        cancel that arrives with the wake-up, and stop() would then wait for ever."""
+        cancel that arrives with the wake-up, and stopping would then wait for ever."""
         with contextlib.suppress(TimeoutError):
             async with asyncio.timeout(seconds):
                 await self._wake.wait()
 
-    async def _loop(self) -> None:
+    async def run(self) -> None:
+        """The endless loop: dispatch on every wake-up, every few seconds, back off on refusal."""
         backoff = Backoff(FIRST_RETRY_SECONDS, self.retry_max_seconds)
         while True:
             self._wake.clear()

@@ -70,21 +70,14 @@ class EventFeed:
         self._cursor: int | None = None  # the newest seq fanned out; None while nobody listens
         self._hole_since: float | None = None
         self._wake = asyncio.Event()
-        self._task: asyncio.Task[None] | None = None
 
     # --- lifecycle ------------------------------------------------------------------------------
 
-    def start(self) -> None:
-        self._task = asyncio.create_task(self._loop(), name="event-feed")
-
-    async def stop(self) -> None:
+    def close(self) -> None:
+        """End every stream (shutdown); the loop is stopped by its owner (scheduler/loops.py)."""
         for subs in list(self._subs.values()):
             for sub in list(subs):
                 self._end(sub)
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
 
     def wake(self, _job_id: str = "") -> None:
         """A change was logged here: read the log now rather than at the next poll."""
@@ -181,7 +174,7 @@ class EventFeed:
 
     # --- the one reader -----------------------------------------------------------------------
 
-    async def _loop(self) -> None:
+    async def run(self) -> None:
         loop = asyncio.get_running_loop()
         pruned = loop.time()
         while True:

@@ -9,7 +9,6 @@ claimed a moment ago that the dispatcher has not handed to the runner yet.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 
 from sqlalchemy import Engine
@@ -36,19 +35,8 @@ class Reconciler:
         self.engine, self.runner, self.tracker = engine, runner, tracker
         self.interval, self.grace = interval, grace
         self._unseen: dict[str, float] = {}  # job id -> when it was first found unfollowed
-        self._task: asyncio.Task[None] | None = None
 
-    def start(self) -> None:
-        if getattr(self.runner, "live", None) is not None:
-            self._task = asyncio.create_task(self._loop(), name="reconciler")
-
-    async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-
-    async def _loop(self) -> None:
+    async def run(self) -> None:
         while True:
             await asyncio.sleep(self.interval)
             try:

@@ -52,11 +52,9 @@ class Tracker:
         self.on_change = on_change  # the event feed: a change was logged (job_status.log_change)
         self._changed: dict[str, asyncio.Event] = {}  # job id -> what its long-polls wait on
         self._waiting: collections.Counter[str] = collections.Counter()  # job id -> long-polls
-        self._recheck_task: asyncio.Task[None] | None = None
         self._writing = asyncio.Lock()
         self.retry_seconds = retry_seconds
         self.unwritten: dict[str, StatusReport] = {}  # job id -> its end, not yet in the DB
-        self._retry_task: asyncio.Task[None] | None = None
 
     async def report(self, report: StatusReport) -> bool:
         """The `report` callback every runner is built with; False when the job has no record
@@ -129,18 +127,7 @@ class Tracker:
         job = session.get(Job, job_id)
         return JobPublic.of(job) if job is not None and job.owner == owner else None
 
-    def start(self) -> None:
-        self._recheck_task = asyncio.create_task(self._recheck(), name="long-poll-recheck")
-        self._retry_task = asyncio.create_task(self._retry(), name="report-retry")
-
-    async def stop(self) -> None:
-        for task in (self._recheck_task, self._retry_task):
-            if task is not None:
-                task.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await task
-
-    async def _retry(self) -> None:
+    async def retry_unwritten(self) -> None:
         """Write the ends that could not be written, until they are (or their job is gone)."""
         while True:
             await asyncio.sleep(self.retry_seconds)
@@ -153,7 +140,7 @@ class Tracker:
                 del self.unwritten[job_id]
                 log.info("job %s: its end (%s) is recorded now", job_id, report.status)
 
-    async def _recheck(self) -> None:
+    async def recheck_waiters(self) -> None:
         """Another replica may have finished or deleted a job that a long-poll here waits on:
         look every WAIT_RECHECK_SECONDS, with one query for all waited-on jobs (not one per
         waiting client), and wake those."""

@@ -1,45 +1,71 @@
-"""Route dependencies as `Annotated` aliases: the service, the signed-in user, their job.
+"""Route dependencies as `Annotated` aliases: each route asks for the parts it uses (the
+database engine, the job operations, the tracker, the storage, accounts, ...), the signed-in
+user, and their job. The parts are wired once per app (`service.py`).
 
 There is no request-wide DB session: each read opens a short session in a worker thread
-(`service.db`), so a long-poll, a bcrypt hash or a streamed download never holds a pooled
+(`db.in_thread`), so a long-poll, a bcrypt hash or a streamed download never holds a pooled
 connection, and a query waiting on the database never holds the event loop.
 """
 
 from __future__ import annotations
 
-from typing import Annotated
+from collections.abc import Awaitable, Callable
+from typing import Annotated, Any
 
 from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from sqlalchemy import Engine
 
-from scheduler import crud
+from job_image.storage import Storage
+from scheduler import crud, db
+from scheduler.accounts import Accounts
 from scheduler.api.errors import job_not_found, unauthorized
+from scheduler.core.config import Settings
 from scheduler.core.jwt import TokenError, token_subject
+from scheduler.events import EventFeed
+from scheduler.jobs import Jobs
+from scheduler.metrics import Metrics
 from scheduler.models import Job, User
+from scheduler.readiness import Readiness
 from scheduler.service import Service
+from scheduler.tracker import Tracker
 
 
-async def get_service(request: Request) -> Service:
-    return request.app.state.service
+def _part(name: str) -> Callable[[Request], Awaitable[Any]]:
+    """A dependency that hands out one wired part (async: no thread-pool hop per request)."""
+
+    async def part(request: Request) -> Any:
+        service: Service = request.app.state.service
+        return getattr(service, name)
+
+    return part
 
 
-ServiceDep = Annotated[Service, Depends(get_service)]
+SettingsDep = Annotated[Settings, Depends(_part("settings"))]
+EngineDep = Annotated[Engine, Depends(_part("engine"))]
+StorageDep = Annotated[Storage, Depends(_part("storage"))]
+TrackerDep = Annotated[Tracker, Depends(_part("tracker"))]
+JobsDep = Annotated[Jobs, Depends(_part("jobs"))]
+AccountsDep = Annotated[Accounts, Depends(_part("accounts"))]
+EventsDep = Annotated[EventFeed, Depends(_part("events"))]
+ReadinessDep = Annotated[Readiness, Depends(_part("readiness"))]
+MetricsDep = Annotated[Metrics, Depends(_part("metrics"))]
 
 
 bearer = HTTPBearer(auto_error=False, description="the access_token from POST /auth/sign-in")
 
 
 async def get_current_user(
-    service: ServiceDep,
+    accounts: AccountsDep,
     credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)],
 ) -> User:
     if credentials is None:
         raise unauthorized("Sign in first and send the token as 'Authorization: Bearer <token>'.")
     try:
-        username = token_subject(credentials.credentials, service.jwt_secret)
+        username = token_subject(credentials.credentials, accounts.jwt_secret)
     except TokenError as exc:
         raise unauthorized(f"{str(exc).capitalize().rstrip('.')}; sign in again.") from exc
-    user = await service.known_user(username)
+    user = await accounts.known_user(username)
     if user is None:  # e.g. a token from before the database was reset
         raise unauthorized("The token's user does not exist; sign in again.")
     return user
@@ -48,9 +74,9 @@ async def get_current_user(
 CurrentUser = Annotated[User, Depends(get_current_user)]
 
 
-async def get_owned_job(job_id: str, user: CurrentUser, service: ServiceDep) -> Job:
+async def get_owned_job(job_id: str, user: CurrentUser, engine: EngineDep) -> Job:
     """The caller's job; someone else's is a 404 exactly like a missing one."""
-    job = await service.db(lambda s: crud.get_job(s, job_id=job_id, owner=user.username))
+    job = await db.in_thread(engine, lambda s: crud.get_job(s, job_id=job_id, owner=user.username))
     if job is None:
         raise job_not_found(job_id)
     return job

@@ -33,8 +33,8 @@ from scheduler.core.ratelimit import Throttled
 from scheduler.crud import UsernameTaken
 from scheduler.events import TooManyStreams
 from scheduler.job_status import QueueFull, TooManyActiveJobs
+from scheduler.jobs import JobFinished
 from scheduler.runners.base import RunnerUnavailable
-from scheduler.service import JobFinished
 
 
 class Problem(BaseModel):

@@ -2,7 +2,7 @@
 
 A runner never touches the database. It reports what it sees through the `report` callback
 it was built with; the scheduler's status tracker writes that to the DB. Routes only talk to
-the runner through the scheduler's job service, so a new runner needs no route changes.
+the runner through the job operations (`scheduler/jobs.py`), so a new runner needs no route changes.
 """
 
 from __future__ import annotations

@@ -157,7 +157,7 @@ def test_forged_tokens_are_401(client: TestClient, settings: object) -> None:
         "alg none": f"{b64url({'alg': 'none', 'typ': 'JWT'})}.{b64url(claims)}.",
         "tampered": f"{header}.{b64url({**claims, 'sub': 'bob'})}.{signature}",
         "wrong key": issue_token("alice", "another-secret-" + "y" * 40, 600),
-        "expired": issue_token("alice", client.app.state.service.jwt_secret, -10),
+        "expired": issue_token("alice", client.app.state.service.accounts.jwt_secret, -10),
     }
     for name, token in forged.items():
         response = client.get("/jobs", headers={"Authorization": f"Bearer {token}"})
@@ -166,7 +166,7 @@ def test_forged_tokens_are_401(client: TestClient, settings: object) -> None:
 
 
 def test_token_of_a_user_that_does_not_exist_is_401(client: TestClient) -> None:
-    token = issue_token("ghost", client.app.state.service.jwt_secret, 600)
+    token = issue_token("ghost", client.app.state.service.accounts.jwt_secret, 600)
     response = client.get("/jobs", headers={"Authorization": f"Bearer {token}"})
     assert response.status_code == 401
 

@@ -106,4 +106,4 @@ def test_no_coroutine_calls_the_database_on_the_event_loop() -> None:
                     if name in blocking and not exempt:
                         where = f"{path.relative_to(SCHEDULER.parent)}:{call.lineno}"
                         found.append(f"{where} {node.name} calls {name}")
-    assert not found, "database calls in coroutines (use db.in_thread / service.db):\n" + "\n".join(found)
+    assert not found, "database calls in coroutines (use db.in_thread):\n" + "\n".join(found)

@@ -14,6 +14,7 @@ from sqlmodel import Session
 
 from scheduler import crud, db, job_status
 from scheduler.job_status import apply_report
+from scheduler.loops import Loops
 from scheduler.models import Job
 from scheduler.runners.base import StatusReport
 from scheduler.tracker import WAIT_RECHECK_SECONDS, Tracker
@@ -106,14 +107,14 @@ def test_a_job_finished_by_another_replica_wakes_the_long_poll(engine: Engine) -
     job_id = queued_job(engine)
 
     async def scenario() -> None:
-        tracker = Tracker(engine, max_attempts=3)
-        tracker.start()
+        tracker, loops = Tracker(engine, max_attempts=3), Loops()
+        loops.start({"recheck": tracker.recheck_waiters})
         waiting = asyncio.create_task(tracker.wait_until_finished(job_id, "alice", 30))
         await asyncio.sleep(0)  # it has read the row (queued) and sleeps
         await asyncio.to_thread(finish_elsewhere, engine, job_id)
         doc = await asyncio.wait_for(waiting, 20)  # the recheck, not the 30 s deadline, ends it
         assert doc is not None and doc.status == "succeeded"
-        await tracker.stop()
+        await loops.stop()
 
     asyncio.run(scenario())
 
@@ -139,8 +140,8 @@ def test_the_recheck_is_one_query_for_all_waiting_clients(engine: Engine) -> Non
     event.listen(engine, "before_cursor_execute", lambda *args: queries.append(args[2]))
 
     async def scenario() -> None:
-        tracker = Tracker(engine, max_attempts=3)
-        tracker.start()
+        tracker, loops = Tracker(engine, max_attempts=3), Loops()
+        loops.start({"recheck": tracker.recheck_waiters})
         waiters = [asyncio.create_task(tracker.wait_until_finished(job_id, "alice", 30)) for _ in range(50)]
         await until_true(lambda: len(queries) >= 50)  # each waiter's first read
         first_reads = len(queries)
@@ -150,7 +151,7 @@ def test_the_recheck_is_one_query_for_all_waiting_clients(engine: Engine) -> Non
         await asyncio.to_thread(finish_elsewhere, engine, job_id)
         docs = await asyncio.wait_for(asyncio.gather(*waiters), 20)
         assert {d.status for d in docs if d is not None} == {"succeeded"}
-        await tracker.stop()
+        await loops.stop()
 
     asyncio.run(scenario())
 

@@ -9,8 +9,8 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, Request, status
 from fastapi.security import HTTPBasic, HTTPBasicCredentials
 
-from scheduler import crud
-from scheduler.api.deps import CurrentUser, ServiceDep
+from scheduler import crud, db
+from scheduler.api.deps import AccountsDep, CurrentUser, EngineDep, SettingsDep
 from scheduler.api.errors import (
     DATABASE_DOWN,
     SIGNED_IN,
@@ -78,26 +78,31 @@ def client_address(request: Request) -> str:
 
 
 @router.post("/sign-up", status_code=status.HTTP_201_CREATED, responses=SIGN_UP_ANSWERS)
-async def sign_up(body: Credentials, request: Request, service: ServiceDep) -> UserPublic:
+async def sign_up(
+    body: Credentials, request: Request, accounts: AccountsDep, engine: EngineDep, settings: SettingsDep
+) -> UserPublic:
     """Create an account."""
-    settings = service.settings
     problem = username_problem(body.username, settings) or password_problem(body.password, settings)
     if problem:
         raise unprocessable(problem)
     # Before anything else: each hash costs ~0.2 s of CPU, and a 409 tells whether a name exists,
     # so unthrottled 409s would list the usernames.
-    throttle((service.signups_per_client, client_address(request)))
-    if await service.db(lambda s: crud.get_user(s, username=body.username)) is not None:
+    throttle((accounts.signups_per_client, client_address(request)))
+    if await db.in_thread(engine, lambda s: crud.get_user(s, username=body.username)) is not None:
         raise crud.UsernameTaken(body.username)
     hashed = await hash_password(body.password, settings.bcrypt_rounds)
-    user = await service.db(lambda s: crud.create_user(s, username=body.username, password_hash=hashed))
+    user = await db.in_thread(
+        engine, lambda s: crud.create_user(s, username=body.username, password_hash=hashed)
+    )
     return UserPublic(username=user.username, created_at=user.created_at)
 
 
 @router.post("/sign-in", responses=SIGN_IN_ANSWERS)
 async def sign_in(
     request: Request,
-    service: ServiceDep,
+    accounts: AccountsDep,
+    engine: EngineDep,
+    settings: SettingsDep,
     basic_credentials: Annotated[HTTPBasicCredentials | None, Depends(basic)],
     body: Credentials | None = None,
 ) -> Token:
@@ -112,21 +117,19 @@ async def sign_in(
     # guesses from other addresses never lock the owner out of their own account.
     client = client_address(request)
     throttle(
-        (service.signins_per_client, client),
-        (service.signins_per_user_and_client, f"{username}\n{client}"),
+        (accounts.signins_per_client, client),
+        (accounts.signins_per_user_and_client, f"{username}\n{client}"),
     )
-    user = await service.db(lambda s: crud.get_user(s, username=username))
+    user = await db.in_thread(engine, lambda s: crud.get_user(s, username=username))
     # an unknown user is checked against a dummy hash: same answer, similar time
-    if not await verify_password(
-        password, user.password_hash if user else None, service.settings.bcrypt_rounds
-    ):
+    if not await verify_password(password, user.password_hash if user else None, settings.bcrypt_rounds):
         raise unauthorized(BAD_CREDENTIALS, "Basic")
-    ttl = service.settings.jwt_ttl_seconds
-    return Token(access_token=issue_token(username, service.jwt_secret, ttl), expires_in=ttl)
+    ttl = settings.jwt_ttl_seconds
+    return Token(access_token=issue_token(username, accounts.jwt_secret, ttl), expires_in=ttl)
 
 
 @router.get("/me", responses=SIGNED_IN)
-async def me(user: CurrentUser, service: ServiceDep) -> Me:
+async def me(user: CurrentUser, engine: EngineDep) -> Me:
     """Your account, with the `webhook_secret` that signs your jobs' callbacks."""
-    secret = await service.db(lambda s: crud.webhook_secret(s, username=user.username))
+    secret = await db.in_thread(engine, lambda s: crud.webhook_secret(s, username=user.username))
     return Me(username=user.username, created_at=user.created_at, webhook_secret=secret)

@@ -12,11 +12,11 @@ from sse_starlette import EventSourceResponse, ServerSentEvent
 from sse_starlette.sse import SendTimeoutError
 from starlette.types import Receive, Scope, Send
 
-from scheduler.api.deps import CurrentUser, OwnedJob, ServiceDep
+from scheduler.api.deps import CurrentUser, EventsDep, OwnedJob, SettingsDep
 from scheduler.api.errors import OWN_JOB, SIGNED_IN, Answers, InvalidRequest, problem, unprocessable
-from scheduler.events import CURRENT
+from scheduler.core.config import Settings
+from scheduler.events import CURRENT, EventFeed
 from scheduler.models import JobEvent
-from scheduler.service import Service
 
 log = logging.getLogger(__name__)
 
@@ -82,15 +82,16 @@ def parse_last_event_id(value: str | None) -> int | None:
     return int(value)
 
 
-def open_stream(service: Service, owner: str, job_id: str | None, last_event_id: str | None) -> EventStream:
+def open_stream(
+    feed: EventFeed, settings: Settings, owner: str, job_id: str | None, last_event_id: str | None
+) -> EventStream:
     after = parse_last_event_id(last_event_id)
-    sub = service.events.subscribe(owner, job_id)  # TooManyStreams: a 429 (api/errors.py)
+    sub = feed.subscribe(owner, job_id)  # TooManyStreams: a 429 (api/errors.py)
 
     async def frames() -> AsyncIterator[bytes]:
-        async for event in service.events.follow(sub, after):
+        async for event in feed.follow(sub, after):
             yield encoded(event)
 
-    settings = service.settings
     return EventStream(
         frames(),
         ping=settings.events_ping_seconds,
@@ -100,14 +101,16 @@ def open_stream(service: Service, owner: str, job_id: str | None, last_event_id:
 
 
 @router.get("/jobs/{job_id}/events", response_class=EventStream, responses=JOB_ANSWERS)  # type: ignore[arg-type]
-async def job_events(job: OwnedJob, service: ServiceDep, last_event_id: LastEventId = None) -> EventStream:
+async def job_events(
+    job: OwnedJob, feed: EventsDep, settings: SettingsDep, last_event_id: LastEventId = None
+) -> EventStream:
     """Live changes of one job as Server-Sent Events; the stream ends after its final status."""
-    return open_stream(service, job.owner, job.id, last_event_id)
+    return open_stream(feed, settings, job.owner, job.id, last_event_id)
 
 
 @router.get("/events", response_class=EventStream, responses=ALL_ANSWERS)  # type: ignore[arg-type]
 async def all_events(
-    user: CurrentUser, service: ServiceDep, last_event_id: LastEventId = None
+    user: CurrentUser, feed: EventsDep, settings: SettingsDep, last_event_id: LastEventId = None
 ) -> EventStream:
     """Live changes of all your jobs as Server-Sent Events (unfinished jobs first, as they are now)."""
-    return open_stream(service, user.username, None, last_event_id)
+    return open_stream(feed, settings, user.username, None, last_event_id)

@@ -8,7 +8,7 @@ from fastapi import APIRouter, Query, Response
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel
 
-from scheduler.api.deps import ServiceDep
+from scheduler.api.deps import MetricsDep, ReadinessDep
 from scheduler.api.errors import Answers, InvalidRequest, Problem, problem
 
 router = APIRouter(tags=["operations"])
@@ -46,20 +46,20 @@ ExcludeQuery = Annotated[list[Check] | None, Query(description="checks to leave 
 
 @router.get("/readyz", responses=READY_ANSWERS)
 async def readyz(
-    service: ServiceDep,
+    readiness: ReadinessDep,
     exclude: ExcludeQuery = None,
 ) -> JSONResponse:
     """Database, storage and runner all reachable (readiness); 503 says which is not.
     `?exclude=runner` leaves a check out, e.g. for a Deployment's readinessProbe."""
-    problems = await service.problems(exclude or ())
+    problems = await readiness.problems(exclude or ())
     if problems:
         detail = "Not ready: " + "; ".join(f"{part}: {why}" for part, why in problems.items())
         return JSONResponse({"detail": detail, "problems": problems}, status_code=503)
-    return JSONResponse({"status": "ready", "runner": service.runner.name})
+    return JSONResponse({"status": "ready", "runner": readiness.runner.name})
 
 
 @router.get("/metrics", response_class=Response, responses=METRICS_ANSWERS)
-def metrics(service: ServiceDep) -> Response:
+def metrics(metrics: MetricsDep) -> Response:
     """Prometheus metrics: jobs by status, job durations, HTTP latency."""
-    body, content_type = service.metrics.render()
+    body, content_type = metrics.render()
     return Response(body, media_type=content_type)

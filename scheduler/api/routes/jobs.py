@@ -10,9 +10,17 @@ from typing import Annotated
 from fastapi import APIRouter, Header, Query, Request, status
 from fastapi.responses import PlainTextResponse, Response
 
-from job_image.storage import ObjectInfo
-from scheduler import crud
-from scheduler.api.deps import CurrentUser, OwnedJob, ServiceDep
+from job_image.storage import ObjectInfo, Storage
+from scheduler import crud, db
+from scheduler.api.deps import (
+    CurrentUser,
+    EngineDep,
+    JobsDep,
+    OwnedJob,
+    SettingsDep,
+    StorageDep,
+    TrackerDep,
+)
 from scheduler.api.errors import (
     OWN_JOB,
     SIGNED_IN,
@@ -29,9 +37,11 @@ from scheduler.api.errors import (
 )
 from scheduler.api.streaming import stream_object
 from scheduler.callbacks import check_callback_url
+from scheduler.core.config import Settings
 from scheduler.models import FileInfo, FilesPublic, Job, JobCreate, JobPublic, JobsPublic
-from scheduler.service import Service
 from scheduler.statuses import NOT_STARTED, JobStatus
+from scheduler.stored import read_object
+from scheduler.tracker import Tracker
 
 router = APIRouter(prefix="/jobs", tags=["jobs"])
 
@@ -88,13 +98,13 @@ RESULT_ANSWERS: Answers = {
 }
 
 
-async def finished_or_current(service: Service, job: Job, wait: float) -> JobPublic:
+async def finished_or_current(tracker: Tracker, settings: Settings, job: Job, wait: float) -> JobPublic:
     """The job's document, after waiting up to `wait` seconds for it to finish."""
-    if wait > service.settings.max_wait_seconds:
-        raise unprocessable(f"wait may be at most {service.settings.max_wait_seconds:g} seconds.")
+    if wait > settings.max_wait_seconds:
+        raise unprocessable(f"wait may be at most {settings.max_wait_seconds:g} seconds.")
     if wait <= 0:
         return JobPublic.of(job)
-    doc = await service.tracker.wait_until_finished(job.id, job.owner, wait)
+    doc = await tracker.wait_until_finished(job.id, job.owner, wait)
     if doc is None:  # deleted while we waited
         raise job_not_found(job.id)
     return doc
@@ -102,15 +112,15 @@ async def finished_or_current(service: Service, job: Job, wait: float) -> JobPub
 
 @router.post("", status_code=status.HTTP_202_ACCEPTED, responses=SUBMIT_ANSWERS)
 async def submit_job(
-    user: CurrentUser, service: ServiceDep, request: JobCreate, response: Response
+    user: CurrentUser, jobs: JobsDep, settings: SettingsDep, request: JobCreate, response: Response
 ) -> JobPublic:
     """Ask for a fractal: validates the parameters, queues a job and returns its id at once."""
-    problem = request.limit_problem(service.settings.limits)
+    problem = request.limit_problem(settings.limits)
     if problem:
         raise unprocessable(f"Invalid parameters: {problem}.")
     if request.callback_url is not None:
-        check_callback_url(request.callback_url, service.settings.callback_allow_private)
-    job = JobPublic.of(await service.submit(user.username, request))
+        check_callback_url(request.callback_url, settings.callback_allow_private)
+    job = JobPublic.of(await jobs.submit(user.username, request))
     response.headers["Location"] = job.links.self
     return job
 
@@ -118,53 +128,56 @@ async def submit_job(
 @router.get("", responses=LIST_ANSWERS)
 async def list_jobs(
     user: CurrentUser,
-    service: ServiceDep,
+    engine: EngineDep,
+    settings: SettingsDep,
     status_filter: Annotated[JobStatus | None, Query(alias="status")] = None,
     limit: Annotated[int | None, Query(ge=1, description="page size")] = None,
     offset: Annotated[int, Query(ge=0, le=2**31 - 1)] = 0,  # beyond: a DB integer overflow
 ) -> JobsPublic:
     """Your jobs, newest first; filter with ?status=, page with ?limit= and ?offset=."""
-    settings = service.settings
     if limit is not None and limit > settings.page_size_max:
         raise unprocessable(f"limit may be at most {settings.page_size_max}.")
     limit = limit or settings.page_size_default
-    jobs, count = await service.db(
+    found, count = await db.in_thread(
+        engine,
         lambda s: crud.list_jobs(s, owner=user.username, status=status_filter, limit=limit, offset=offset)
     )
-    return JobsPublic(data=[JobPublic.of(job) for job in jobs], count=count, limit=limit, offset=offset)
+    return JobsPublic(data=[JobPublic.of(job) for job in found], count=count, limit=limit, offset=offset)
 
 
 @router.get("/{job_id}", responses=GET_ANSWERS)
-async def get_job(job: OwnedJob, service: ServiceDep, wait: WaitQuery = 0) -> JobPublic:
+async def get_job(
+    job: OwnedJob, tracker: TrackerDep, settings: SettingsDep, wait: WaitQuery = 0
+) -> JobPublic:
     """The job document; ?wait=SECONDS blocks until the job has finished or the time is up."""
-    return await finished_or_current(service, job, wait)
+    return await finished_or_current(tracker, settings, job, wait)
 
 
 @router.post("/{job_id}/cancel", responses=CANCEL_ANSWERS)
-async def cancel_job(job: OwnedJob, service: ServiceDep) -> JobPublic:
+async def cancel_job(job: OwnedJob, jobs: JobsDep) -> JobPublic:
     """Stop an active job; it stays as `cancelled`, with its logs and whatever it stored."""
-    return await service.cancel(job)  # JobFinished: 409; RunnerUnavailable: 503 (api/errors.py)
+    return await jobs.cancel(job)  # JobFinished: 409; RunnerUnavailable: 503 (api/errors.py)
 
 
 @router.delete("/{job_id}", responses=DELETE_ANSWERS)
-async def delete_job(job: OwnedJob, service: ServiceDep) -> JobPublic:
+async def delete_job(job: OwnedJob, jobs: JobsDep) -> JobPublic:
     """Cancel the job if it is active, remove its process or Kubernetes Job and its stored files."""
-    return await service.delete(job)
+    return await jobs.delete(job)
 
 
 @router.get("/{job_id}/logs", response_class=PlainTextResponse, responses=LOGS_ANSWERS)
-async def job_logs(job: OwnedJob, service: ServiceDep) -> PlainTextResponse:
+async def job_logs(job: OwnedJob, jobs: JobsDep) -> PlainTextResponse:
     """The job's output (progress lines and its error line), while it runs and after."""
-    text = await service.logs(job)
+    text = await jobs.logs(job)
     if text is None:
         raise not_found("The job has not started yet." if job.status in NOT_STARTED else "No logs were kept.")
     return PlainTextResponse(text)
 
 
 @router.get("/{job_id}/result/list", responses=FILES_ANSWERS)
-async def list_result_files(job: OwnedJob, service: ServiceDep) -> FilesPublic:
+async def list_result_files(job: OwnedJob, storage: StorageDep) -> FilesPublic:
     """The job's stored files with their sizes (names for ?file=)."""
-    found: list[ObjectInfo] = await asyncio.to_thread(service.storage.list, job.result_prefix)
+    found: list[ObjectInfo] = await asyncio.to_thread(storage.list, job.result_prefix)
     files = [FileInfo(name=o.name, size=o.size, content_type=o.content_type) for o in found]
     return FilesPublic(job_id=job.id, files=files)
 
@@ -174,7 +187,9 @@ async def list_result_files(job: OwnedJob, service: ServiceDep) -> FilesPublic:
 @router.get("/{job_id}/result", response_class=Response, responses=RESULT_ANSWERS)
 async def download_result(
     job: OwnedJob,
-    service: ServiceDep,
+    storage: StorageDep,
+    tracker: TrackerDep,
+    settings: SettingsDep,
     http: Request,
     wait: WaitQuery = 0,
     file: Annotated[str, Query(description="a name from result/list")] = "image.png",
@@ -184,16 +199,16 @@ async def download_result(
     """The rendered PNG, streamed from storage (Range and If-None-Match supported); ?file= for others."""
     if not FILE_NAME.fullmatch(file):
         raise unprocessable("file must be a plain file name from result/list, e.g. result.json.")
-    doc = await finished_or_current(service, job, wait)
-    info: ObjectInfo | None = await asyncio.to_thread(service.storage.stat, job.result_prefix + file)
+    doc = await finished_or_current(tracker, settings, job, wait)
+    info: ObjectInfo | None = await asyncio.to_thread(storage.stat, job.result_prefix + file)
     if info is None:
         if doc.status != "succeeded":
             reason = f": {doc.error}" if doc.error else ""
             raise conflict(f"The job is {doc.status}{reason}; there is no {file}.")
         raise not_found(f"The job has no file {file}; see result/list.")
-    etag = await image_etag(service, job) if file == "image.png" else None
+    etag = await image_etag(storage, job) if file == "image.png" else None
     return await stream_object(
-        service.storage,
+        storage,
         job.result_prefix + file,
         info,
         etag=etag,
@@ -204,9 +219,9 @@ async def download_result(
     )
 
 
-async def image_etag(service: Service, job: Job) -> str | None:
+async def image_etag(storage: Storage, job: Job) -> str | None:
     """The PNG's sha256 as recorded by the job in result.json."""
-    data = await asyncio.to_thread(service.read_object, job.result_prefix + "result.json")
+    data = await asyncio.to_thread(read_object, storage, job.result_prefix + "result.json")
     try:
         sha = json.loads(data).get("sha256") if data else None
     except (ValueError, AttributeError):  # not a JSON object: serve without an ETag rather than fail

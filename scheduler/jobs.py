@@ -1,0 +1,114 @@
+"""Job operations beyond one DB read: submit, cancel, delete, logs.
+
+Routes call this; this calls the runner, the storage and the tracker. Swapping the runner
+(RUNNER=local|kubernetes) changes nothing above this module.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable
+
+from sqlalchemy import Engine
+
+from job_image.storage import Storage
+from scheduler import crud, db, job_status
+from scheduler.admission.cost import estimated_iterations
+from scheduler.admission.limits import check_cost, check_device
+from scheduler.core.config import Settings
+from scheduler.models import Job, JobCreate, JobPublic
+from scheduler.runners.base import Runner, StatusReport
+from scheduler.statuses import ACTIVE, FINISHED, WITH_RUNNER
+from scheduler.stored import read_object
+from scheduler.tracker import Tracker
+
+log = logging.getLogger(__name__)
+
+
+class JobFinished(Exception):
+    """The job had already ended (str: its status): there is nothing to cancel."""
+
+
+class Jobs:
+    def __init__(
+        self,
+        settings: Settings,
+        engine: Engine,
+        storage: Storage,
+        runner: Runner,
+        tracker: Tracker,
+        *,
+        on_submitted: Callable[[Job], None] = lambda job: None,
+    ) -> None:
+        self.settings, self.engine, self.storage = settings, engine, storage
+        self.runner, self.tracker = runner, tracker
+        self.on_submitted = on_submitted  # metrics, and the dispatcher's wake-up
+
+    async def submit(self, owner: str, request: JobCreate) -> Job:
+        """Price the request and record it as queued; the dispatcher admits it when its class
+        has room. Raises NoSuchDevice, TooExpensive, TooManyActiveJobs or QueueFull."""
+        params = request.params()
+        check_device(params, self.runner.snapshot({}))
+        estimate = await asyncio.to_thread(estimated_iterations, params)  # ~10-200 ms of NumPy
+        check_cost(estimate, self.settings.max_job_iterations)
+        job = await db.in_thread(
+            self.engine,
+            lambda s: job_status.create(
+                s,
+                owner=owner,
+                params=params.model_dump(mode="json"),
+                callback_url=request.callback_url,
+                runner=self.runner.name,
+                max_active=self.settings.max_active_jobs_per_user,
+                priority=request.priority,
+                estimated_iterations=estimate,
+                max_queued=self.settings.max_queued_jobs,
+                retry_after=self.settings.queue_full_retry_after_seconds,
+            ),
+        )
+        log.info("job %s queued for %s (%.3g iterations estimated)", job.id, owner, estimate)
+        self.tracker.notify(job.id)
+        self.on_submitted(job)
+        return job
+
+    async def cancel(self, job: Job) -> JobPublic:
+        """Stop an active job; it stays, `cancelled`, with its logs and what it stored.
+        Raises JobFinished when it had ended (perhaps while this ran)."""
+        if job.status in FINISHED:
+            raise JobFinished(job.status)
+        final = await self._stop(job)
+        if final.status != "cancelled":
+            raise JobFinished(final.status)
+        log.info("job %s cancelled", job.id)
+        return final
+
+    async def _stop(self, job: Job) -> JobPublic:
+        """End the job if it is active (the runner reports its end); its document after that."""
+        if job.status in WITH_RUNNER:
+            await self.runner.cancel(job.id)
+        if job.status in ACTIVE:  # queued, or a runner that reported nothing: it ends here
+            await self.tracker.report(StatusReport(job.id, "cancelled"))
+        return await db.in_thread(self.engine, lambda s: JobPublic.of(s.get(Job, job.id) or job))
+
+    async def delete(self, job: Job) -> JobPublic:
+        """Cancel it if active, remove its process/Job and stored objects, then the record."""
+        final = await self._stop(job)
+        await asyncio.to_thread(self.storage.delete_prefix, job.result_prefix)
+        self.runner.forget(job.id)
+        await db.in_thread(self.engine, lambda s: crud.delete_job(s, job_id=job.id))
+        self.tracker.notify(job.id)
+        log.info("job %s deleted", job.id)
+        return final
+
+    async def logs(self, job: Job) -> str | None:
+        """The runner's copy while it has one, else the `job.log` saved beside the result."""
+        try:
+            text = await self.runner.logs(job.id)
+        except Exception as exc:  # e.g. the API server is away: the saved copy may still answer
+            log.warning("job %s: live log unavailable: %s", job.id, exc)
+            text = None
+        if text is not None:
+            return text
+        saved = await asyncio.to_thread(read_object, self.storage, f"{job.result_prefix}job.log")
+        return saved.decode("utf-8", "replace") if saved is not None else None

@@ -9,6 +9,7 @@ from __future__ import annotations
 import base64
 import contextlib
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -24,8 +25,18 @@ if TYPE_CHECKING:
     from .server import FakeApiServer
 
 
-def resolve_env(store: Store, ns: str, container: Obj) -> dict[str, str]:
-    """What the kubelet gives the process: envFrom first, then env (env wins)."""
+def _field(meta: Obj, path: str) -> str:
+    """A downward API fieldRef: metadata.name, metadata.namespace, metadata.labels['k'],
+    metadata.annotations['k']."""
+    match = re.fullmatch(r"metadata\.(labels|annotations)\['([^']+)'\]", path)
+    if match:
+        return (meta.get(match.group(1)) or {}).get(match.group(2), "")
+    return str(meta.get(path.removeprefix("metadata."), ""))
+
+
+def resolve_env(store: Store, ns: str, container: Obj, meta: Obj | None = None) -> dict[str, str]:
+    """What the kubelet gives the process: envFrom first, then env (env wins); `meta` (the
+    pod's metadata) answers fieldRefs."""
     env = {
         "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
         "HOME": "/tmp",
@@ -52,7 +63,8 @@ def resolve_env(store: Store, ns: str, container: Obj) -> dict[str, str]:
             env.update({k: base64.b64decode(v).decode() for k, v in data.items()})
             env.update((obj or {}).get("stringData") or {})
     for var in container.get("env") or []:
-        env[var["name"]] = var.get("value", "")
+        ref = (var.get("valueFrom") or {}).get("fieldRef")
+        env[var["name"]] = _field(meta or {}, ref["fieldPath"]) if ref else var.get("value", "")
     return env
 
 

@@ -14,6 +14,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qs, urlsplit
 
+from .patches import JSON_PATCH
 from .resources import RESOURCES, ApiError, Obj, status_obj, too_large
 from .selectors import field_match, field_terms, label_match, label_terms
 
@@ -89,14 +90,17 @@ def _changes(store: Store, watch: _Watch, expiry: int, last: int) -> tuple[list[
     return pending, store.rv
 
 
-def _body(raw: bytes) -> Obj:
-    """The request's JSON object; anything else is a 400, as the API server's decoder says."""
+def _body(raw: bytes, content_type: str = "") -> Any:
+    """The request's JSON object (a list too for a JSON patch); anything else is a 400, as the
+    API server's decoder says."""
     if not raw:
         return {}
     try:
         body = json.loads(raw)
     except ValueError as exc:
         raise ApiError(400, "BadRequest", f"couldn't get version/kind; json parse error: {exc}") from None
+    if isinstance(body, list) and content_type.startswith(JSON_PATCH):
+        return body
     if not isinstance(body, dict):
         raise ApiError(400, "BadRequest", "couldn't get version/kind; json parse error: not an object")
     return body
@@ -175,7 +179,12 @@ class Handler(BaseHTTPRequestHandler):
             full = f"{resource}/{sub}" if sub else resource
             api.count(verb, full)
             api.rbac.authorize(user, group, full, verb, ns, name)
-            self._serve(verb, resource, ns, name, sub, query, _body(raw))  # decoded once authorised
+            content_type = self.headers.get("Content-Type", "")
+            body = _body(raw, content_type)  # decoded once authorised
+            if verb == "patch":
+                self._send_json(200, api.patch(resource, ns, name or "", content_type, body))
+                return
+            self._serve(verb, resource, ns, name, sub, query, body)
         except ApiError as exc:
             self._send_json(exc.status["code"], exc.status)
         except (BrokenPipeError, ConnectionResetError, OSError):

@@ -1,7 +1,8 @@
-"""The Job controller: a Job's defaults and pod selector, one pod at a time (as quota admission
-lets it be created), backoffLimit and activeDeadlineSeconds, the conditions 1.31's controller
-writes (FailureTarget before Failed, SuccessCriteriaMet before Complete, in updates of their
-own), and deletion with Background/Foreground propagation or orphaning."""
+"""The Job controller: a Job's defaults, validation and pod selector, one pod at a time (as quota
+admission lets it be created), backoffLimit and activeDeadlineSeconds, the conditions 1.31's
+controller writes (FailureTarget before Failed, SuccessCriteriaMet before Complete, in updates
+of their own), and deletion with Background/Foreground propagation or orphaning. Indexed Jobs
+are indexed.py's."""
 
 from __future__ import annotations
 
@@ -10,7 +11,8 @@ import time
 from typing import TYPE_CHECKING, Any
 
 from .events import record
-from .resources import Obj, now_iso
+from .indexed import IndexedRun
+from .resources import ApiError, Obj, now_iso
 
 if TYPE_CHECKING:
     from .server import FakeApiServer
@@ -41,6 +43,33 @@ def _select_own_pods(job: Obj) -> None:
     )
 
 
+def _validate(body: Obj) -> None:
+    """What the Job API refuses at create for the fields an Indexed Job uses (a 422 naming the field).
+    https://kubernetes.io/docs/concepts/workloads/controllers/job/#backoff-limit-per-index"""
+    spec = body.get("spec") or {}
+    name = (body.get("metadata") or {}).get("name", "")
+    restart = ((spec.get("template") or {}).get("spec") or {}).get("restartPolicy")
+    indexed = spec.get("completionMode") == "Indexed"
+    problems = []
+    if indexed and spec.get("completions") is None:
+        problems.append("spec.completions: Required value: when completion mode is Indexed")
+    if spec.get("backoffLimitPerIndex") is not None and not indexed:
+        problems.append("spec.backoffLimitPerIndex: Invalid value: requires indexed completion mode")
+    if spec.get("maxFailedIndexes") is not None and spec.get("backoffLimitPerIndex") is None:
+        problems.append("spec.maxFailedIndexes: Required value: when maxFailedIndexes is specified, "
+                        "backoffLimitPerIndex must also be specified")
+    if spec.get("podFailurePolicy") and restart != "Never":
+        problems.append(f'spec.podFailurePolicy: Invalid value: "{restart}": '
+                        'only "Never" is supported when podFailurePolicy is specified')
+    for i, rule in enumerate((spec.get("podFailurePolicy") or {}).get("rules") or []):
+        if rule.get("action") == "FailIndex" and spec.get("backoffLimitPerIndex") is None:
+            problems.append(f"spec.podFailurePolicy.rules[{i}].action: Forbidden: "
+                            "requires the backoffLimitPerIndex to be set")
+    if problems:
+        raise ApiError(422, "Invalid", f'Job.batch "{name}" is invalid: {"; ".join(problems)}',
+                       {"name": name, "group": "batch", "kind": "Job"})
+
+
 class JobController:
     """Runs each created Job in a thread of its own; its pods' lives are the kubelet's."""
 
@@ -50,6 +79,7 @@ class JobController:
         self.ended_at: dict[str, float] = {}  # Job name -> monotonic time its end was written
 
     def create(self, ns: str, body: Obj) -> Obj:
+        _validate(body)
         job = self.store.create("jobs", ns, self._default(body), _select_own_pods)
         self.api.spawn(self.run, ns, job["metadata"]["name"])
         return job
@@ -83,10 +113,12 @@ class JobController:
         spec = body.setdefault("spec", {})
         spec.setdefault("parallelism", 1)
         spec.setdefault("completions", 1)
-        spec.setdefault("backoffLimit", 6)
+        # backoffLimitPerIndex leaves the Job-wide limit unbounded unless it is set
+        spec.setdefault("backoffLimit", 2**31 - 1 if spec.get("backoffLimitPerIndex") is not None else 6)
         spec.setdefault("completionMode", "NonIndexed")
         spec.setdefault("suspend", False)
-        spec.setdefault("podReplacementPolicy", "TerminatingOrFailed")
+        replace = "Failed" if spec.get("podFailurePolicy") else "TerminatingOrFailed"
+        spec.setdefault("podReplacementPolicy", replace)
         pod_spec = spec["template"].setdefault("spec", {})
         pod_spec.setdefault("dnsPolicy", "ClusterFirst")
         pod_spec.setdefault("schedulerName", "default-scheduler")
@@ -105,7 +137,7 @@ class JobController:
 
     def run(self, ns: str, name: str) -> None:
         started = time.monotonic()
-        self.store.update(
+        job = self.store.update(
             "jobs",
             ns,
             name,
@@ -113,6 +145,9 @@ class JobController:
                 startTime=now_iso(), active=0, ready=0, terminating=0, uncountedTerminatedPods={}
             ),
         )
+        if job is not None and job["spec"]["completionMode"] == "Indexed":
+            IndexedRun(self, ns, name, started).run()
+            return
         refused = False
         while not self.api.closing:
             job = self.store.get("jobs", ns, name)
@@ -125,11 +160,11 @@ class JobController:
                     record(self.store, ns, job, "Job", "FailedCreate", refusal, "Warning")
                     refused = True
                 if deadline and time.monotonic() > started + deadline:
-                    self._finish_job(ns, name, "Failed", "DeadlineExceeded", DEADLINE_MESSAGE)
+                    self.finish_job(ns, name, "Failed", "DeadlineExceeded", DEADLINE_MESSAGE)
                     return
                 time.sleep(self.api.tick * 5)
                 continue
-            pod = self._create_pod(ns, job)
+            pod = self.create_pod(ns, job, job["metadata"]["name"] + "-")
             record(self.store, ns, job, "Job", "SuccessfulCreate", f"Created pod: {pod['metadata']['name']}")
             self.store.update("jobs", ns, name, lambda j: j["status"].update(active=1))
             outcome = self.api.kubelet.run_pod(ns, pod, job, started + deadline if deadline else None)
@@ -137,7 +172,7 @@ class JobController:
             if job is None or job["metadata"].get("deletionTimestamp"):
                 return
             if _condition(job, "FailureTarget"):  # the deadline passed; its pods are gone now
-                self._finish_job(ns, name, "Failed", "DeadlineExceeded", DEADLINE_MESSAGE)
+                self.finish_job(ns, name, "Failed", "DeadlineExceeded", DEADLINE_MESSAGE)
                 return
             if outcome == "gone":
                 return
@@ -145,7 +180,7 @@ class JobController:
                 self.store.update(
                     "jobs", ns, name, lambda j: j["status"].update(active=0, ready=0, succeeded=1)
                 )
-                self._finish_job(
+                self.finish_job(
                     ns, name, "Complete", "CompletionsReached", "Reached expected number of succeeded pods"
                 )
                 return
@@ -158,7 +193,7 @@ class JobController:
             if job is None:
                 return
             if job["status"]["failed"] > job["spec"]["backoffLimit"]:
-                self._finish_job(
+                self.finish_job(
                     ns, name, "Failed", "BackoffLimitExceeded", "Job has reached the specified backoff limit"
                 )
                 return
@@ -169,12 +204,12 @@ class JobController:
         job = self.store.get("jobs", ns, name)
         if job is None or _condition(job, "FailureTarget"):
             return
-        self._add_condition(ns, name, "FailureTarget", "DeadlineExceeded", DEADLINE_MESSAGE)
+        self.add_condition(ns, name, "FailureTarget", "DeadlineExceeded", DEADLINE_MESSAGE)
         for pod in self.store.list("pods", ns, f"job-name={name}")[0]:
             if pod.get("status", {}).get("phase") not in ("Succeeded", "Failed"):
                 self.api.kubelet.terminate_pod(ns, pod["metadata"]["name"], None)
 
-    def _add_condition(
+    def add_condition(
         self, ns: str, name: str, kind: str, reason: str, message: str, **status: Any
     ) -> Obj | None:
         ts = now_iso()
@@ -189,15 +224,15 @@ class JobController:
 
         return self.store.update("jobs", ns, name, change)
 
-    def _finish_job(self, ns: str, name: str, kind: str, reason: str, message: str) -> None:
+    def finish_job(self, ns: str, name: str, kind: str, reason: str, message: str) -> None:
         """The terminal condition, after FailureTarget / SuccessCriteriaMet in an update of its
         own (as 1.31's Job controller writes them): a watcher sees the target first."""
         target = "SuccessCriteriaMet" if kind == "Complete" else "FailureTarget"
         job = self.store.get("jobs", ns, name)
         if job is not None and not _condition(job, target):
-            self._add_condition(ns, name, target, reason, message)
+            self.add_condition(ns, name, target, reason, message)
         extra: Obj = {"active": 0, **({"completionTime": now_iso()} if kind == "Complete" else {})}
-        job = self._add_condition(ns, name, kind, reason, message, **extra)
+        job = self.add_condition(ns, name, kind, reason, message, **extra)
         self.ended_at[name] = time.monotonic()
         if job is not None:
             record(
@@ -210,21 +245,36 @@ class JobController:
                 "Normal" if kind == "Complete" else "Warning",
             )
 
-    def _create_pod(self, ns: str, job: Obj) -> Obj:
+    @staticmethod
+    def condition(job: Obj, kind: str) -> Obj | None:
+        return _condition(job, kind)
+
+    def create_pod(
+        self, ns: str, job: Obj, generate_name: str, labels: Obj | None = None,
+        annotations: Obj | None = None, hostname: str | None = None, env: Obj | None = None,
+    ) -> Obj:
+        """A pod from the Job's template; an Indexed Job's adds its index's labels, annotations,
+        hostname and an env var (each container keeps one it sets itself)."""
         meta, template = job["metadata"], job["spec"]["template"]
         uid = meta["uid"]
-        labels = dict(template.get("metadata", {}).get("labels") or {})  # incl. controller-uid, job-name
+        labels = {**(template.get("metadata", {}).get("labels") or {}), **(labels or {})}  # incl. job-name
         spec = copy.deepcopy(template["spec"])
         spec.setdefault("serviceAccountName", "default")
         spec.setdefault("enableServiceLinks", True)
         spec.setdefault("priority", 0)
+        if hostname:
+            spec.setdefault("hostname", hostname)
+        for container in (spec.get("containers") or []) if env else []:
+            if all(e["name"] != env["name"] for e in container.get("env") or []):
+                container["env"] = [*(container.get("env") or []), env]
         return self.store.create(
             "pods",
             ns,
             {
                 "metadata": {
-                    "generateName": meta["name"] + "-",
+                    "generateName": generate_name,
                     "labels": labels,
+                    **({"annotations": annotations} if annotations else {}),
                     "ownerReferences": [
                         {
                             "apiVersion": "batch/v1",

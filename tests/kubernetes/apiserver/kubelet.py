@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 from .containers import Runtime, resolve_env
 from .events import record
+from .indexed import INDEX_KEY
 from .resources import NODE, Obj, now_iso
 
 if TYPE_CHECKING:
@@ -59,6 +60,7 @@ class Kubelet:
         self.store = api.store
         self.runtime = Runtime(api)
         self.kubelet_pods: set[str] = set()  # pods whose kubelet loop runs (a container may run)
+        self.final: dict[str, Obj] = {}  # a pod as its kubelet left it (an Indexed Job judges it)
         self._kubelet_lock = threading.Lock()
         self._schedule_lock = threading.Lock()
 
@@ -110,6 +112,8 @@ class Kubelet:
             with self._kubelet_lock:
                 self.kubelet_pods.discard(name)
                 current = self.store.get("pods", ns, name)
+                if current is not None and INDEX_KEY in (current["metadata"].get("labels") or {}):
+                    self.final[name] = current
                 if current is not None and current["metadata"].get("deletionTimestamp"):
                     self.store.delete("pods", ns, name)
 
@@ -200,7 +204,7 @@ class Kubelet:
         """The container's environment, or None after a CreateContainerConfigError (a Secret or
         ConfigMap, or a key in one, that does not exist)."""
         try:
-            return resolve_env(self.store, ns, pod["spec"]["containers"][0])
+            return resolve_env(self.store, ns, pod["spec"]["containers"][0], pod["metadata"])
         except KeyError as exc:
             message = str(exc.args[0])
             self._set_pod(
@@ -234,7 +238,8 @@ class Kubelet:
             podIPs=[{"ip": "10.244.0.7"}],
             containerStatuses=[running],
         )
-        self.store.update("jobs", ns, job_name, lambda j: j["status"].update(ready=1))
+        if not (pod["metadata"].get("labels") or {}).get(INDEX_KEY):  # an Indexed Job counts its own
+            self.store.update("jobs", ns, job_name, lambda j: j["status"].update(ready=1))
         return running
 
     def _run(

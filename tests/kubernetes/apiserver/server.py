@@ -20,12 +20,13 @@ from typing import Any
 
 import yaml
 
+from . import patches
 from .handler import Handler, _HTTPServer
 from .jobs import JobController
 from .kubelet import Kubelet
 from .quota import Quotas
 from .rbac import Rbac
-from .resources import REPO, RESOURCES, Obj, object_error
+from .resources import REPO, RESOURCES, Obj, now_iso, object_error
 from .store import Store
 
 log = logging.getLogger(__name__)
@@ -219,6 +220,26 @@ class FakeApiServer:
             "details": {"name": name, "group": group, "kind": resource, "uid": obj["metadata"]["uid"]},
         }
 
+    def patch(self, resource: str, ns: str, name: str, content_type: str, body: Any) -> Obj:
+        """A merge, strategic merge or JSON patch (see patches.py); the status stays as the
+        controllers wrote it (it has a subresource of its own), and a Job's spec changes only
+        where the Job API allows."""
+        self.get(resource, ns, name)  # a 404 first
+
+        def change(obj: Obj) -> None:
+            new = patches.apply(obj, content_type, body)
+            if "status" in obj:
+                new["status"] = obj["status"]
+            if resource == "jobs":
+                patches.check_job_update(obj, new)
+            obj.clear()
+            obj.update(new)
+
+        patched = self.store.update(resource, ns, name, change)
+        if patched is None:
+            raise object_error(404, "NotFound", resource, name, "not found")
+        return patched
+
     def pod_log(self, ns: str, name: str, query: dict[str, str]) -> bytes:
         return self.kubelet.runtime.log(ns, name, query)
 
@@ -232,6 +253,17 @@ class FakeApiServer:
         self.store.create(
             "secrets", self.namespace, {"metadata": {"name": name}, "type": "Opaque", "data": encoded}
         )
+
+    def evict(self, pod: str) -> None:
+        """An API-initiated eviction (a node drain): the pod gets the DisruptionTarget condition
+        and is deleted gracefully, as the Eviction API does.
+        https://kubernetes.io/docs/concepts/workloads/pods/disruptions/#pod-disruption-conditions"""
+        condition = {"type": "DisruptionTarget", "status": "True", "reason": "EvictionByEvictionAPI",
+                     "message": "Eviction API: evicting", "lastProbeTime": None,
+                     "lastTransitionTime": now_iso()}
+        self.store.update("pods", self.namespace, pod, lambda p: p["status"].update(
+            conditions=[*(p["status"].get("conditions") or []), condition]))
+        self.kubelet.terminate_pod(self.namespace, pod, None)
 
     def job(self, job_id: str) -> Obj | None:
         return self.store.get("jobs", self.namespace, f"fractal-{job_id}")

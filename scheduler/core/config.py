@@ -129,7 +129,9 @@ class Settings(BaseSettings):
     job_gpu_resource: str = "nvidia.com/gpu"
     job_gpu_node_selector: dict[str, str] = {}
     job_gpu_tolerations: list[dict[str, str | int]] = []  # e.g. tolerationSeconds: 300
-    job_backoff_limit: int = 1
+    job_backoff_limit: int = Field(
+        1, description="retries of each task (the Job's backoffLimitPerIndex); exit 2 is never retried"
+    )
     job_ttl_seconds_after_finished: int = 3600
     job_capacity_deadline_seconds: int = Field(
         86400,

@@ -1,11 +1,11 @@
 """A tiny stand-in for `python -m job_image`, for runner tests that need no render.
 
-Modes (argv[1]): ok (uploads image.png + result.json like the real job), fail (one stderr
-line, exit 2), sleep (runs until stopped), wait-file PATH [SECONDS] (runs until PATH exists
-or SECONDS, default 60, have passed; then ok), chatty LINES WIDTH (prints LINES numbered lines
-of WIDTH two-byte characters each; then ok), stubborn (sleeps with no SIGTERM handler: as a
-container's PID 1 it ignores SIGTERM and is killed after the grace period).
-Like the real job, every other mode exits 143 on SIGTERM.
+Modes (argv[1]): ok (uploads image.png + result.json like the real job), fail (one stderr line,
+exit 2: invalid parameters), crash (one stderr line, exit 1), sleep (runs until stopped),
+wait-file PATH [SECONDS] (runs until PATH exists or SECONDS, default 60, have passed; then ok),
+chatty LINES WIDTH (prints LINES numbered lines of WIDTH two-byte characters each; then ok),
+stubborn (sleeps with no SIGTERM handler: as a container's PID 1 it ignores SIGTERM and is killed
+after the grace period). Like the real job, every other mode exits 143 on SIGTERM.
 """
 
 from __future__ import annotations
@@ -38,6 +38,9 @@ def main() -> int:
     if mode == "fail":
         print("error: width: Input should be greater than or equal to 1", file=sys.stderr)
         return 2
+    if mode == "crash":
+        print("error: the render crashed", file=sys.stderr)
+        return 1
     if mode in ("sleep", "stubborn"):
         time.sleep(600)
     if mode == "chatty":

@@ -31,6 +31,14 @@ SECURITY = {
     "seccompProfile": {"type": "RuntimeDefault"},
 }
 
+FAILURE_POLICY = {
+    "rules": [
+        {"action": "FailJob", "onExitCodes": {"containerName": "render", "operator": "In", "values": [2]}},
+        {"action": "Ignore", "onPodConditions": [{"type": "DisruptionTarget", "status": "True"}]},
+        {"action": "Ignore", "onExitCodes": {"containerName": "render", "operator": "In", "values": [143]}},
+    ]
+}
+
 
 def expected_job(device: str) -> dict:
     return {
@@ -42,7 +50,12 @@ def expected_job(device: str) -> dict:
             "annotations": {"fractal-scheduler/result-prefix": f"alice/{JOB_ID}/"},
         },
         "spec": {
-            "backoffLimit": 1,
+            "completionMode": "Indexed",
+            "completions": 1,
+            "parallelism": 1,
+            "backoffLimitPerIndex": 1,
+            "backoffLimit": 2,
+            "podFailurePolicy": FAILURE_POLICY,
             "activeDeadlineSeconds": 600,
             "ttlSecondsAfterFinished": 3600,
             "template": {
@@ -107,6 +120,12 @@ def test_gpu_job_asks_for_one_gpu_on_gpu_nodes() -> None:
     assert serialized(make_job(make_spec(JOB_ID, device="auto"), settings)) == expected_job("auto")
 
 
+def test_an_array_is_one_indexed_job_started_with_the_tasks_admitted_now() -> None:
+    want = expected_job("cpu")
+    want["spec"].update(completions=256, parallelism=3, backoffLimit=512)
+    assert serialized(make_job(make_spec(JOB_ID), Settings(), tasks=256, parallelism=3)) == want
+
+
 def test_builder_is_pure() -> None:
     settings = Settings(job_gpu_node_selector={"a": "b"}, job_gpu_tolerations=[{"key": "k"}])
     spec = make_spec(JOB_ID, device="gpu")
@@ -119,12 +138,11 @@ def test_builder_is_pure() -> None:
     assert "x" not in (first.metadata.labels or {})
 
 
-@pytest.mark.parametrize("device", ["cpu", "gpu", "auto"])
-def test_generated_jobs_validate_against_the_kubernetes_schema(device: str) -> None:
+@pytest.mark.parametrize(("device", "tasks"), [("cpu", 1), ("gpu", 1), ("auto", 1), ("cpu", 1024)])
+def test_generated_jobs_validate_against_the_kubernetes_schema(device: str, tasks: int) -> None:
     settings = Settings(job_gpu_tolerations=[{"key": "nvidia.com/gpu", "operator": "Exists"}])
-    kubernetes_validate.validate(
-        serialized(make_job(make_spec(JOB_ID, device=device), settings)), K8S_VERSION, strict=True
-    )
+    job = make_job(make_spec(JOB_ID, device=device), settings, tasks=tasks, parallelism=1)
+    kubernetes_validate.validate(serialized(job), K8S_VERSION, strict=True)
 
 
 def test_job_name_is_a_dns_label() -> None:

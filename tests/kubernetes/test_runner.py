@@ -105,29 +105,43 @@ def test_success_saves_log_state_and_events(
     assert pod["spec"]["containers"][0]["envFrom"][0]["configMapRef"]["name"] == "minio-config"
 
 
+@pytest.mark.parametrize(
+    ("mode", "error", "pods", "reason"),
+    [
+        # invalid parameters: the podFailurePolicy fails the Job at once, no retry can help
+        ("fail", "error: width: Input should be greater than or equal to 1 (exit code 2)", 1,
+         "PodFailurePolicy"),
+        # anything else: one retry (JOB_BACKOFF_LIMIT 1), then its index has failed
+        ("crash", "error: the render crashed (exit code 1)", 2, "FailedIndexes"),
+    ],
+)
 def test_job_error_is_its_last_stderr_line(
     make_runner: MakeRunner,
     settings: Settings,
     recorder: Recorder,
     storage: MinioStorage,
     apiserver: FakeApiServer,
+    mode: str,
+    error: str,
+    pods: int,
+    reason: str,
 ) -> None:
     settings = settings.model_copy(update={"job_backoff_limit": 1})
     job_id = new_id()
-    apiserver.commands[job_id] = [sys.executable, STANDIN, "fail"]
+    apiserver.commands[job_id] = [sys.executable, STANDIN, mode]
 
     async def scenario() -> None:
         runner = make_runner(settings, recorder)
         await runner.start([])
         await runner.submit(make_spec(job_id))
         failed = await recorder.wait(job_id, "failed")
-        assert failed.error == "error: width: Input should be greater than or equal to 1 (exit code 2)"
+        assert failed.error == error
         await runner.stop()
 
     run(scenario())
-    assert len(apiserver.pods(job_id)) == 2  # backoffLimit 1: one retry, then BackoffLimitExceeded
+    assert len(apiserver.pods(job_id)) == pods
     conditions = {c["type"]: c["reason"] for c in apiserver.job(job_id)["status"]["conditions"]}
-    assert conditions["Failed"] == "BackoffLimitExceeded"
+    assert conditions["Failed"] == reason
 
 
 def test_deadline_exceeded(

@@ -71,8 +71,30 @@ def _resources(spec: JobSpec, settings: Settings) -> k.V1ResourceRequirements:
     return k.V1ResourceRequirements(requests=requests, limits=limits)
 
 
-def make_job(spec: JobSpec, settings: Settings) -> k.V1Job:
-    """The batch/v1 Job that renders one request."""
+# Exit codes of the job contract the Job's podFailurePolicy acts on.
+EXIT_INVALID = 2  # invalid parameters: no retry can help, the whole Job fails at once
+EXIT_SIGTERM = 143  # stopped by SIGTERM (a pod deleted or drained): not the task's failure
+
+
+def failure_policy() -> k.V1PodFailurePolicy:
+    """Exit 2 fails the Job at once; a disrupted pod (DisruptionTarget: eviction, preemption, node
+    drain) or one stopped by SIGTERM (deleted) is not counted: its task gets a new pod.
+    https://kubernetes.io/docs/concepts/workloads/controllers/job/#pod-failure-policy"""
+    return k.V1PodFailurePolicy(rules=[
+        k.V1PodFailurePolicyRule(action="FailJob", on_exit_codes=k.V1PodFailurePolicyOnExitCodesRequirement(
+            container_name=CONTAINER, operator="In", values=[EXIT_INVALID])),
+        k.V1PodFailurePolicyRule(action="Ignore", on_pod_conditions=[
+            k.V1PodFailurePolicyOnPodConditionsPattern(type="DisruptionTarget", status="True")]),
+        k.V1PodFailurePolicyRule(action="Ignore", on_exit_codes=k.V1PodFailurePolicyOnExitCodesRequirement(
+            container_name=CONTAINER, operator="In", values=[EXIT_SIGTERM])),
+    ])
+
+
+def make_job(spec: JobSpec, settings: Settings, *, tasks: int = 1, parallelism: int | None = None) -> k.V1Job:
+    """The batch/v1 Job that renders one request: an Indexed Job of `tasks` tasks (one for a
+    single frame), `parallelism` of them at once (default all; the runner raises it as the
+    scheduler admits more). Each task is retried alone, JOB_BACKOFF_LIMIT times.
+    https://kubernetes.io/docs/concepts/workloads/controllers/job/#backoff-limit-per-index"""
     labels = job_labels(spec.job_id)
     gpu = spec.params.device == "gpu"
     container = k.V1Container(
@@ -121,8 +143,14 @@ def make_job(spec: JobSpec, settings: Settings) -> k.V1Job:
             annotations={RESULT_PREFIX_ANNOTATION: spec.result_prefix},
         ),
         spec=k.V1JobSpec(
+            completion_mode="Indexed",
+            completions=tasks,
+            parallelism=tasks if parallelism is None else parallelism,
+            backoff_limit_per_index=settings.job_backoff_limit,
+            # Bounded, yet never the binding limit: every task may spend its own retries.
             # https://kubernetes.io/docs/concepts/workloads/controllers/job/#job-termination-and-cleanup
-            backoff_limit=settings.job_backoff_limit,
+            backoff_limit=tasks * (settings.job_backoff_limit + 1),
+            pod_failure_policy=failure_policy(),
             active_deadline_seconds=settings.job_timeout_seconds,
             ttl_seconds_after_finished=settings.job_ttl_seconds_after_finished,
             template=k.V1PodTemplateSpec(

@@ -28,7 +28,7 @@ DEFAULT_SERVER = "http://127.0.0.1:8888"
 # the request fields of docs/design.md; the server validates them (tests/fractalctl checks the lists)
 KINDS = ("mandelbrot", "julia", "burning_ship")
 COLORMAPS = ("classic", "viridis", "magma", "inferno", "twilight", "fire", "ice", "grey")
-PRECISIONS = ("float32", "float64")
+PRECISIONS = ("auto", "float32", "float64", "perturbation")
 DEVICES = ("auto", "gpu", "cpu")
 PRIORITIES = ("low", "normal", "high")
 STATUSES = ("queued", "pending", "running", "succeeded", "failed", "cancelled")
@@ -47,6 +47,7 @@ RENDER_FLAGS: dict[str, tuple[type, tuple[str, ...] | None]] = {
     "precision": (str, PRECISIONS),
     "device": (str, DEVICES),
     "supersample": (int, None),
+    "counts": (bool, None),  # a switch: also store counts.npy
     "priority": (str, PRIORITIES),
     "callback-url": (str, None),
 }
@@ -199,7 +200,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     render = command("render", cmd_render, "submit a render job")
     for flag, (kind, choices) in RENDER_FLAGS.items():
-        render.add_argument(f"--{flag}", type=kind, choices=choices)
+        if kind is bool:
+            render.add_argument(f"--{flag}", action="store_true", default=None)
+        else:
+            render.add_argument(f"--{flag}", type=kind, choices=choices)
     render.add_argument("--wait", action="store_true", help="follow the job until it ends")
     render.add_argument("--out", type=Path, metavar="FILE", help="save the PNG here (implies --wait)")
 

@@ -16,7 +16,7 @@ import uuid
 import warnings
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any, NoReturn, TextIO, get_args
+from typing import Any, Literal, NoReturn, TextIO, get_args, get_origin
 
 from pydantic import ValidationError
 
@@ -46,7 +46,7 @@ def build_parser() -> argparse.ArgumentParser:
     ap = _Parser(prog="python -m job_image", description="Render a fractal with OpenCL and store it.")
     for flag, field in FLAGS.items():
         info = FractalParams.model_fields[field]
-        choices = get_args(info.annotation)
+        choices = get_args(info.annotation) if get_origin(info.annotation) is Literal else ()
         what = f"one of {', '.join(choices)}" if choices else info.description
         ap.add_argument(flag, dest=field, metavar=field.upper().replace("_", "-"),
                         help=f"{what} (default {info.default})")
@@ -54,6 +54,8 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--job-id", help="job id (default: $JOB_ID, else a random id)")
     ap.add_argument("--result-prefix", help="storage prefix (default: $RESULT_PREFIX, else JOB_ID/)")
     ap.add_argument("--out", type=Path, help="write the PNG here and the result beside it (.json)")
+    ap.add_argument("--counts", type=Path, metavar="FILE.npy",
+                    help="also write the escape counts here (uint32, height*n x width*n samples)")
     ap.add_argument("--quiet", action="store_true", help="no progress lines")
     return ap
 
@@ -139,19 +141,24 @@ def run(argv: Sequence[str] | None = None, env: dict[str, str] | None = None) ->
     configure_opencl_cache(settings.opencl_cache_dir)
     from . import job, output
 
-    rendered = job.render(params, settings, _progress(args.quiet), env=dict(env))
+    rendered = job.render(params, settings, _progress(args.quiet), env=dict(env),
+                          keep_counts=args.counts is not None)
     doc = output.result_document(job_id, params, rendered)
+    counts = output.npy_bytes(rendered.counts) if rendered.counts is not None else None
+    written = [output.write_file(args.counts, counts)] if args.counts and counts is not None else []
     if storage is None:
-        png_path, json_path = output.write_local(args.out, rendered.png, doc)
-        where = f"{png_path} and {json_path}"
+        if params.counts and not args.counts and counts is not None:  # counts: true, beside the PNG
+            written.append(output.write_file(args.out.with_suffix(".npy"), counts))
+        written.extend(output.write_local(args.out, rendered.png, doc))
+        where = ", ".join(map(str, written))
     else:
         try:
-            keys = output.upload(storage, prefix, rendered.png, doc)
+            keys = output.upload(storage, prefix, rendered.png, doc, counts if params.counts else None)
         except ValueError as exc:  # an unsafe key, i.e. a bad RESULT_PREFIX
             raise InvalidParams(f"invalid RESULT_PREFIX {prefix!r}: {exc}") from exc
-        where = ", ".join(keys)
+        where = ", ".join([*map(str, written), *keys])
     print(
-        f"done {params.width}x{params.height} {params.kind} {params.precision} on {rendered.device}: "
+        f"done {params.width}x{params.height} {params.kind} {rendered.precision} on {rendered.device}: "
         f"{rendered.total_iterations} iterations, kernel {rendered.kernel_seconds:.3f} s, "
         f"render {rendered.render_seconds:.3f} s, {len(rendered.png)} bytes -> {where}",
         flush=True,

@@ -8,14 +8,15 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
 from . import colour, device, png
-from .errors import NoDevice
+from .errors import InvalidParams, NoDevice
 from .params import FractalParams
 from .render import FractalKernel, KernelShape, uses_periodicity
 from .settings import JobSettings, configure_opencl_cache
@@ -37,6 +38,10 @@ class Rendered:
     colour_seconds: float
     encode_seconds: float
     render_seconds: float  # first band enqueued -> PNG encoded (kernels, copies, colour, encode)
+    precision: str  # what rendered it: float32, float64 or perturbation (auto resolved)
+    counts: np.ndarray | None = None  # (H*n, W*n) uint32 escape counts, when asked for
+    # perturbation only: references, reference_iterations, bla_skipped_iterations, ...
+    deep: dict[str, Any] = field(default_factory=dict)
 
 
 @lru_cache(maxsize=16)
@@ -48,8 +53,9 @@ def _kernel(chosen: device.Chosen, kind: str, precision: str, shape: KernelShape
 
 
 def render(p: FractalParams, settings: JobSettings, progress: Callable[[int], None] | None = None,
-           env: dict[str, str] | None = None) -> Rendered:
-    """Render `p`; `progress(percent)` is called after each band. Raises NoDevice (exit 3)."""
+           env: dict[str, str] | None = None, keep_counts: bool = False) -> Rendered:
+    """Render `p`; `progress(percent)` is called after each band. Raises NoDevice (exit 3).
+    The escape counts are kept (`Rendered.counts`) when `keep_counts` or `p.counts`."""
     cache = configure_opencl_cache(settings.opencl_cache_dir)
     try:
         chosen = device.choose(p.device, env)
@@ -60,11 +66,14 @@ def render(p: FractalParams, settings: JobSettings, progress: Callable[[int], No
                 f"nor a temp dir), which PoCL needs: set OPENCL_CACHE_DIR; {exc}"
             ) from exc
         raise
-    if p.precision == "float64":
+    method = p.plan().precision
+    if method == "perturbation":
+        raise InvalidParams("invalid parameters: perturbation is not built yet; this frame is past float64")
+    if method == "float64":
         device.require_fp64(chosen)
-    shape = KernelShape.for_device(chosen, p.precision, settings.vector_width, settings.in_flight)
+    shape = KernelShape.for_device(chosen, method, settings.vector_width, settings.in_flight)
     t_build = time.perf_counter()
-    kernel = _kernel(chosen, p.kind, p.precision, shape, cache, uses_periodicity(p))
+    kernel = _kernel(chosen, p.kind, method, shape, cache, uses_periodicity(p))
     build_seconds = time.perf_counter() - t_build
 
     n = p.supersample
@@ -75,10 +84,13 @@ def render(p: FractalParams, settings: JobSettings, progress: Callable[[int], No
                           settings.png_threads)
     total = 0
     colour_seconds = 0.0
+    counts = np.empty((p.height * n, p.width * n), np.uint32) if keep_counts or p.counts else None
     t0 = time.perf_counter()
     for band in kernel.bands(p, settings.band_samples):
         tc = time.perf_counter()
         total += int(band.counts.sum(dtype=np.uint64))
+        if counts is not None:
+            counts[band.row0:band.row0 + band.counts.shape[0]] = band.counts
         encoder.add(band.shades if n == 1 else colour.downsample(band.shades, lut, n))
         colour_seconds += time.perf_counter() - tc
         if progress:
@@ -99,4 +111,6 @@ def render(p: FractalParams, settings: JobSettings, progress: Callable[[int], No
         colour_seconds=colour_seconds,
         encode_seconds=done - te,
         render_seconds=done - t0,
+        precision=method,
+        counts=counts,
     )

@@ -7,11 +7,14 @@ rely on the image being there, and a storage outage never leaves a result withou
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import os
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
+
+import numpy as np
 
 from .errors import StorageFailed
 from .job import Rendered
@@ -20,6 +23,7 @@ from .storage import Storage, StorageError, content_type_for
 
 IMAGE_NAME = "image.png"
 RESULT_NAME = "result.json"
+COUNTS_NAME = "counts.npy"
 
 
 def result_document(job_id: str, p: FractalParams, r: Rendered) -> dict[str, Any]:
@@ -30,7 +34,7 @@ def result_document(job_id: str, p: FractalParams, r: Rendered) -> dict[str, Any
         "width": p.width,
         "height": p.height,
         "kind": p.kind,
-        "precision": p.precision,
+        "precision": r.precision,
         "supersample": p.supersample,
         "samples": p.width * p.height * p.supersample**2,
         "device": r.device,
@@ -47,6 +51,8 @@ def result_document(job_id: str, p: FractalParams, r: Rendered) -> dict[str, Any
         "image": IMAGE_NAME,
         "png_bytes": len(r.png),
         "sha256": hashlib.sha256(r.png).hexdigest(),
+        **({"counts": COUNTS_NAME} if p.counts else {}),
+        **r.deep,
         "finished_at": datetime.now(UTC).isoformat(timespec="seconds"),
     }
 
@@ -55,25 +61,37 @@ def _json_bytes(doc: dict[str, Any]) -> bytes:
     return (json.dumps(doc, indent=2) + "\n").encode()
 
 
+def npy_bytes(counts: np.ndarray) -> bytes:
+    """The counts as a .npy file (NumPy's own format: np.load reads it)."""
+    buf = io.BytesIO()
+    np.save(buf, counts, allow_pickle=False)
+    return buf.getvalue()
+
+
+def write_file(path: Path, data: bytes) -> Path:
+    """Write `path` whole or not at all (a temporary name, then a rename)."""
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".{path.name}.tmp")
+        tmp.write_bytes(data)
+        os.replace(tmp, path)  # never leave half a file under the real name
+    except OSError as exc:
+        raise StorageFailed(f"cannot write {exc.filename or path}: {exc.strerror or exc}") from exc
+    return path
+
+
 def write_local(out: Path, png: bytes, doc: dict[str, Any]) -> tuple[Path, Path]:
     """Write `out` (the PNG) and the result beside it (`out` with suffix .json)."""
-    result = out.with_suffix(".json")
-    try:
-        out.parent.mkdir(parents=True, exist_ok=True)
-        for path, data in ((out, png), (result, _json_bytes(doc))):
-            tmp = path.with_name(f".{path.name}.tmp")
-            tmp.write_bytes(data)
-            os.replace(tmp, path)  # never leave half a file under the real name
-    except OSError as exc:
-        raise StorageFailed(f"cannot write {exc.filename or out}: {exc.strerror or exc}") from exc
-    return out, result
+    return write_file(out, png), write_file(out.with_suffix(".json"), _json_bytes(doc))
 
 
-def upload(storage: Storage, prefix: str, png: bytes, doc: dict[str, Any]) -> list[str]:
-    """Store image.png, then result.json, under `prefix`; returns the keys written."""
+def upload(storage: Storage, prefix: str, png: bytes, doc: dict[str, Any],
+           counts: bytes | None = None) -> list[str]:
+    """Store image.png (and counts.npy), then result.json, under `prefix`; returns the keys written."""
     keys = []
+    extra = [(COUNTS_NAME, counts)] if counts is not None else []
     try:
-        for name, data in ((IMAGE_NAME, png), (RESULT_NAME, _json_bytes(doc))):
+        for name, data in ((IMAGE_NAME, png), *extra, (RESULT_NAME, _json_bytes(doc))):
             key = prefix + name
             storage.put_bytes(key, data, content_type_for(name))
             keys.append(key)

@@ -10,14 +10,18 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from typing import Any, Literal
+from decimal import Decimal
+from typing import Any, Literal, NamedTuple
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from . import precision as rule
 
 Kind = Literal["mandelbrot", "julia", "burning_ship"]
-Precision = Literal["float32", "float64"]
+Precision = Literal["auto", "float32", "float64", "perturbation"]
 DeviceChoice = Literal["auto", "gpu", "cpu"]
 Colormap = Literal["classic", "viridis", "magma", "inferno", "twilight", "fire", "ice", "grey"]
 
@@ -28,14 +32,43 @@ class Limits:
 
     max_pixels: int = 16_777_216  # samples (width x height x supersample^2): 4096 x 4096 x 1
     max_iter: int = 100_000
+    # Digits of a centre or zoom given as a string: a frame at zoom 1e1000 needs ~1010.
+    max_coordinate_digits: int = 2000
+    max_zoom: Decimal = Decimal("1e1000")
 
     @classmethod
     def from_env(cls, env: dict[str, str] | None = None) -> Limits:
         env = os.environ if env is None else env
+        max_zoom = env.get("MAX_ZOOM", str(cls.max_zoom))
+        if not DECIMAL.fullmatch(max_zoom):
+            raise ValueError(f"MAX_ZOOM must be a decimal number, not {max_zoom!r}")
         return cls(
             max_pixels=int(env.get("MAX_PIXELS", cls.max_pixels)),
             max_iter=int(env.get("MAX_ITER", cls.max_iter)),
+            max_coordinate_digits=int(env.get("MAX_COORDINATE_DIGITS", cls.max_coordinate_digits)),
+            max_zoom=Decimal(max_zoom),
         )
+
+
+# A decimal string: digits with an optional point and exponent ("-0.75", ".5", "1e-400").
+# The exponent is bounded so that Python's decimal module can hold every value accepted.
+DECIMAL = re.compile(r"[+-]?(?:[0-9]+\.?[0-9]*|\.[0-9]+)(?:[eE][+-]?[0-9]{1,9})?")
+# The largest magnitude a centre may have: float64's, so a float view always exists.
+MAX_CENTER = Decimal("1.7976931348623157e308")
+
+
+def exact(value: float | str) -> Decimal:
+    """The exact value of a coordinate: a string digit for digit, a float as the binary it is."""
+    return Decimal(value)
+
+
+class FloatView(NamedTuple):
+    """The nearest float64s of the centre and zoom (zoom may be inf, the centre may round to 0):
+    for code that needs floats, such as shallow renders and the scheduler's cost probe."""
+
+    center_x: float
+    center_y: float
+    zoom: float
 
 
 # Where center_x/center_y are not given, each kind starts on a view of its whole set (docs/design.md),
@@ -58,22 +91,73 @@ class FractalParams(BaseModel):
     kind: Kind = "mandelbrot"
     width: int = Field(800, ge=1, description="image width in pixels")
     height: int = Field(600, ge=1, description="image height in pixels")
-    center_x: float = Field(
+    center_x: float | str = Field(
         -0.5,
-        description="real part of the view's centre (default: the kind's whole-set view)",
+        description="real part of the view's centre (default: the kind's whole-set view); "
+        "a decimal string keeps every digit",
     )
-    center_y: float = Field(
+    center_y: float | str = Field(
         0.0,
-        description="imaginary part of the view's centre (default: the kind's whole-set view)",
+        description="imaginary part of the view's centre (default: the kind's whole-set view); "
+        "a decimal string keeps every digit",
     )
-    zoom: float = Field(1.0, gt=0, description="the view spans 3.0 / zoom along the real axis")
+    zoom: float | str = Field(
+        1.0, description="> 0; the view spans 3.0 / zoom along the real axis; a decimal string such "
+        "as \"1e400\" goes past float64's range",
+    )
     max_iter: int = Field(500, ge=1, description="iteration cap per sample")
     julia_re: float = Field(-0.8, description="Julia constant, real part (julia only)")
     julia_im: float = Field(0.156, description="Julia constant, imaginary part (julia only)")
     colormap: Colormap = "classic"
-    precision: Precision = "float32"
+    precision: Precision = Field(
+        "auto", description="auto: the cheapest of float32, float64 and perturbation that resolves the frame"
+    )
     device: DeviceChoice = "auto"
     supersample: int = Field(1, ge=1, le=4, description="samples per pixel side")
+    counts: bool = Field(False, description="also store counts.npy: escape counts, uint32, one per sample")
+
+    @field_validator("center_x", "center_y", "zoom", mode="before")
+    @classmethod
+    def _number(cls, value: Any) -> Any:
+        """A JSON number or a decimal string, never a bool (pydantic would make True 1.0)."""
+        if isinstance(value, bool):
+            raise ValueError("must be a number or a decimal string")
+        if isinstance(value, str) and not DECIMAL.fullmatch(value):
+            raise ValueError('must be a decimal number such as -0.75 or "1e-20"')
+        return value
+
+    @field_validator("center_x", "center_y")
+    @classmethod
+    def _center(cls, value: float | str) -> float | str:
+        if exact(value).copy_abs() > MAX_CENTER:
+            raise ValueError("must lie within float64's range (|x| <= 1.8e308)")
+        return value
+
+    @field_validator("zoom")
+    @classmethod
+    def _zoom(cls, value: float | str) -> float | str:
+        if exact(value) <= 0:
+            raise ValueError("must be greater than 0")
+        return value
+
+    @model_validator(mode="after")
+    def _resolvable(self) -> FractalParams:
+        """An explicit float32/float64 must resolve the frame; deep ones need a kind perturbation renders."""
+        problem = rule.refusal(self.kind, self.precision, *self._exact(), self.width * self.supersample)
+        if problem:
+            raise ValueError(problem)
+        return self
+
+    def _exact(self) -> tuple[Decimal, Decimal, Decimal]:
+        return exact(self.center_x), exact(self.center_y), exact(self.zoom)
+
+    def float_view(self) -> FloatView:
+        """The centre and zoom as float64s (see FloatView)."""
+        return FloatView(*(float(v) for v in self._exact()))
+
+    def plan(self) -> rule.Plan:
+        """How this frame is rendered: `precision`, or what `auto` picks (job_image/precision.py)."""
+        return rule.plan(self.precision, *self._exact(), self.width * self.supersample)
 
     @model_validator(mode="before")
     @classmethod
@@ -93,6 +177,13 @@ class FractalParams(BaseModel):
             return f"{self.width}x{self.height}{at} is {samples} samples; the limit is {limits.max_pixels}"
         if self.max_iter > limits.max_iter:
             return f"max_iter {self.max_iter} is above the limit of {limits.max_iter}"
+        for name in ("center_x", "center_y", "zoom"):
+            value = getattr(self, name)
+            digits = sum(ch.isdigit() for ch in value) if isinstance(value, str) else 0
+            if digits > limits.max_coordinate_digits:
+                return f"{name} has {digits} digits; the limit is {limits.max_coordinate_digits}"
+        if exact(self.zoom) > limits.max_zoom:
+            return f"zoom {self.zoom} is above the limit of {limits.max_zoom}"
         return None
 
 

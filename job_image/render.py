@@ -87,10 +87,11 @@ class KernelShape:
 def sample_axes(p: FractalParams) -> tuple[np.ndarray, np.ndarray]:
     """Float64 sample coordinates: x per sample column, y per sample row (see module doc)."""
     n = p.supersample
-    s = 3.0 / p.zoom / p.width / n
+    center_x, center_y, zoom = p.float_view()
+    s = 3.0 / zoom / p.width / n
     wn, hn = p.width * n, p.height * n
-    xs = p.center_x + (np.arange(wn, dtype=np.float64) + 0.5 - wn / 2.0) * s
-    ys = p.center_y - (np.arange(hn, dtype=np.float64) + 0.5 - hn / 2.0) * s
+    xs = center_x + (np.arange(wn, dtype=np.float64) + 0.5 - wn / 2.0) * s
+    ys = center_y - (np.arange(hn, dtype=np.float64) + 0.5 - hn / 2.0) * s
     return xs, ys
 
 
@@ -167,8 +168,9 @@ class FractalKernel:
         (supersample averaging, copying into the image), and device plus host memory stay
         bounded by two bands (5 bytes per sample each) whatever the frame size.
         """
-        if (p.kind, p.precision) != (self.kind, self.precision):
-            raise ValueError(f"kernel {self.name} cannot render {p.kind}/{p.precision}")
+        method = p.plan().precision
+        if (p.kind, method) != (self.kind, self.precision):
+            raise ValueError(f"kernel {self.name} cannot render {p.kind}/{method}")
         self.kernel_seconds = 0.0
         n = p.supersample
         xs, ys = sample_axes(p)

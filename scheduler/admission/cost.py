@@ -43,9 +43,10 @@ def probe_axes(p: FractalParams, limit: int = PROBE_SAMPLES) -> tuple[np.ndarray
     gx, gy = max(1, min(wn, round(wn * scale))), max(1, min(hn, round(hn * scale)))
     cols = ((np.arange(gx) + 0.5) * wn / gx).astype(np.int64)  # centres of gx equal strips
     rows = ((np.arange(gy) + 0.5) * hn / gy).astype(np.int64)
-    s = 3.0 / p.zoom / wn
-    xs = p.center_x + (cols + 0.5 - wn / 2.0) * s
-    ys = p.center_y - (rows + 0.5 - hn / 2.0) * s
+    center_x, center_y, zoom = p.float_view()  # past float64 the probe sees the centre alone
+    s = 3.0 / zoom / wn
+    xs = center_x + (cols + 0.5 - wn / 2.0) * s
+    ys = center_y - (rows + 0.5 - hn / 2.0) * s
     x, y = np.meshgrid(xs, ys)
     return x.ravel(), y.ravel(), wn * hn
 

@@ -6,6 +6,7 @@ Every limit and every timeout lives here, with the reason for its default.
 from __future__ import annotations
 
 import re
+from decimal import Decimal
 from functools import cached_property
 from pathlib import Path
 from typing import Literal
@@ -59,6 +60,11 @@ class Settings(BaseSettings):
     # --- request limits ----------------------------------------------------------------------
     max_pixels: int = Limits.max_pixels
     max_iter: int = Limits.max_iter
+    max_coordinate_digits: int = Field(
+        Limits.max_coordinate_digits, ge=1,
+        description="digits of a centre or zoom given as a decimal string (zoom 1e1000 needs ~1010)",
+    )
+    max_zoom: Decimal = Field(Limits.max_zoom, gt=0, description="deepest zoom a request may ask for")
     max_body_bytes: int = 64 * 1024
     max_header_bytes: int = Field(
         16 * 1024, gt=0, description="request line + headers (431 past it); a token is ~200 bytes"
@@ -227,7 +233,8 @@ class Settings(BaseSettings):
 
     @cached_property
     def limits(self) -> Limits:
-        return Limits(max_pixels=self.max_pixels, max_iter=self.max_iter)
+        return Limits(max_pixels=self.max_pixels, max_iter=self.max_iter,
+                      max_coordinate_digits=self.max_coordinate_digits, max_zoom=self.max_zoom)
 
     def storage_env(self) -> dict[str, str]:
         """The storage part of a job's environment (the job contract's names)."""

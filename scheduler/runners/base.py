@@ -46,6 +46,8 @@ class JobSpec:
             "RESULT_PREFIX": self.result_prefix,
             "MAX_PIXELS": str(settings.max_pixels),
             "MAX_ITER": str(settings.max_iter),
+            "MAX_COORDINATE_DIGITS": str(settings.max_coordinate_digits),
+            "MAX_ZOOM": str(settings.max_zoom),
             "OPENCL_CACHE_DIR": opencl_cache_dir,  # compiled kernels: a warm build is 16x faster
         }
 

@@ -18,16 +18,17 @@ def sample_grid(p: FractalParams) -> tuple[np.ndarray, np.ndarray]:
     center_x + (X + 0.5 - W*n/2) * s/n, which for n = 1 is docs/design.md's pixel mapping and in
     general puts a pixel's n x n samples at the centres of an n x n grid inside it."""
     n = p.supersample
-    step = 3.0 / p.zoom / p.width / n
+    center_x, center_y, zoom = p.float_view()
+    step = 3.0 / zoom / p.width / n
     wn, hn = p.width * n, p.height * n
-    x = p.center_x + (np.arange(wn) + 0.5 - wn / 2) * step
-    y = p.center_y - (np.arange(hn) + 0.5 - hn / 2) * step
+    x = center_x + (np.arange(wn) + 0.5 - wn / 2) * step
+    y = center_y - (np.arange(hn) + 0.5 - hn / 2) * step
     return np.meshgrid(x, y)
 
 
 def escape(p: FractalParams) -> tuple[np.ndarray, np.ndarray]:
-    """Per-sample escape counts (uint32) and |z|^2 at escape, in p.precision."""
-    dt = np.float32 if p.precision == "float32" else np.float64
+    """Per-sample escape counts (uint32) and |z|^2 at escape, in the precision p renders with."""
+    dt = np.float32 if p.plan().precision == "float32" else np.float64
     x, y = (a.astype(dt) for a in sample_grid(p))
     if p.kind == "julia":
         zr, zi = x.copy(), y.copy()
@@ -61,7 +62,7 @@ def repeats(p: FractalParams) -> np.ndarray:
     bit to a value it had earlier (compared against z kept at iterations 2^j, Brent's way):
     such an orbit is a cycle of the arithmetic, so it never escapes. Shows that a frame
     exercises the kernel's periodicity skip; brute force (`escape`) stays the reference."""
-    dt = np.float32 if p.precision == "float32" else np.float64
+    dt = np.float32 if p.plan().precision == "float32" else np.float64
     x, y = (a.astype(dt) for a in sample_grid(p))
     if p.kind == "julia":
         zr, zi, cr, ci = x.copy(), y.copy(), dt(p.julia_re), dt(p.julia_im)

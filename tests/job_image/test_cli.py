@@ -12,15 +12,18 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 from PIL import Image
 
 from job_image import cli, output
 from job_image.errors import StorageFailed
+from job_image.params import FractalParams
 from job_image.storage import StorageError, storage_from_env
 from tests.conftest import free_port
 
 from .conftest import REPO, job_env, run_cli
+from .reference import escape
 
 JOB_ID = "0123456789abcdef0123456789abcdef"
 SMALL = ["--width", "64", "--height", "48", "--max-iter", "60"]
@@ -218,3 +221,24 @@ def test_sigterm_ends_the_job_with_143_writing_nothing(tmp_path: Path, pid1: boo
         proc.kill()
         proc.wait()
     assert not (tmp_path / "m.png").exists() and not (tmp_path / "m.json").exists()
+
+
+def test_counts_are_stored_beside_the_image_and_written_with_the_flag(capsys, tmp_path: Path) -> None:
+    params = {"width": 30, "height": 20, "supersample": 2, "max_iter": 80, "counts": True,
+              "center_x": "-0.75", "zoom": "1.5"}  # strings: kept as given
+    env = job_env(JOB_ID=JOB_ID, FRACTAL_PARAMS=json.dumps(params), RESULT_PREFIX=f"alice/{JOB_ID}/",
+                  STORAGE_DIR=str(tmp_path))
+    flag = tmp_path / "flag.npy"
+    code, _, err = run_in_process(capsys, "--counts", str(flag), env=env)
+    assert code == 0, err
+    base = tmp_path / "alice" / JOB_ID
+    assert sorted(p.name for p in base.iterdir()) == ["counts.npy", "image.png", "result.json"]
+    counts = np.load(base / "counts.npy")
+    doc = json.loads((base / "result.json").read_text())
+    assert counts.dtype == np.uint32 and counts.shape == (40, 60)
+    assert np.array_equal(counts, np.load(flag))
+    want, _ = escape(FractalParams.model_validate(params))
+    assert np.array_equal(counts, want)
+    assert int(counts.sum()) == doc["total_iterations"]
+    assert doc["params"]["center_x"] == "-0.75" and doc["params"]["precision"] == "auto"
+    assert doc["precision"] == "float32" and doc["counts"] == "counts.npy"

@@ -47,8 +47,9 @@ def kernel_counts(p: FractalParams, shape: KernelShape | None = None, band_sampl
     settings = JobSettings.from_env()
     cache = configure_opencl_cache(settings.opencl_cache_dir)
     chosen = device.choose("cpu")
-    shape = shape or KernelShape.for_device(chosen, p.precision)
-    kernel = job._kernel(chosen, p.kind, p.precision, shape, cache, periodic)
+    method = p.plan().precision
+    shape = shape or KernelShape.for_device(chosen, method)
+    kernel = job._kernel(chosen, p.kind, method, shape, cache, periodic)
     counts, shades = [], []
     for band in kernel.bands(p, band_samples):
         counts.append(band.counts.copy())

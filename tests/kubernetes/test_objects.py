@@ -21,8 +21,8 @@ LABELS = {
 }
 PARAMS = (
     '{"kind":"mandelbrot","width":64,"height":48,"center_x":-0.5,"center_y":0.0,"zoom":1.0,'
-    '"max_iter":50,"julia_re":-0.8,"julia_im":0.156,"colormap":"classic","precision":"float32",'
-    '"device":"%s","supersample":1}'
+    '"max_iter":50,"julia_re":-0.8,"julia_im":0.156,"colormap":"classic","precision":"auto",'
+    '"device":"%s","supersample":1,"counts":false}'
 )
 SECURITY = {
     "allowPrivilegeEscalation": False,
@@ -76,6 +76,8 @@ def expected_job(device: str) -> dict:
                                 {"name": "RESULT_PREFIX", "value": f"alice/{JOB_ID}/"},
                                 {"name": "MAX_PIXELS", "value": "16777216"},
                                 {"name": "MAX_ITER", "value": "100000"},
+                                {"name": "MAX_COORDINATE_DIGITS", "value": "2000"},
+                                {"name": "MAX_ZOOM", "value": "1E+1000"},
                                 {"name": "OPENCL_CACHE_DIR", "value": "/tmp/opencl-cache"},
                                 {"name": "POCL_CACHE_DIR", "value": "/tmp/opencl-cache"},
                             ],

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from decimal import Decimal
 from typing import Any
 
 import pytest
@@ -72,6 +73,10 @@ def test_conditional_and_range_downloads(client: TestClient, alice: dict[str, st
         ({"max_iter": 10**7}, "max_iter"),
         ({"kind": "sierpinski"}, "kind"),
         ({"zoom": 0}, "zoom"),
+        ({"zoom": "1e20", "precision": "float64"}, "float64 cannot resolve this frame"),
+        ({"zoom": "1e1001"}, "zoom 1e1001 is above the limit of 1E+1000"),
+        ({"center_x": "-0." + "7" * 2000}, "center_x has 2001 digits; the limit is 2000"),
+        ({"center_y": "0x10"}, "center_y: must be a decimal number"),
         ({"supersample": 9}, "supersample"),
         ({"status": "succeeded"}, "status"),  # a request model is not the table
         ({"owner": "bob"}, "owner"),
@@ -120,6 +125,21 @@ def test_limits_are_settings(make_client: Client) -> None:
     )
     assert chunked.status_code == 413 and "200 bytes" in chunked.json()["detail"]
     assert client.get("/jobs", headers=auth).json()["count"] == 0
+
+
+def test_deep_coordinates_are_kept_as_given_and_bounded_by_settings(make_client: Client) -> None:
+    # nothing starts: the job is only submitted
+    client = make_client(max_zoom=Decimal("1e30"), max_coordinate_digits=40, local_max_concurrent=0)
+    auth = sign_up_and_in(client, "alice")
+    deep = {**TINY, "center_x": "-1.74995768370609350360221450607069970", "center_y": "0", "zoom": "1e25"}
+    response = client.post("/jobs", json=deep, headers=auth)
+    assert response.status_code == 202, response.text
+    params = client.get(f"/jobs/{response.json()['job_id']}", headers=auth).json()["params"]
+    assert (params["center_x"], params["zoom"], params["precision"]) == (deep["center_x"], "1e25", "auto")
+    too_deep = client.post("/jobs", json={**deep, "zoom": "1e31"}, headers=auth)
+    assert too_deep.status_code == 422 and "limit of 1E+30" in too_deep.json()["detail"]
+    too_long = client.post("/jobs", json={**deep, "center_y": "0." + "1" * 40}, headers=auth)
+    assert too_long.status_code == 422 and "41 digits; the limit is 40" in too_long.json()["detail"]
 
 
 def test_active_jobs_per_user_are_capped(make_client: Client) -> None:

@@ -134,6 +134,7 @@ def test_job_environment_is_the_contract_and_no_more(make_settings: Callable[...
     env = job_environment(job, minio, host)
     assert set(env) == {
         "JOB_ID", "FRACTAL_PARAMS", "RESULT_PREFIX", "MAX_PIXELS", "MAX_ITER", "OPENCL_CACHE_DIR",
+        "MAX_COORDINATE_DIGITS", "MAX_ZOOM",
         "MINIO_ENDPOINT", "MINIO_BUCKET", "MINIO_ACCESS_KEY", "MINIO_SECRET_KEY", "MINIO_SECURE",
         "PATH", "HOME", "LANG", "OCL_ICD_VENDORS", "POCL_DEVICES", "PYTHONPATH",
     }

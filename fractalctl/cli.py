@@ -14,6 +14,7 @@ import os
 import sys
 import time
 from collections.abc import Callable
+from decimal import Decimal, InvalidOperation
 from pathlib import Path
 from typing import Any
 
@@ -32,14 +33,28 @@ PRECISIONS = ("auto", "float32", "float64", "perturbation")
 DEVICES = ("auto", "gpu", "cpu")
 PRIORITIES = ("low", "normal", "high")
 STATUSES = ("queued", "pending", "running", "succeeded", "failed", "cancelled")
+
+
+def decimal_text(text: str) -> str:
+    """A centre or zoom exactly as typed: checked to be a number, sent as the string, since a
+    float keeps 17 digits and deep views need hundreds (the server keeps strings as given)."""
+    try:
+        finite = Decimal(text).is_finite()
+    except InvalidOperation:
+        finite = False
+    if not finite:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a decimal number")
+    return text
+
+
 # flag -> (type, choices); the request field is the flag with '-' as '_'
-RENDER_FLAGS: dict[str, tuple[type, tuple[str, ...] | None]] = {
+RENDER_FLAGS: dict[str, tuple[Callable[[str], Any], tuple[str, ...] | None]] = {
     "kind": (str, KINDS),
     "width": (int, None),
     "height": (int, None),
-    "center-x": (float, None),
-    "center-y": (float, None),
-    "zoom": (float, None),
+    "center-x": (decimal_text, None),
+    "center-y": (decimal_text, None),
+    "zoom": (decimal_text, None),
     "max-iter": (int, None),
     "julia-re": (float, None),
     "julia-im": (float, None),

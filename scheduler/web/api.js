@@ -69,6 +69,11 @@ export class Api {
     return (await this.request("GET", `/jobs/${id}/result`, { signal })).blob();
   }
 
+  // Another stored file of a job, as JSON (result.json: what the render used).
+  resultFile(id, name) {
+    return this.json("GET", `/jobs/${id}/result?file=${encodeURIComponent(name)}`);
+  }
+
   cancel(id) {
     return this.json("POST", `/jobs/${id}/cancel`);
   }

@@ -1,16 +1,19 @@
 // The explorer: sign in, show the current render large, click it to zoom in there, follow jobs
 // live from the event stream, browse the gallery. The page uses the same HTTP API as fractalctl.
+// The view (kind, exact centre, zoom, colours, iterations when set) lives in the page's address,
+// so a link, a reload or the back button returns to it.
 import { Api, ApiError, isFinished } from "./api.js";
 import { coordinate, KIND_NAMES, describe, zoomText } from "./format.js";
 import { Gallery, Images } from "./gallery.js";
-import { pixelAt, renderSize, zoomedAt } from "./view.js";
+import { autoIterations, pixelAt, renderSize, scaledZoom, viewFromUrl, viewUrl, zoomedAt } from "./view.js";
 
 const $ = (id) => document.getElementById(id);
 const SESSION_KEY = "fractal-explorer.session";
 const GALLERY_SIZE = 24;
-// the fields one view hands to the next render; the rest keep the service's defaults
-const VIEW_FIELDS = ["kind", "width", "height", "center_x", "center_y", "zoom", "max_iter",
-  "julia_re", "julia_im", "colormap"];
+// the fields one view hands to the next render; the rest keep the service's defaults, and
+// iterations follow the form (see iterations())
+const VIEW_FIELDS = ["kind", "width", "height", "center_x", "center_y", "zoom", "julia_re", "julia_im",
+  "colormap"];
 
 const state = {
   api: new Api(),
@@ -105,9 +108,10 @@ async function start(session) {
   const { data: jobs } = await state.api.jobs(GALLERY_SIZE);
   state.gallery.set(jobs);
   await listen();  // before any render: none of its changes may be missed
+  if (await followAddress()) return;  // a link or a reload names the view
   const newest = jobs.find((j) => j.status === "succeeded") ?? jobs[0];
-  if (newest) await open(newest.job_id);
-  else await render(defaultView($("controls").kind.value));
+  if (newest) await open(newest.job_id, "replace");
+  else await render(defaultView($("controls").kind.value), "replace");
 }
 
 // The event stream of all the user's jobs feeds the gallery and the view; resolves once it is open.
@@ -143,36 +147,56 @@ function forget(jobId) {
 
 function controls() {
   const form = $("controls");
-  return { kind: form.kind.value, colormap: form.colormap.value, max_iter: Number(form.max_iter.value) };
+  return { kind: form.kind.value, colormap: form.colormap.value };
 }
 
+// The iterations for a view at `zoom`: the form's when the user set them, else the rule's.
+function iterations(zoom) {
+  const set = $("controls").max_iter.value;
+  return set === "" ? autoIterations(zoom) : Number(set);
+}
+
+// The form as `params` left it; iterations that follow the rule leave the field empty (auto).
 function setControls(params) {
   const form = $("controls");
-  form.kind.value = params.kind;
-  form.colormap.value = params.colormap;
-  form.max_iter.value = params.max_iter;
+  if (params.kind) form.kind.value = params.kind;
+  if (params.colormap) form.colormap.value = params.colormap;
+  const auto = params.max_iter == null || params.max_iter === autoIterations(params.zoom ?? 1);
+  form.max_iter.value = auto ? "" : params.max_iter;
+}
+
+function zoomStep() {
+  return Number($("controls").step.value);
+}
+
+function stageSize() {
+  return renderSize($("stage").clientWidth, window.devicePixelRatio);
 }
 
 // A kind's whole set: no centre, so the service picks that kind's own view.
 function defaultView(kind) {
-  const { width, height } = renderSize($("stage").clientWidth, window.devicePixelRatio);
-  return { ...controls(), kind, width, height, zoom: 1 };
+  return { ...controls(), kind, ...stageSize(), zoom: "1" };
 }
 
 function viewOf(params) {
   return Object.fromEntries(VIEW_FIELDS.filter((k) => k in params).map((k) => [k, params[k]]));
 }
 
-async function render(params) {
+// Renders `view` (precision auto, iterations from the form) and puts it in the address: "push"
+// makes a new history entry, "replace" rewrites the current one.
+async function render(view, history = "push") {
+  const params = { ...view, precision: "auto", max_iter: iterations(view.zoom) };
   const job = await state.api.submit(params);
+  remember(job.params, history);  // the service filled in what the view left out (a centre)
   const seen = state.gallery.find(job.job_id);  // the stream may be ahead of this answer
   if (!seen) state.gallery.update(job);
   track(seen ?? job);
 }
 
-async function open(jobId) {
+async function open(jobId, history = "push") {
   const job = state.gallery.find(jobId);
   setControls(job.params);
+  remember(job.params, history);
   if (job.status === "succeeded") {
     track(null);
     await show(job);
@@ -204,6 +228,9 @@ async function show(job) {
   state.shown = job;
   showFacts(job);
   state.gallery.markActive(job.job_id);
+  state.api.resultFile(job.job_id, "result.json").then((used) => {
+    if (state.shown === job) showFacts(job, used);
+  }, () => {});  // the facts from the request stay
 }
 
 function zoomAtClick(event) {
@@ -212,7 +239,38 @@ function zoomAtClick(event) {
   const box = event.currentTarget.getBoundingClientRect();
   const { px, py } = pixelAt(job.params, event.clientX - box.left, event.clientY - box.top,
     box.width, box.height);
-  return render(zoomedAt({ ...viewOf(job.params), ...controls(), kind: job.params.kind }, px, py));
+  const view = { ...viewOf(job.params), ...controls(), kind: job.params.kind };
+  return render(zoomedAt(view, px, py, zoomStep()));
+}
+
+// --- the view in the address ---------------------------------------------------------------------
+
+function remember(params, history) {
+  const url = viewUrl(params);
+  if (url === location.search) return;
+  if (history === "replace") window.history.replaceState(null, "", url);
+  else window.history.pushState(null, "", url);
+}
+
+// Shows the view an address names: a job of the gallery that rendered it, else a new render.
+async function goTo(view) {
+  setControls(view);
+  const url = viewUrl({ ...view, max_iter: iterations(view.zoom ?? 1) });
+  const done = state.gallery.jobs.find((j) => j.status === "succeeded" && viewUrl(j.params) === url);
+  if (done) return open(done.job_id, "replace");
+  return render({ ...stageSize(), ...view }, "replace");
+}
+
+// Shows the view in the address, if it names one (true), else leaves the page as it is (false).
+async function followAddress() {
+  let view;
+  try {
+    view = viewFromUrl(location.search);
+  } catch (err) {
+    throw new ApiError(0, `The address names no view: ${err.message}.`);
+  }
+  if (view) await goTo(view);
+  return Boolean(view);
 }
 
 async function cancel() {
@@ -240,14 +298,18 @@ function showProgress(job) {
   $("progress-text").textContent = describe(job);
 }
 
-function showFacts(job) {
+// The job's facts; `used` is its result.json once read (what the render really used).
+function showFacts(job, used = null) {
   const p = job.params;
+  const auto = p.max_iter === autoIterations(p.zoom) ? " (auto)" : "";
+  const precision = used?.precision ? `${used.precision}${p.precision === "auto" ? " (auto)" : ""}` : p.precision;
   const facts = [
     ["Kind", KIND_NAMES[p.kind]],
     ["Centre", `${coordinate(p.center_x, p)}, ${coordinate(p.center_y, p)}`],
     ["Zoom", zoomText(p.zoom)],
     ["Size", `${p.width} × ${p.height}`],
-    ["Iterations", p.max_iter],
+    ["Iterations", `${p.max_iter}${auto}`],
+    ["Precision", precision ?? "auto"],
   ];
   if (job.placement) facts.push(["Ran on", job.placement]);
   $("facts").replaceChildren(...facts.flatMap(([k, v]) => {
@@ -280,7 +342,10 @@ function wire() {
   form.colormap.addEventListener("change", () => attempt(() => render({ ...current(), ...controls() })));
   $("zoom-out").addEventListener("click", () => {
     const view = current();
-    attempt(() => render({ ...view, ...controls(), zoom: view.zoom / 2 }));
+    attempt(() => render({ ...view, ...controls(), zoom: scaledZoom(view.zoom, 1 / zoomStep()) }));
+  });
+  window.addEventListener("popstate", () => {
+    if (state.api.token) attempt(followAddress);
   });
   $("reset").addEventListener("click", () => attempt(() => render(defaultView(form.kind.value))));
 }

@@ -1,15 +1,23 @@
-// How the page writes a job's numbers and state.
+// How the page writes a job's numbers and state. Coordinates and zoom may be decimal strings
+// past any float's range or precision, so they are written from exact decimals.
+import { Decimal } from "./decimal.js";
+import { centreExponent, GUARD_DIGITS } from "./view.js";
 
 export const KIND_NAMES = { mandelbrot: "Mandelbrot", julia: "Julia", burning_ship: "Burning ship" };
 
+// `1×`, `64×`, `6.55e+4×`, `1.00e+100×` (three digits from 10^4 on, as toExponential(2) writes).
 export function zoomText(zoom) {
-  return zoom >= 1e4 ? `${zoom.toExponential(2)}×` : `${Number(zoom.toPrecision(6))}×`;
+  const z = Decimal.of(zoom);
+  if (z.magnitude() < 4) return `${Number(z.toNumber().toPrecision(6))}×`;
+  const rounded = z.round(z.magnitude() - 2);  // may carry into the next power of ten
+  const power = rounded.magnitude();
+  const mantissa = rounded.times(new Decimal(1n, -power)).toNumber();
+  return `${mantissa.toFixed(2)}e+${power}×`;
 }
 
-// As many digits as tell one pixel from the next at this zoom, no more.
+// As many digits as tell one pixel from the next at this zoom (and one more), no more.
 export function coordinate(value, params) {
-  const digits = Math.min(17, 3 + Math.ceil(Math.log10(params.zoom * params.width)));
-  return String(Number(value.toPrecision(digits)));
+  return Decimal.of(value).round(centreExponent(params) + GUARD_DIGITS - 1).toString();
 }
 
 export function title(params) {

@@ -108,7 +108,7 @@ def test_on_a_terminal_the_progress_is_a_bar(env: dict[str, str], user: str) -> 
 def test_json_output_is_the_api_documents(ctl: Run, user: str) -> None:
     submitted = json.loads(ctl("-o", "json", "render", *TINY, "--colormap", "fire", "--zoom", "2").stdout)
     assert submitted["status"] == "queued"
-    assert submitted["params"]["colormap"] == "fire" and submitted["params"]["zoom"] == 2
+    assert submitted["params"]["colormap"] == "fire" and submitted["params"]["zoom"] == "2"
     job_id = submitted["job_id"]
     got = json.loads(ctl("get", job_id, "-o", "json").stdout)
     assert got["job_id"] == job_id and got["params"] == submitted["params"]
@@ -204,3 +204,16 @@ def test_an_unreachable_server_is_exit_4(ctl: Run, user: str) -> None:
 def test_no_password_without_a_terminal_or_stdin_flag(ctl: Run) -> None:
     refused = ctl("login", "--username", "someone", stdin="")
     assert refused.returncode == 2 and "--password-stdin" in one_line(refused.stderr)
+
+
+def test_deep_coordinates_and_counts_pass_through_exactly(ctl: Run, user: str) -> None:
+    """Centre and zoom are sent as typed (a float would keep 17 digits); --counts asks for counts.npy."""
+    deep_x = "-1.7400623825793398670" + "1234567890" * 5
+    submitted = ctl("-o", "json", "render", *TINY, "--center-x", deep_x, "--center-y", "0.0281762108500905",
+                    "--zoom", "1e30", "--counts")
+    assert submitted.returncode == 0, submitted.stderr
+    p = json.loads(submitted.stdout)["params"]
+    assert (p["center_x"], p["center_y"], p["zoom"]) == (deep_x, "0.0281762108500905", "1e30")
+    assert p["counts"] is True
+    bad = ctl("render", "--zoom", "lots")
+    assert bad.returncode == 2 and "'lots' is not a decimal number" in one_line(bad.stderr)

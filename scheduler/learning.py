@@ -53,5 +53,6 @@ class Learning:
             log.warning("job %s: result.json unreadable for the throughput: %s", job.id, exc)
             return
         if isinstance(doc, dict) and self.throughput.learn(job.placement, doc, wall):  # type: ignore[arg-type]
-            c = self.throughput.classes[job.placement]  # type: ignore[index]
-            log.info("%s throughput: %.3g iterations/s, %.2f s start-up", job.placement, c.rate, c.startup)
+            c, method = self.throughput.classes[job.placement], doc.get("precision", "float32")  # type: ignore[index]
+            log.info("%s %s throughput: %.3g iterations/s, %.2f s start-up", job.placement, method,
+                     c.rate(method), c.startup)

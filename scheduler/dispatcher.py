@@ -30,7 +30,7 @@ from job_image.params import FractalParams
 from scheduler import crud, db, job_status
 from scheduler.admission.assign import HISTORY_HALF_LIVES, Admitted, Plan, plan
 from scheduler.admission.queue import Waiting
-from scheduler.admission.throughput import DeviceClass, Throughput
+from scheduler.admission.throughput import DeviceClass, Method, Throughput
 from scheduler.models import Job, as_utc, utcnow
 from scheduler.runners.base import JobSpec, Runner, RunnerUnavailable, StatusReport
 from scheduler.tracker import Tracker
@@ -56,15 +56,21 @@ def job_spec(job: Job) -> JobSpec:
     return JobSpec(job_id=job.id, owner=job.owner, params=params, result_prefix=job.result_prefix)
 
 
+def method_of(job: Job) -> Method:
+    """How the job renders: its precision, or what auto picks for its frame (job_image/precision.py)."""
+    return FractalParams.model_validate(job.params).plan().precision
+
+
 def waiting(job: Job) -> Waiting:
     return Waiting(job.id, job.owner, job.params.get("device", "auto"), job.priority,  # type: ignore[arg-type]
-                   as_utc(job.created_at), job.estimated_iterations or 0.0)  # type: ignore[arg-type]
+                   as_utc(job.created_at), job.estimated_iterations or 0.0, method_of(job))  # type: ignore[arg-type]
 
 
 def admitted(job: Job, throughput: Throughput) -> Admitted:
     c = placement_of(job)
     since = as_utc(job.admitted_at or job.started_at or job.created_at)
-    return Admitted(job.id, job.owner, c, since, throughput.seconds(c, job.estimated_iterations or 0.0))  # type: ignore[arg-type]
+    seconds = throughput.seconds(c, job.estimated_iterations or 0.0, method_of(job))  # type: ignore[arg-type]
+    return Admitted(job.id, job.owner, c, since, seconds)
 
 
 def changed_estimates(queued: list[Job], decided: Plan) -> list[tuple[Job, dict[str, object]]]:
@@ -155,7 +161,7 @@ class Dispatcher:
         decided = plan([waiting(j) for j in queued], [admitted(j, t) for j in active], snapshot, t, now,
                        history=[admitted(j, t) for j in history], half_life=self.half_life)
         self.queue_lengths = dict(Counter(e.placement for e in decided.waiting.values() if e.placement))
-        picks = [job_status.Pick(w.job_id, c, t.seconds(c, w.iterations)) for w, c in decided.admit]
+        picks = [job_status.Pick(w.job_id, c, t.seconds(c, w.iterations, w.method)) for w, c in decided.admit]
         with Session(self.engine, expire_on_commit=False) as session:
             jobs = job_status.admit(session, picks, generation=generation, now=now) if picks else []
             if jobs is None:

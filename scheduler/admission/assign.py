@@ -93,7 +93,8 @@ class _Replay:
         self.snapshot, self.now = snapshot, now
         self.classes = [c for c in CLASSES if snapshot.exists(c)]
         self.seconds = {
-            j.job_id: {c: throughput.seconds(c, j.iterations) for c in j.classes if c in self.classes}
+            j.job_id: {c: throughput.seconds(c, j.iterations, j.method) for c in j.classes
+                       if c in self.classes}
             for j in queued
         }
         if policy == "fifo":  # one queue, oldest first: every job belongs to the same "user"

@@ -14,25 +14,34 @@ is kept small three ways:
   than 4096.
 Frames no larger than the probe are iterated whole, so their estimate is exact. NumPy only:
 the API must not need an OpenCL device to price a request.
+
+Frames past float64 (those rendered by perturbation) are probed by perturbation too, on a
+coarser grid (`DEEP_PROBE_SAMPLES`): one reference orbit in MPFR, deltas and bilinear
+approximation in NumPy (deep_cost.py), the same tail extrapolation after a bounded number of
+rounds. A deep frame's counts spread little around their mean, so 256 samples price it well.
 """
 
 from __future__ import annotations
 
 import math
+from decimal import Decimal
 
 import numpy as np
 
 from job_image.interior import mandelbrot_interior
-from job_image.params import FractalParams
+from job_image.params import FractalParams, exact
+from scheduler.admission.deep_cost import deep_counts
 
 PROBE_SAMPLES = 4096  # ~64 x 64: a few ms per 100 iterations; the mean is then within ~10 %
 PROBE_MAX_STEPS = 4096  # beyond this the tail is extrapolated, not iterated
 BLOCK = 32  # iterations between escape tests (one (BLOCK, n) array of |z|^2 per block)
 CYCLE_EPS = 1e-20  # |z - saved|^2 below this: the orbit has closed, the sample never escapes
+DEEP_PROBE_SAMPLES = 256  # 16 x 16; a round costs this grid about what it costs 16 samples
 
 
-def probe_axes(p: FractalParams, limit: int = PROBE_SAMPLES) -> tuple[np.ndarray, np.ndarray, int]:
-    """Coordinates of a regular subgrid of the frame's samples, and how many samples it stands for.
+def probe_offsets(p: FractalParams, limit: int) -> tuple[np.ndarray, np.ndarray, int]:
+    """Where a regular subgrid of the frame's samples lies, in sample spacings from the centre
+    (x right, y up), and how many samples it stands for.
 
     The mapping is the render's (job_image/render.py): sample column X of W*n lies at
     center_x + (X + 0.5 - W*n/2) * 3 / zoom / (W*n), and likewise for rows, y pointing up.
@@ -43,24 +52,28 @@ def probe_axes(p: FractalParams, limit: int = PROBE_SAMPLES) -> tuple[np.ndarray
     gx, gy = max(1, min(wn, round(wn * scale))), max(1, min(hn, round(hn * scale)))
     cols = ((np.arange(gx) + 0.5) * wn / gx).astype(np.int64)  # centres of gx equal strips
     rows = ((np.arange(gy) + 0.5) * hn / gy).astype(np.int64)
-    center_x, center_y, zoom = p.float_view()  # past float64 the probe sees the centre alone
-    s = 3.0 / zoom / wn
-    xs = center_x + (cols + 0.5 - wn / 2.0) * s
-    ys = center_y - (rows + 0.5 - hn / 2.0) * s
-    x, y = np.meshgrid(xs, ys)
-    return x.ravel(), y.ravel(), wn * hn
+    dx, dy = np.meshgrid(cols + 0.5 - wn / 2.0, -(rows + 0.5 - hn / 2.0))
+    return dx.ravel(), dy.ravel(), wn * hn
 
 
-def _tail_mean(step: int, alive_half: int, alive_now: int, max_iter: int) -> float:
+def probe_axes(p: FractalParams, limit: int = PROBE_SAMPLES) -> tuple[np.ndarray, np.ndarray, int]:
+    """Coordinates of a regular subgrid of the frame's samples (probe_offsets), as floats."""
+    dx, dy, samples = probe_offsets(p, limit)
+    center_x, center_y, zoom = p.float_view()
+    s = 3.0 / zoom / (p.width * p.supersample)
+    return center_x + dx * s, center_y + dy * s, samples
+
+
+def _tail_mean(step: int, alive_half: int, alive_now: int, max_iter: int, ratio: float = 2.0) -> float:
     """Expected final count of a sample still iterating at `step`, capped at max_iter.
 
     Near the boundary escape times have a power-law tail, P(N > t) ~ t^-a; `a` comes from the
-    survivors at step/2 and at step. E[min(N, M) | N > S] = S + integral_S^M (S/t)^a dt.
+    survivors at step/ratio and at step. E[min(N, M) | N > S] = S + integral_S^M (S/t)^a dt.
     No decay at all (a = 0) means they behave as interior points: M.
     """
-    if alive_now <= 0 or step >= max_iter:
+    if alive_now <= 0 or step >= max_iter or ratio <= 1.0:
         return float(max_iter)
-    a = max(0.0, math.log2(max(alive_half, alive_now) / alive_now))
+    a = max(0.0, math.log(max(alive_half, alive_now) / alive_now) / math.log(ratio))
     s, m = float(step), float(max_iter)
     if abs(a - 1.0) < 1e-9:
         return s + s * math.log(m / s)
@@ -117,7 +130,24 @@ def escape_counts(p: FractalParams, x: np.ndarray, y: np.ndarray,
     return counts
 
 
+def deep_escape_counts(p: FractalParams) -> tuple[np.ndarray, int]:
+    """Escape counts (the tail extrapolated) of a coarse subgrid of a frame rendered by
+    perturbation, and how many samples the subgrid stands for."""
+    dx, dy, samples = probe_offsets(p, DEEP_PROBE_SAMPLES)
+    spacing = Decimal(3) / exact(p.zoom) / (p.width * p.supersample)
+    found = deep_counts(exact(p.center_x), exact(p.center_y), spacing, dx, dy, p.max_iter)
+    counts, alive = found.counts, np.isnan(found.counts)
+    if alive.any():
+        ratio = found.step / found.mid_step if found.mid_step else 1.0
+        counts[alive] = _tail_mean(found.step, found.alive_mid, int(alive.sum()), p.max_iter, ratio)
+    return counts, samples
+
+
 def estimated_iterations(p: FractalParams) -> int:
     """The expected `total_iterations` of rendering `p` (sum of escape counts of all samples)."""
-    x, y, samples = probe_axes(p)
-    return round(float(escape_counts(p, x, y).mean()) * samples)
+    if p.plan().precision == "perturbation":
+        counts, samples = deep_escape_counts(p)
+    else:
+        x, y, samples = probe_axes(p)
+        counts = escape_counts(p, x, y)
+    return round(float(counts.mean()) * samples)

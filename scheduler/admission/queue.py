@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Literal
 
-from scheduler.admission.throughput import CLASSES, DeviceClass
+from scheduler.admission.throughput import CLASSES, DeviceClass, Method
 
 Priority = Literal["low", "normal", "high"]
 DeviceChoice = Literal["auto", "cpu", "gpu"]
@@ -44,6 +44,7 @@ class Waiting:
     priority: Priority
     created_at: datetime
     iterations: float  # estimated at submit
+    method: Method = "float32"  # how it renders: each method has its own throughput
 
     @property
     def classes(self) -> tuple[DeviceClass, ...]:

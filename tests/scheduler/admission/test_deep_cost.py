@@ -9,6 +9,8 @@ import gmpy2
 import numpy as np
 import pytest
 
+from job_image.params import FractalParams
+from scheduler.admission.cost import estimated_iterations
 from scheduler.admission.deep_cost import ROUNDS, deep_counts
 
 # (centre x, centre y, zoom, max_iter); 640 samples wide
@@ -65,3 +67,19 @@ def test_the_rounds_are_bounded() -> None:
     found = deep_counts(Decimal(x), Decimal(y), Decimal(3) / Decimal("1e20") / WIDTH, *grid(2), 100_000)
     assert np.isnan(found.counts).all() and found.step <= ROUNDS * 2**15
     assert 0 < found.mid_step < found.step < 100_000
+
+
+@pytest.mark.parametrize(("center", "zoom", "precision"), [
+    (I_POINT, "1e20", "auto"),  # auto picks perturbation past float64
+    (NUCLEUS_998, "2e12", "perturbation"),  # asked for where float64 would do
+], ids=["misiurewicz-1e20-auto", "minibrot-2e12-perturbation"])
+def test_deep_frames_are_priced_by_the_deep_probe(center: tuple[str, str], zoom: str, precision: str) -> None:
+    """A frame no larger than the deep probe's grid is iterated whole: its estimate is the sum of
+    its counts, as the brute force finds them, to the BLA's rounding."""
+    p = FractalParams(width=12, height=9, center_x=center[0], center_y=center[1], zoom=zoom,
+                      max_iter=5000, precision=precision)
+    assert p.plan().precision == "perturbation"
+    dx, dy = np.meshgrid(np.arange(12) + 0.5 - 6, -(np.arange(9) + 0.5 - 4.5))
+    exact = brute(Decimal(center[0]), Decimal(center[1]), Decimal(3) / Decimal(zoom) / 12,
+                  dx.ravel(), dy.ravel(), 5000).sum()
+    assert abs(estimated_iterations(p) / exact - 1) < 0.01

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from datetime import UTC, datetime
+from decimal import Decimal
 from typing import Any
 
 LIST_COLUMNS = ("JOB ID", "STATUS", "KIND", "SIZE", "ZOOM", "PROGRESS", "AGE")
@@ -51,7 +52,7 @@ def job_row(job: dict[str, Any], now: datetime | None = None) -> list[str]:
         job["status"],
         p.get("kind", "-"),
         f"{p.get('width', '?')}x{p.get('height', '?')}",
-        f"{p.get('zoom', 1):g}",
+        _zoom(p.get("zoom", 1)),
         progress_text(job),
         age(job.get("created_at"), now),
     ]
@@ -73,7 +74,7 @@ def job_details(job: dict[str, Any]) -> str:
         ("Kind", p.get("kind")),
         ("Size", f"{p.get('width')}x{p.get('height')}" + _supersample(p)),
         ("Center", _center(p)),
-        ("Zoom", f"{p['zoom']:g}" if "zoom" in p else None),
+        ("Zoom", _zoom(p["zoom"]) if "zoom" in p else None),
         ("Max iter", p.get("max_iter")),
         ("Colormap", p.get("colormap")),
         ("Precision", p.get("precision")),
@@ -98,10 +99,17 @@ def _thousands(n: int | None) -> str | None:
     return f"{n:,}" if n is not None else None
 
 
+def _zoom(zoom: float | str) -> str:
+    """A zoom sent as a JSON number or (deep zoom) a decimal string, e.g. '64' or '1e+300'."""
+    return format(Decimal(zoom), ".6g") if isinstance(zoom, str) else f"{zoom:g}"
+
+
 def _center(params: dict[str, Any]) -> str | None:
+    """Every digit: enough to zoom on (a decimal string as the server keeps it, a float's 17)."""
     if "center_x" not in params or "center_y" not in params:
         return None
-    return f"{params['center_x']:.17g}, {params['center_y']:.17g}"  # every digit: enough to zoom on
+    x, y = (v if isinstance(v, str) else f"{v:.17g}" for v in (params["center_x"], params["center_y"]))
+    return f"{x}, {y}"
 
 
 def _supersample(params: dict[str, Any]) -> str:

@@ -216,4 +216,4 @@ def test_deep_coordinates_and_counts_pass_through_exactly(ctl: Run, user: str) -
     assert (p["center_x"], p["center_y"], p["zoom"]) == (deep_x, "0.0281762108500905", "1e30")
     assert p["counts"] is True
     bad = ctl("render", "--zoom", "lots")
-    assert bad.returncode == 2 and "'lots' is not a decimal number" in one_line(bad.stderr)
+    assert bad.returncode == 2 and "argument --zoom: 'lots' is not a decimal number" in bad.stderr

@@ -76,10 +76,10 @@ def test_the_rounds_are_bounded() -> None:
 def test_deep_frames_are_priced_by_the_deep_probe(center: tuple[str, str], zoom: str, precision: str) -> None:
     """A frame no larger than the deep probe's grid is iterated whole: its estimate is the sum of
     its counts, as the brute force finds them, to the BLA's rounding."""
-    p = FractalParams(width=12, height=9, center_x=center[0], center_y=center[1], zoom=zoom,
+    p = FractalParams(width=8, height=6, center_x=center[0], center_y=center[1], zoom=zoom,
                       max_iter=5000, precision=precision)
     assert p.plan().precision == "perturbation"
-    dx, dy = np.meshgrid(np.arange(12) + 0.5 - 6, -(np.arange(9) + 0.5 - 4.5))
-    exact = brute(Decimal(center[0]), Decimal(center[1]), Decimal(3) / Decimal(zoom) / 12,
+    dx, dy = np.meshgrid(np.arange(8) + 0.5 - 4, -(np.arange(6) + 0.5 - 3))
+    exact = brute(Decimal(center[0]), Decimal(center[1]), Decimal(3) / Decimal(zoom) / 8,
                   dx.ravel(), dy.ravel(), 5000).sum()
     assert abs(estimated_iterations(p) / exact - 1) < 0.01

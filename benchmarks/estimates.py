@@ -3,9 +3,11 @@
     .venv/bin/python benchmarks/estimates.py
 
 Renders each frame of a table (all three kinds: whole views, zooms into the boundary, high
-max_iter, supersampling) with job_image's OpenCL render on this machine's device (PoCL here),
-and prints the probe's estimate, the render's own total_iterations, their ratio (the goal is
-within 2x either way), and what each cost: the probe in ms, the render in seconds.
+max_iter, supersampling; then deep frames past float64, which auto renders by perturbation and
+the probe prices by perturbation too) with job_image's OpenCL render on this machine's device
+(PoCL here), and prints the probe's estimate, the render's own total_iterations, their ratio
+(the goal is within 2x either way), and what each cost: the probe in ms, the render in seconds.
+`--deep` runs the deep frames alone.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from job_image.job import render  # noqa: E402
-from job_image.params import FractalParams  # noqa: E402
+from job_image.params import FractalParams, exact  # noqa: E402
 from job_image.settings import JobSettings  # noqa: E402
 from scheduler.admission.cost import estimated_iterations  # noqa: E402
 
@@ -40,21 +42,38 @@ FRAMES: list[dict] = [
      "precision": "float64"},
     {"kind": "burning_ship", "center_x": -0.5, "center_y": -0.6, "zoom": 1.5, "supersample": 3},
 ]
+# Past float64: the seahorse valley's classic point, a period-998 and a period-8007 minibrot near
+# it (nuclei found by Newton's method), and the Misiurewicz point c = i down to 1e400.
+SEAHORSE = ("-0.743643887037158704752191506114774", "0.131825904205311970493132056385139")
+NUCLEUS_998 = ("-0.743643887037158870778064543493642575047609962321255060213887",
+               "0.131825904205312292821097354874767265262988599679042974937476")
+NUCLEUS_8007 = ("-0.743643887037158704752191506114779778215256207948181289816884",
+                "0.131825904205311970493132056385140678972952279328918966209128")
+DEEP: list[dict] = [
+    {"center_x": SEAHORSE[0], "center_y": SEAHORSE[1], "zoom": "1e14", "max_iter": 5000},
+    {"center_x": NUCLEUS_998[0], "center_y": NUCLEUS_998[1], "zoom": "2e13", "max_iter": 10000},
+    {"center_x": NUCLEUS_8007[0], "center_y": NUCLEUS_8007[1], "zoom": "1e25", "max_iter": 30000},
+    {"center_x": NUCLEUS_8007[0], "center_y": NUCLEUS_8007[1], "zoom": "3e28", "max_iter": 50000},
+    {"center_x": "0", "center_y": "1." + "0" * 50 + "7", "zoom": "1e50", "max_iter": 1000},
+    {"center_x": "0", "center_y": "1", "zoom": "1e400", "max_iter": 3000},
+]
+DEEP = [{"kind": "mandelbrot", "width": 400, "height": 300, **f} for f in DEEP]
 
 
 def describe(f: dict) -> str:
     p = FractalParams(**f)
     extra = f" ss{p.supersample}" if p.supersample > 1 else ""
     extra += f" c=({p.julia_re:g}, {p.julia_im:g})" if p.kind == "julia" else ""
-    return (f"{p.kind:12} {p.width}x{p.height}{extra} ({p.center_x:g}, {p.center_y:g}) zoom {p.zoom:g} "
-            f"max_iter {p.max_iter} {p.precision}")
+    x, y, zoom = (f"{exact(v):.6g}" for v in (p.center_x, p.center_y, p.zoom))
+    return (f"{p.kind:12} {p.width}x{p.height}{extra} ({x}, {y}) zoom {zoom} max_iter {p.max_iter} "
+            f"{p.plan().precision}")
 
 
 def main() -> None:
     settings = JobSettings.from_env()
     worst = 1.0
     print(f"{'frame':78} {'estimate':>12} {'rendered':>12} {'ratio':>6} {'probe':>8} {'render':>8}")
-    for f in FRAMES:
+    for f in DEEP if "--deep" in sys.argv else FRAMES + DEEP:
         p = FractalParams(**f, device="cpu") if "device" not in f else FractalParams(**f)
         t0 = time.perf_counter()
         estimate = estimated_iterations(p)

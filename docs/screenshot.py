@@ -1,6 +1,7 @@
 """Makes docs/explorer.png, the README's picture of the explorer: signs up a fresh user on a
 running service, explores a little through the page (as a person would: clicks and controls), and
-takes a screenshot with Debian's chromium.
+takes a screenshot with Debian's chromium; then docs/explorer-deep.png, a deep view opened from
+its link (a period-8007 minibrot at 3e28, rendered by perturbation).
 
     .venv/bin/python docs/screenshot.py [http://127.0.0.1:8888]
 """
@@ -15,6 +16,11 @@ from pathlib import Path
 from playwright.sync_api import Page, expect, sync_playwright
 
 OUT = Path(__file__).with_name("explorer.png")
+DEEP_OUT = Path(__file__).with_name("explorer-deep.png")
+# the nucleus of a period-8007 minibrot beside the seahorse valley's classic point (Newton's method)
+DEEP_LINK = ("/?kind=mandelbrot&x=-0.743643887037158704752191506114779778215256207948181289816884"
+             "&y=0.131825904205311970493132056385140678972952279328918966209128&zoom=3e28&iter=40000"
+             "&colours=twilight")
 
 
 def next_render(page: Page, action) -> None:  # noqa: ANN001 - a callable that starts a render
@@ -60,8 +66,13 @@ def main(base: str = "http://127.0.0.1:8888") -> None:
             click_on(page, -0.743643887, 0.131825904)
         page.mouse.move(0, 0)
         page.screenshot(path=str(OUT))
+        next_render(page, lambda: page.goto(DEEP_LINK))
+        expect(page.locator("#facts")).to_contain_text("perturbation")
+        page.mouse.move(0, 0)
+        page.screenshot(path=str(DEEP_OUT))
         browser.close()
-    print(f"wrote {OUT} ({OUT.stat().st_size} bytes)")
+    for out in (OUT, DEEP_OUT):
+        print(f"wrote {out} ({out.stat().st_size} bytes)")
 
 
 if __name__ == "__main__":

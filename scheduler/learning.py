@@ -1,5 +1,6 @@
 """Throughput learning: each succeeded job's `result.json` and wall time teach its device class's
-rate (admission/throughput.py), read off the event loop, one small task per job."""
+rate for the method it rendered with (admission/throughput.py), read off the event loop, one small
+task per job."""
 
 from __future__ import annotations
 

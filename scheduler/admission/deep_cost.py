@@ -95,11 +95,11 @@ class Table:
 
     @classmethod
     def of(cls, levels: list[Level]) -> Table:
-        sizes = np.array([0] + [lv.r.size for lv in levels[1:]])
-        return cls(np.concatenate([lv.a for lv in levels[1:]] or [levels[0].a[:0]]),
-                   np.concatenate([lv.b for lv in levels[1:]] or [levels[0].b[:0]]),
-                   np.concatenate([lv.r for lv in levels[1:]] or [levels[0].r[:0]]),
-                   np.concatenate([[0, 0], np.cumsum(sizes[1:])[:-1]]), sizes)
+        up = levels[1:]
+        end = Level(levels[0].a[:1] * 0, levels[0].b[:1] * 0, np.zeros(1))  # r = 0: never taken
+        sizes = np.array([0] + [lv.r.size for lv in up])
+        return cls(*(np.concatenate([getattr(lv, f) for lv in [*up, end]]) for f in ("a", "b", "r")),
+                   np.concatenate([[0], np.cumsum(sizes)[:-1]]), sizes)
 
     def valid(self, level: np.ndarray, m: np.ndarray, size: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Whether each sample may take `level` from reference index m with |dz| = size, and the

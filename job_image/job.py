@@ -16,8 +16,9 @@ from typing import Any
 import numpy as np
 
 from . import colour, device, png
-from .errors import InvalidParams, NoDevice
+from .errors import NoDevice
 from .params import FractalParams
+from .perturbation import PerturbationKernel
 from .render import FractalKernel, KernelShape, uses_periodicity
 from .settings import JobSettings, configure_opencl_cache
 
@@ -52,6 +53,12 @@ def _kernel(chosen: device.Chosen, kind: str, precision: str, shape: KernelShape
     return FractalKernel(chosen, kind, precision, shape, cache_dir, periodic)
 
 
+@lru_cache(maxsize=4)
+def _perturbation_kernel(chosen: device.Chosen, deltas: str, cache_dir: Path | None,
+                         correct: bool = True) -> PerturbationKernel:
+    return PerturbationKernel(chosen, deltas, cache_dir, correct)
+
+
 def render(p: FractalParams, settings: JobSettings, progress: Callable[[int], None] | None = None,
            env: dict[str, str] | None = None, keep_counts: bool = False) -> Rendered:
     """Render `p`; `progress(percent)` is called after each band. Raises NoDevice (exit 3).
@@ -66,14 +73,17 @@ def render(p: FractalParams, settings: JobSettings, progress: Callable[[int], No
                 f"nor a temp dir), which PoCL needs: set OPENCL_CACHE_DIR; {exc}"
             ) from exc
         raise
-    method = p.plan().precision
-    if method == "perturbation":
-        raise InvalidParams("invalid parameters: perturbation is not built yet; this frame is past float64")
-    if method == "float64":
+    plan = p.plan()
+    if plan.precision != "float32":
         device.require_fp64(chosen)
-    shape = KernelShape.for_device(chosen, method, settings.vector_width, settings.in_flight)
     t_build = time.perf_counter()
-    kernel = _kernel(chosen, p.kind, method, shape, cache, uses_periodicity(p))
+    kernel: FractalKernel | PerturbationKernel
+    if plan.deltas:
+        kernel = _perturbation_kernel(chosen, plan.deltas, cache)
+        shape = KernelShape(1, 1, tile=1)
+    else:
+        shape = KernelShape.for_device(chosen, plan.precision, settings.vector_width, settings.in_flight)
+        kernel = _kernel(chosen, p.kind, plan.precision, shape, cache, uses_periodicity(p))
     build_seconds = time.perf_counter() - t_build
 
     n = p.supersample
@@ -111,6 +121,7 @@ def render(p: FractalParams, settings: JobSettings, progress: Callable[[int], No
         colour_seconds=colour_seconds,
         encode_seconds=done - te,
         render_seconds=done - t0,
-        precision=method,
+        precision=plan.precision,
         counts=counts,
+        deep=kernel.stats.document() if isinstance(kernel, PerturbationKernel) else {},
     )

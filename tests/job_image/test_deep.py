@@ -1,0 +1,131 @@
+"""Perturbation renders against an arbitrary-precision brute force, sample for sample.
+
+The frames sit at minibrots (small copies of the set) found with Newton's method from seeds
+near the Misiurewicz point c = i, where minibrots of period p lie at depths growing with p
+(tests/job_image/brute.py iterates docs/design.md's mapping in exact fixed point: no
+perturbation, no float64). The issue's bar: at least 99 % of samples exact and 99.9 % within
+1 % of the brute force's count.
+"""
+
+from __future__ import annotations
+
+from decimal import Decimal, localcontext
+
+import numpy as np
+import pytest
+
+from job_image import device, job
+from job_image.params import FractalParams
+from job_image.perturbation import PerturbationKernel
+from job_image.settings import JobSettings
+
+from .brute import brute_counts
+
+# Minibrot nuclei: period -> (re, im). Their radii: p21 2.7e-15, p153 1.2e-114, p406 2.2e-305.
+NUCLEI = {
+    21: (
+        '-4.006711782462323606640744605e-08',
+        '9.999999866082344349069538898e-01',
+    ),
+    153: (
+        (
+            "-2.863443466022475210492568403861459458668419787893011394754234713240513272851065462290802"
+            "869757963007310251432928788114971083206e-58"
+        ),
+        (
+            "1.0000000000000000000000000000000000000000000000000000000008567195746276292596336424469015"
+            "23001966710890402469641925940407667492e+00"
+        ),
+    ),
+    406: (
+        (
+            "-5.012339289292036789668670377032769175906908614915421920686087258862059067092534850211192"
+            "369650855116592318434258962630152984712330389726524693638561940476448141393468357067792630"
+            "279389204476479226658558962985938583095122280232454622166839152662247055342975434753350263"
+            "05497989687575461012050623641630880017669206236525e-153"
+        ),
+        (
+            "1.0000000000000000000000000000000000000000000000000000000000000000000000000000000000000000"
+            "000000000000000000000000000000000000000000000000000000000000000060782173574236442064514019"
+            "924524031558207948963192105829019946131118777410061768061949138280609198587335002244993873"
+            "7737704412136098331677563538230328665636222083158e+00"
+        ),
+    ),
+}
+
+
+def frame(period: int, zoom: str, width: int, height: int, max_iter: int, shift: str = "0",
+          **extra: object) -> FractalParams:
+    """The minibrot of `period` in a frame at `zoom`, its centre moved by `shift` frame widths."""
+    re, im = (Decimal(v) for v in NUCLEI[period])
+    with localcontext(prec=1000):  # exact sums: the default 28 digits would move the centre
+        offset = Decimal(shift) * 3 / Decimal(zoom)
+        x, y = str(re + offset), str(im + offset / 2)
+    return FractalParams(kind="mandelbrot", width=width, height=height, center_x=x, center_y=y,
+                         zoom=zoom, max_iter=max_iter, **extra)
+
+
+FRAMES = {
+    # the minibrot a tenth of the frame wide: float64 deltas, BLA
+    "minibrot 1e14": frame(21, "1e14", 24, 16, 2000, precision="perturbation"),
+    "minibrot 2e113": frame(153, "2e113", 24, 16, 3000),
+    # spacing below float64's range: floatexp deltas
+    "minibrot 3e303": frame(406, "3e303", 16, 10, 4000),
+}
+# The minibrot a third of a frame off the reference: its samples pass close to 0 where the
+# reference does not, the case where a single reference glitches.
+GLITCHY = frame(21, "1e14", 24, 16, 2000, shift="0.3", precision="perturbation")
+
+
+def agreement(got: np.ndarray, want: np.ndarray) -> tuple[float, float]:
+    """Shares of samples exact and within 1 % of the brute force's count."""
+    close = np.abs(got.astype(np.float64) - want) <= 0.01 * want
+    return float(np.mean(got == want)), float(np.mean(close))
+
+
+def render_counts(p: FractalParams, **kernel: bool) -> tuple[np.ndarray, PerturbationKernel]:
+    chosen = device.choose("cpu")
+    k = PerturbationKernel(chosen, p.plan().deltas or "", **kernel)
+    counts = np.vstack([band.counts.copy() for band in k.bands(p, band_samples=5 * p.width)])
+    return counts, k
+
+
+@pytest.mark.parametrize("name", sorted(FRAMES))
+def test_counts_are_those_of_the_exact_iteration(name: str) -> None:
+    p = FRAMES[name]
+    rendered = job.render(p, JobSettings.from_env(), keep_counts=True)
+    want = brute_counts(p)
+    assert 0 < (want == p.max_iter).mean() < 0.5 and want.min() < want.max()  # a minibrot and its edge
+    exact, close = agreement(rendered.counts, want)
+    assert exact >= 0.99 and close >= 0.999, f"{name}: {exact:.2%} exact, {close:.2%} within 1 %"
+    assert rendered.precision == "perturbation" and rendered.total_iterations == int(want.sum())
+    deep = rendered.deep
+    assert deep["references"] == 1 and deep["reference_iterations"] == p.max_iter  # at a nucleus
+    assert deep["bla_skipped_iterations"] > 0.5 * rendered.total_iterations  # BLA skips most
+    assert deep["deltas"] == ("floatexp" if "303" in name else "float64")
+
+
+def test_a_single_reference_glitches_without_correction_and_rebasing_fixes_it() -> None:
+    want = brute_counts(GLITCHY)
+    fixed, k = render_counts(GLITCHY)
+    assert k.stats.glitched_samples == 0  # with correction the criterion is not even checked
+    exact, close = agreement(fixed, want)
+    assert exact >= 0.99 and close >= 0.999
+    broken, k = render_counts(GLITCHY, correct=False)
+    exact, close = agreement(broken, want)
+    assert exact < 0.99 and close < 0.999  # the frame fails the bar
+    assert k.stats.glitched_samples > 0  # and Pauldelbrot's criterion saw it
+    wrong = int(np.count_nonzero(broken != want))
+    assert k.stats.glitched_samples >= wrong / 2  # the flagged samples are where it went wrong
+
+
+def test_bands_supersampling_and_bla_do_not_change_counts() -> None:
+    p = frame(21, "2e14", 12, 8, 1500, supersample=2, precision="perturbation")
+    whole, _ = render_counts(p)  # five sample rows per band
+    assert whole.shape == (16, 24)
+    want = brute_counts(p)
+    exact, close = agreement(whole, want)
+    assert exact >= 0.99 and close >= 0.999
+    plain, k = render_counts(p, use_bla=False)
+    assert k.stats.bla_skipped_iterations == 0
+    assert agreement(plain, want)[0] >= 0.99 and np.count_nonzero(plain != whole) <= 2

@@ -18,6 +18,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from .indexes import task_of
 from .params import FractalParams
 
 ZOOM_DIGITS = Context(prec=60)  # enough for any frame's zoom, whatever its depth
@@ -97,13 +98,15 @@ def task(params: FractalParams, array: RenderArray | None, index: int) -> Task:
 
 
 def from_env(env: dict[str, str]) -> tuple[RenderArray | None, int]:
-    """`RENDER_ARRAY` and `JOB_COMPLETION_INDEX` (absent: no array, task 0); ValueError with a
-    sentence when either is malformed."""
+    """`RENDER_ARRAY` and the task: `JOB_COMPLETION_INDEX` (absent: task 0), or its place in
+    `TASK_INDEXES` where a Job runs only those tasks (see indexes.py); ValueError with a
+    sentence when any is malformed."""
     raw, index = env.get("RENDER_ARRAY", "").strip(), env.get("JOB_COMPLETION_INDEX", "").strip()
     try:
         i = int(index) if index else 0
     except ValueError:
         raise ValueError(f"JOB_COMPLETION_INDEX {index!r} is not a number") from None
+    i = task_of(i, env.get("TASK_INDEXES", "").strip())  # a retry's Job runs only some tasks
     if not raw:
         return None, i
     try:

@@ -16,11 +16,13 @@ import os
 import time
 import uuid
 from collections.abc import Iterator
+from dataclasses import replace
 
 import pytest
 
 from job_image.params import FractalParams
 from job_image.storage import LocalStorage, MinioStorage, Storage
+from job_image.tasks import RenderArray
 from scheduler.core.config import Settings
 from scheduler.runners.base import JobSpec, StatusReport
 from scheduler.runners.kubernetes import KubernetesRunner
@@ -60,23 +62,27 @@ class Reports:
     async def __call__(self, report: StatusReport) -> None:
         self.items.append(report)
 
-    async def wait(self, job_id: str, statuses: set[str], timeout: float) -> StatusReport:
+    async def wait(self, job_id: str, statuses: set[str], timeout: float, **only: object) -> StatusReport:
+        """The first report of the job in one of `statuses` (and with the fields `only` names)."""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             for r in self.items:
-                if r.job_id == job_id and r.status in statuses:
+                wanted = all(getattr(r, k) == v for k, v in only.items())
+                if r.job_id == job_id and r.status in statuses and wanted:
                     return r
             await asyncio.sleep(0.5)
         raise AssertionError(f"{job_id}: none of {statuses} in {timeout} s: {self.items}")
 
 
-def spec(**params: object) -> JobSpec:
+def spec(array: RenderArray | None = None, tasks: tuple[int, ...] = (0,), **params: object) -> JobSpec:
     job_id = uuid.uuid4().hex
     return JobSpec(
         job_id,
         "e2e",
         FractalParams(**{"width": 128, "height": 96, "device": "cpu", **params}),
         f"e2e/{job_id}/",
+        array=array,
+        tasks=tasks,
     )
 
 
@@ -96,6 +102,33 @@ def test_access_check_and_a_render(settings: Settings, storage: Storage) -> None
             assert {"job.log", "pod.json", "events.json"} <= names
             if isinstance(storage, MinioStorage):
                 assert {"image.png", "result.json"} <= names
+        finally:
+            await runner.stop()
+
+    asyncio.run(scenario())
+
+
+def test_a_render_array_is_one_indexed_job_raised_as_its_tasks_are_admitted(
+    settings: Settings, storage: Storage
+) -> None:
+    """Four bands: the Job starts with two tasks at once, then all four (a PATCH the Role
+    allows); each task is reported and writes its part."""
+    reports = Reports()
+
+    async def scenario() -> None:
+        runner = KubernetesRunner(settings, reports, storage)
+        await runner.start([])
+        try:
+            job = spec(RenderArray(split=4), tasks=(0, 1))
+            await runner.submit(job)
+            await runner.submit(replace(job, tasks=(2, 3)))
+            done = await reports.wait(job.job_id, {"succeeded", "failed"}, timeout=300, task=None)
+            assert done.status == "succeeded", done.error
+            ended = {r.task for r in reports.items if r.job_id == job.job_id and r.status == "succeeded"}
+            assert ended == {0, 1, 2, 3, None}
+            if isinstance(storage, MinioStorage):
+                stored = {o.name for o in storage.list(job.result_prefix)}
+                assert {f"parts/{i}.json" for i in range(4)} <= stored
         finally:
             await runner.stop()
 

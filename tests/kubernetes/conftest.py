@@ -13,6 +13,7 @@ import pytest
 
 from job_image.params import FractalParams
 from job_image.storage import MinioStorage
+from job_image.tasks import RenderArray
 from scheduler.core.config import Settings
 from scheduler.runners.base import JobSpec, StatusReport
 from scheduler.runners.kubernetes import KubernetesRunner
@@ -117,10 +118,14 @@ def recorder() -> Recorder:
     return Recorder()
 
 
-def make_spec(job_id: str, owner: str = "alice", **params: object) -> JobSpec:
+def make_spec(
+    job_id: str, owner: str = "alice", *, split: int = 1, tasks: tuple[int, ...] = (0,), **params: object
+) -> JobSpec:
+    """A job of one frame, or (`split`) a render array of that many bands, `tasks` admitted."""
     params = {"width": 64, "height": 48, "max_iter": 50, "device": "cpu", **params}
     return JobSpec(
-        job_id=job_id, owner=owner, params=FractalParams(**params), result_prefix=f"{owner}/{job_id}/"
+        job_id=job_id, owner=owner, params=FractalParams(**params), result_prefix=f"{owner}/{job_id}/",
+        array=RenderArray(split=split) if split > 1 else None, tasks=tasks,
     )
 
 

@@ -122,10 +122,26 @@ def test_gpu_job_asks_for_one_gpu_on_gpu_nodes() -> None:
     assert serialized(make_job(make_spec(JOB_ID, device="auto"), settings)) == expected_job("auto")
 
 
-def test_an_array_is_one_indexed_job_started_with_the_tasks_admitted_now() -> None:
+def expected_array(tasks: int, parallelism: int) -> dict:
     want = expected_job("cpu")
-    want["spec"].update(completions=256, parallelism=3, backoffLimit=512)
-    assert serialized(make_job(make_spec(JOB_ID), Settings(), tasks=256, parallelism=3)) == want
+    want["spec"].update(completions=tasks, parallelism=parallelism, backoffLimit=2 * tasks)
+    env = want["spec"]["template"]["spec"]["containers"][0]["env"]
+    env.insert(-1, {"name": "RENDER_ARRAY", "value": '{"split":256}'})
+    return want
+
+
+def test_an_array_is_one_indexed_job_started_with_the_tasks_admitted_now() -> None:
+    spec = make_spec(JOB_ID, split=256, tasks=(0, 1, 2))
+    assert serialized(make_job(spec, Settings(), parallelism=3)) == expected_array(256, 3)
+
+
+def test_a_retry_runs_only_the_tasks_it_is_given_its_index_k_the_kth() -> None:
+    want = expected_array(4, 2)
+    want["metadata"]["annotations"]["fractal-scheduler/tasks"] = "1,5-7"
+    env = want["spec"]["template"]["spec"]["containers"][0]["env"]
+    env.append({"name": "TASK_INDEXES", "value": "1,5-7"})
+    spec = make_spec(JOB_ID, split=256, tasks=(1, 5))
+    assert serialized(make_job(spec, Settings(), run=(1, 5, 6, 7), parallelism=2)) == want
 
 
 def test_builder_is_pure() -> None:
@@ -140,10 +156,14 @@ def test_builder_is_pure() -> None:
     assert "x" not in (first.metadata.labels or {})
 
 
-@pytest.mark.parametrize(("device", "tasks"), [("cpu", 1), ("gpu", 1), ("auto", 1), ("cpu", 1024)])
-def test_generated_jobs_validate_against_the_kubernetes_schema(device: str, tasks: int) -> None:
+@pytest.mark.parametrize(("device", "split", "run"), [
+    ("cpu", 1, None), ("gpu", 1, None), ("auto", 1, None), ("cpu", 1024, None), ("gpu", 1024, (3, 9)),
+])
+def test_generated_jobs_validate_against_the_kubernetes_schema(
+    device: str, split: int, run: tuple[int, ...] | None
+) -> None:
     settings = Settings(job_gpu_tolerations=[{"key": "nvidia.com/gpu", "operator": "Exists"}])
-    job = make_job(make_spec(JOB_ID, device=device), settings, tasks=tasks, parallelism=1)
+    job = make_job(make_spec(JOB_ID, device=device, split=split), settings, run=run, parallelism=1)
     kubernetes_validate.validate(serialized(job), K8S_VERSION, strict=True)
 
 

@@ -16,6 +16,7 @@ from kubernetes import client as k
 
 from scheduler.core.config import Settings
 from scheduler.runners.kubernetes import adoption, sweep, tracking
+from scheduler.runners.kubernetes import tasks as kube_tasks
 from scheduler.runners.kubernetes.runner import KubernetesRunner
 from scheduler.runners.kubernetes.status import Observation
 from scheduler.runners.kubernetes.tracking import (
@@ -549,3 +550,75 @@ def test_adoption_classifies_every_listed_job_even_before_its_event_is_handled(t
 
     asyncio.run(asyncio.wait_for(scenario(), 10))
     assert deleted == [JOB_ID]
+
+
+# --- render arrays: each task through its pods' index and the Job's interval strings ---------------------
+
+
+def array_job(completions: int, *conditions: tuple[str, str], tasks: str | None = None,
+              **status: Any) -> k.V1Job:
+    made = job(*conditions, **status)
+    made.spec.completions = completions
+    if tasks is not None:
+        made.metadata.annotations["fractal-scheduler/tasks"] = tasks
+    return made
+
+
+def task_pod(index: int, state: dict[str, Any], phase: str, name: str) -> k.V1Pod:
+    made = pod(state, phase=phase, name=name)
+    made.metadata.labels["batch.kubernetes.io/job-completion-index"] = str(index)
+    return made
+
+
+ENDED_OK = {"terminated": {"exitCode": 0, "reason": "Completed", "startedAt": ts(10), "finishedAt": ts(30)}}
+CRASHED = {"terminated": {"exitCode": 1, "reason": "Error", "startedAt": ts(10), "finishedAt": ts(20),
+                          "message": "error: task crashed\n"}}
+UP = {"running": {"startedAt": ts(25)}}
+
+
+@pytest.mark.parametrize(
+    ("made", "pods", "want"),
+    [
+        # nothing started yet: no task to report
+        (array_job(3), [], {}),
+        # task 0 runs, task 1 succeeded (completedIndexes), task 2 waits for its pod
+        (array_job(3, completedIndexes="1"),
+         [task_pod(0, UP, "Running", "a"), task_pod(1, ENDED_OK, "Succeeded", "b")],
+         {0: ("running", None, 1), 1: ("succeeded", None, 1)}),
+        # task 1 failed once and runs again (a new pod, the same index): its second attempt
+        (array_job(3), [task_pod(1, CRASHED, "Failed", "a"), task_pod(1, UP, "Running", "b")],
+         {1: ("running", None, 2)}),
+        # its backoff spent, task 1 is in failedIndexes: failed, with its pod's last line
+        (array_job(3, completedIndexes="0,2", failedIndexes="1"),
+         [task_pod(1, CRASHED, "Failed", "a"), task_pod(1, CRASHED, "Failed", "b")],
+         {0: ("succeeded", None, 1), 1: ("failed", "error: task crashed (exit code 1)", 2),
+          2: ("succeeded", None, 1)}),
+        # a retry's Job runs tasks 4 and 7: its index 1 is task 7
+        (array_job(2, tasks="4,7", completedIndexes="0"),
+         [task_pod(1, UP, "Running", "a")],
+         {4: ("succeeded", None, 1), 7: ("running", None, 1)}),
+    ],
+)
+def test_each_task_is_read_from_its_pods_index_and_the_jobs_intervals(
+    made: k.V1Job, pods: list[k.V1Pod], want: dict[int, tuple[str, str | None, int]]
+) -> None:
+    seen = kube_tasks.observe_tasks(made, pods)
+    assert {i: (o.status, o.error, o.attempts) for i, o in seen.items()} == want
+
+
+def test_an_arrays_tasks_are_reported_once_each_before_the_job() -> None:
+    state = JobState(JOB_ID, Phase.TRACKING, uid=UID, prefix="p/")
+    running = [task_pod(0, UP, "Running", "a"), task_pod(1, UP, "Running", "b")]
+    state, actions = decide(state, array_job(2), running, None, T0, POLICY)
+    assert [(a.task, a.obs.status) for a in actions if isinstance(a, tracking.ReportTask)] == [
+        (0, "running"), (1, "running")]
+    assert isinstance(actions[-1], Report) and actions[-1].obs.status == "running"
+    state, actions = decide(state, array_job(2), running, None, T0, POLICY)
+    assert actions == []  # nothing moved
+    failed = array_job(2, ("FailureTarget", "FailedIndexes"), ("Failed", "FailedIndexes"),
+                       completedIndexes="0", failedIndexes="1")
+    ended = [task_pod(0, ENDED_OK, "Succeeded", "a"), task_pod(1, CRASHED, "Failed", "b")]
+    state, actions = decide(state, failed, ended, None, T0, POLICY)
+    assert [(a.task, a.obs.status) for a in actions[:2]] == [(0, "succeeded"), (1, "failed")]
+    assert isinstance(actions[2], Finish) and actions[2].obs.status == "failed"
+    assert actions[2].obs.error is None  # the tracker sums the tasks' errors up

@@ -1,6 +1,7 @@
-"""The Kubernetes runner's capacity snapshot: the namespace's ResourceQuotas as the watch holds
-them, and the jobs of ours a quota cannot count yet (scheduler/admission/capacity.py does the
-arithmetic). Called from the dispatcher's worker thread: it only reads copies."""
+"""The Kubernetes runner's capacity snapshot, in tasks (pods): the namespace's ResourceQuotas as
+the watch holds them, and the tasks of ours a quota cannot count yet
+(scheduler/admission/capacity.py does the arithmetic). Called from the dispatcher's worker
+thread: it only reads copies."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ from decimal import Decimal
 from scheduler.admission.capacity import Pool, Snapshot, kube_snapshot
 from scheduler.admission.throughput import DeviceClass
 from scheduler.core.config import Settings
-from scheduler.runners.kubernetes import objects, tracking
+from scheduler.runners.kubernetes import objects, reasons, tracking
 from scheduler.runners.kubernetes.tracking import JobState
 from scheduler.runners.kubernetes.watches import Watches
 
@@ -20,14 +21,16 @@ NOT_LISTED = Pool("the ResourceQuota watch has not listed yet", Decimal(1), Deci
 def uncounted(
     states: Mapping[str, JobState], placements: Mapping[str, DeviceClass], watches: Watches
 ) -> dict[DeviceClass, int]:
-    """Jobs holding a slot here that have no pod yet: a quota's `used` cannot count them
+    """Tasks holding a slot here that have no pod yet: a quota's `used` cannot count them
     (quota admission counts a pod when it is created)."""
     out: dict[DeviceClass, int] = {}
     for job_id, state in states.items():
-        if tracking.holds_slot(state) and not any(p.metadata.deletion_timestamp is None
-                                                   for p in watches.pods(job_id)):
+        live = sum(p.metadata.deletion_timestamp is None and reasons.terminated(p) is None
+                   for p in watches.pods(job_id))
+        waiting = max(0, tracking.slots_held(state) - live)
+        if waiting:
             placement = placements.get(job_id, "cpu")
-            out[placement] = out.get(placement, 0) + 1
+            out[placement] = out.get(placement, 0) + waiting
     return out
 
 

@@ -6,8 +6,11 @@ Shape per docs/design.md ("Kubernetes objects"). Tested by comparing
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from kubernetes import client as k
 
+from job_image.indexes import intervals
 from scheduler.admission.capacity import JobShape
 from scheduler.core.config import Settings
 from scheduler.runners.base import JobSpec
@@ -17,6 +20,7 @@ MANAGED_BY_LABEL = "app.kubernetes.io/managed-by"
 JOB_ID_LABEL = "fractal-scheduler/job-id"
 # Lets a restarted service save a Job's log beside its result without the DB.
 RESULT_PREFIX_ANNOTATION = "fractal-scheduler/result-prefix"
+TASKS_ANNOTATION = "fractal-scheduler/tasks"  # a retry's Job: the tasks it runs, its index k the k-th
 APP_NAME = "fractal-job"
 MANAGER = "fractal-scheduler"
 CONTAINER = "render"
@@ -33,7 +37,8 @@ API_ACCESS: tuple[tuple[str, str, str], ...] = (
     ("batch", "jobs", "get"),  # submit: a 409 is checked to be our own Job before adopting it
     ("batch", "jobs", "list"),  # reflector: list
     ("batch", "jobs", "watch"),  # reflector: watch
-    ("batch", "jobs", "delete"),  # cancel, pending deadline
+    ("batch", "jobs", "delete"),  # cancel, pending deadline, a retry's finished Job
+    ("batch", "jobs", "patch"),  # a render array's parallelism, raised as its tasks are admitted
     ("", "pods", "get"),  # a Job's end can outrun its pod's last update: read the pod's final state
     ("", "pods", "list"),  # reflector: list
     ("", "pods", "watch"),  # reflector: watch
@@ -90,19 +95,28 @@ def failure_policy() -> k.V1PodFailurePolicy:
     ])
 
 
-def make_job(spec: JobSpec, settings: Settings, *, tasks: int = 1, parallelism: int | None = None) -> k.V1Job:
-    """The batch/v1 Job that renders one request: an Indexed Job of `tasks` tasks (one for a
-    single frame), `parallelism` of them at once (default all; the runner raises it as the
-    scheduler admits more). Each task is retried alone, JOB_BACKOFF_LIMIT times.
+def make_job(
+    spec: JobSpec, settings: Settings, *, run: Sequence[int] | None = None, parallelism: int | None = None
+) -> k.V1Job:
+    """The batch/v1 Job that renders one request: an Indexed Job of its tasks (one for a single
+    frame), or of the tasks `run` only (a retry: those with no part stored; the Job's index k
+    runs the k-th, see tasks.py), `parallelism` of them at once (default all; the runner raises
+    it as the scheduler admits more). Each task is retried alone, JOB_BACKOFF_LIMIT times.
     https://kubernetes.io/docs/concepts/workloads/controllers/job/#backoff-limit-per-index"""
     labels = job_labels(spec.job_id)
+    completions = spec.total if run is None else len(run)
+    annotations = {RESULT_PREFIX_ANNOTATION: spec.result_prefix}
+    env = job_env(spec, settings)
+    if run is not None:
+        annotations[TASKS_ANNOTATION] = intervals(run)
+        env.append(k.V1EnvVar(name="TASK_INDEXES", value=annotations[TASKS_ANNOTATION]))
     gpu = spec.params.device == "gpu"
     container = k.V1Container(
         name=CONTAINER,
         image=settings.job_image,
         image_pull_policy=settings.job_image_pull_policy,
         command=["python", "-m", "job_image"],
-        env=job_env(spec, settings),
+        env=env,
         env_from=[
             k.V1EnvFromSource(config_map_ref=k.V1ConfigMapEnvSource(name=settings.minio_config_map)),
             k.V1EnvFromSource(secret_ref=k.V1SecretEnvSource(name=settings.minio_secret)),
@@ -140,16 +154,16 @@ def make_job(spec: JobSpec, settings: Settings, *, tasks: int = 1, parallelism: 
         metadata=k.V1ObjectMeta(
             name=job_name(spec.job_id),
             labels=labels,
-            annotations={RESULT_PREFIX_ANNOTATION: spec.result_prefix},
+            annotations=annotations,
         ),
         spec=k.V1JobSpec(
             completion_mode="Indexed",
-            completions=tasks,
-            parallelism=tasks if parallelism is None else parallelism,
+            completions=completions,
+            parallelism=completions if parallelism is None else parallelism,
             backoff_limit_per_index=settings.job_backoff_limit,
             # Bounded, yet never the binding limit: every task may spend its own retries.
             # https://kubernetes.io/docs/concepts/workloads/controllers/job/#job-termination-and-cleanup
-            backoff_limit=tasks * (settings.job_backoff_limit + 1),
+            backoff_limit=completions * (settings.job_backoff_limit + 1),
             pod_failure_policy=failure_policy(),
             active_deadline_seconds=settings.job_timeout_seconds,
             ttl_seconds_after_finished=settings.job_ttl_seconds_after_finished,

@@ -22,7 +22,7 @@ from typing import Any
 
 from kubernetes import client as k
 
-from job_image.storage import Storage
+from job_image.storage import Storage, StorageError
 from scheduler.admission.capacity import Snapshot
 from scheduler.admission.throughput import DeviceClass
 from scheduler.core.config import Settings
@@ -104,9 +104,10 @@ class KubernetesRunner:
     # --- the Runner interface ------------------------------------------------------------------
 
     def capacity(self) -> int:
-        # A Job created a moment ago counts before the watch has shown it: a burst of submits
-        # cannot overshoot the limit (and the namespace's quota) while the watch catches up.
-        held = sum(tracking.holds_slot(s) for s in self.states.values())
+        """Tasks that may still start. A Job created a moment ago counts before the watch has
+        shown it: a burst of submits cannot overshoot the limit (and the namespace's quota)
+        while the watch catches up; a render array counts its parallelism (see slots_held)."""
+        held = sum(tracking.slots_held(s) for s in self.states.values())
         return max(0, self.settings.kube_max_active_jobs - held)
 
     def snapshot(self, in_use: Mapping[DeviceClass, int]) -> Snapshot:
@@ -116,8 +117,21 @@ class KubernetesRunner:
                                  states=self.states.copy(), placements=self.placements.copy())
 
     async def submit(self, job: JobSpec) -> None:
-        """Create the Job; RunnerUnavailable keeps the job queued while the API server is away."""
-        body = objects.make_job(job, self.settings)
+        """Start the tasks `job.tasks`: create the job's Job with them as its parallelism, or
+        raise the parallelism of the Job that runs (a render array's tasks admitted later).
+        A render array whose Job has ended (a retry) gets a new Job for its tasks with no part
+        stored. RunnerUnavailable keeps the tasks queued while the API server is away."""
+        state = self.states.get(job.job_id)
+        if state is not None and state.phase in (Phase.EXPECTED, Phase.TRACKING) and not state.gone:
+            await self._scale(job, state)
+            return
+        run = await self._to_run(job)
+        if run == ():
+            log.info("job %s: every task's part is stored; no Job to run", job.job_id)
+            return
+        completions = job.total if run is None else len(run)
+        parallelism = min(len(job.tasks), completions)
+        body = objects.make_job(job, self.settings, run=run, parallelism=parallelism)
         self.placements[job.job_id] = job.placement
         try:
             created = await asyncio.to_thread(self.cluster.create_job, body, job.job_id)
@@ -127,9 +141,40 @@ class KubernetesRunner:
             if exc.quota:  # the namespace's ResourceQuota is full: wait for a slot
                 raise RunnerUnavailable(str(exc)) from exc
             raise
-        self.states[job.job_id] = tracking.submitted(job.job_id, job.result_prefix, created.metadata.uid)
-        log.info("created Job %s", body.metadata.name)
+        self.states[job.job_id] = tracking.submitted(
+            job.job_id, job.result_prefix, created.metadata.uid,
+            parallelism=parallelism, completions=completions,
+        )
+        log.info("created Job %s (%d of %d tasks at once)", body.metadata.name, parallelism, completions)
         self._decide(job.job_id)
+
+    async def _to_run(self, job: JobSpec) -> tuple[int, ...] | None:
+        """A render array's tasks with no part stored yet (`parts/<i>.json`, written last);
+        None when that is all of them (and for a single frame)."""
+        if job.total == 1:
+            return None
+        try:
+            stored = await asyncio.to_thread(self.storage.list, f"{job.result_prefix}parts/")
+        except StorageError as exc:
+            raise RunnerUnavailable(f"the stored parts cannot be listed: {exc}") from exc
+        done = {o.name for o in stored}
+        run = tuple(i for i in range(job.total) if f"{i}.json" not in done)
+        return None if len(run) == job.total else run
+
+    async def _scale(self, job: JobSpec, state: JobState) -> None:
+        """More of a render array's tasks admitted: raise its Job's parallelism by as many. The
+        Job controller starts the lowest waiting indexes, the ones the scheduler admitted."""
+        before = state.parallelism
+        self.states[job.job_id] = state = tracking.scaled(state, len(job.tasks))
+        if state.parallelism == before:
+            return
+        try:
+            await asyncio.to_thread(self.cluster.scale_job, job.job_id, state.parallelism)
+        except errors.KubeError as exc:
+            if job.job_id in self.states:
+                self.states[job.job_id] = tracking.scaled(self.states[job.job_id], before - state.parallelism)
+            raise RunnerUnavailable(errors.refusal(exc, "patch", "jobs.batch", self.namespace)) from exc
+        log.info("Job %s: %d tasks at once", objects.job_name(job.job_id), state.parallelism)
 
     async def cancel(self, job_id: str) -> None:
         """Delete the Job and its pods. A delete that does not go through raises
@@ -263,6 +308,13 @@ class KubernetesRunner:
             ok, known = await self._emit(job_id, action.obs)
             key = (action.obs.status, action.obs.message, action.obs.started_at)
             self._step(job_id, tracking.progress_reported, key, ok=ok, known=known)
+        elif isinstance(action, tracking.ReportTask):
+            task = action.obs
+            ok, known = await self._send(StatusReport(
+                job_id=job_id, status=task.status, task=action.task, started_at=task.started_at,
+                finished_at=task.finished_at, error=task.error, attempts=task.attempts,
+            ))
+            self._step(job_id, tracking.task_reported, action.task, task.key, ok=ok, known=known)
         elif isinstance(action, tracking.Finish):
             await self._finish(job_id, action)
         elif isinstance(action, tracking.ReadEvents):
@@ -316,15 +368,20 @@ class KubernetesRunner:
             log.exception("could not save the artifacts of %s before its cancel", job_id)
 
     async def _emit(self, job_id: str, obs: Observation) -> tuple[bool, bool]:
-        """Report one observation: (it went through, the DB knows the job)."""
+        """Report one observation of the whole job: (it went through, the DB knows the job)."""
+        return await self._send(StatusReport(
+            job_id=job_id, status=obs.status, started_at=obs.started_at,
+            finished_at=obs.finished_at, error=obs.error, message=obs.message,
+        ))
+
+    async def _send(self, report: StatusReport) -> tuple[bool, bool]:
+        """Report a change: (it went through, the DB knows the job)."""
+        job_id = report.job_id
         state = self.states.get(job_id)
         if state is None or state.phase is Phase.ORPHAN:
             return True, True  # an orphan has no record to report to
         try:
-            known = await self.report(StatusReport(
-                job_id=job_id, status=obs.status, started_at=obs.started_at,
-                finished_at=obs.finished_at, error=obs.error, message=obs.message,
-            ))
+            known = await self.report(report)
         except Exception:  # noqa: BLE001 - a failing tracker must not stop the watch
             log.exception("report for %s failed", job_id)
             return False, True

@@ -14,7 +14,7 @@ from datetime import datetime
 from kubernetes import client as k
 
 from scheduler.runners.base import RunnerStatus
-from scheduler.runners.kubernetes import reasons
+from scheduler.runners.kubernetes import reasons, tasks
 from scheduler.statuses import FINISHED
 
 
@@ -57,11 +57,14 @@ def observe(job: k.V1Job, pods: Sequence[k.V1Pod], no_pod: str | None = None) ->
         return Observation("succeeded", started_at=started, finished_at=finished)
     failed = reasons.job_condition(job, "Failed")
     if failed is not None:
+        # An array whose tasks failed for good: each task's report says why, the job's error
+        # sums them up; any other end (exit 2, the deadline) is the whole job's.
+        summed = failed.reason == "FailedIndexes" and tasks.is_array(job)
         return Observation(
             "failed",
             started_at=started,
             finished_at=failed.last_transition_time,
-            error=reasons.job_error(job, pods),
+            error=None if summed else reasons.job_error(job, pods),
         )
     live = [p for p in pods if not (p.metadata and p.metadata.deletion_timestamp)]
     newest = _newest(live)

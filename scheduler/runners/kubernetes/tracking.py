@@ -21,15 +21,16 @@ States (`Phase`):
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from enum import Enum
 
 from kubernetes import client as k
 
-from scheduler.runners.kubernetes import objects, reasons
+from scheduler.runners.kubernetes import objects, reasons, tasks
 from scheduler.runners.kubernetes.status import Observation, observe
+from scheduler.runners.kubernetes.tasks import TaskObservation
 
 
 class Phase(Enum):
@@ -64,6 +65,10 @@ class JobState:
     waited: bool = False  # it has waited for room others hold (see _pending)
     room_at: datetime | None = None  # ... and was first seen with room again then
     purged: bool = False  # a delete of its Job went through
+    parallelism: int = 1  # its Job's tasks at once: those admitted so far
+    completions: int = 1  # the tasks its Job runs
+    finished: int = 0  # ... that have ended
+    tasks_reported: Mapping[int, tuple[object, ...]] = field(default_factory=dict)  # an array's, by task
 
 
 @dataclass(frozen=True)
@@ -84,6 +89,14 @@ class Report:
     """Report progress (pending / running)."""
 
     obs: Observation
+
+
+@dataclass(frozen=True)
+class ReportTask:
+    """Report one task of a render array (it runs, or has ended)."""
+
+    task: int
+    obs: TaskObservation
 
 
 @dataclass(frozen=True)
@@ -118,7 +131,7 @@ class Forget:
     """Nothing more will happen: drop the state."""
 
 
-Action = Report | Finish | ReadEvents | Delete | ConcludeLost | Forget
+Action = Report | ReportTask | Finish | ReadEvents | Delete | ConcludeLost | Forget
 Decision = tuple[JobState, list[Action]]
 
 
@@ -133,18 +146,32 @@ def holds_slot(state: JobState) -> bool:
     return state.phase in CLAIMED or state.seen
 
 
+def slots_held(state: JobState) -> int:
+    """The tasks it holds against KUBE_MAX_ACTIVE_JOBS: its Job's parallelism while it has
+    that many tasks left (the Job controller starts the next task in a slot a task leaves),
+    and at least one until its end is reported."""
+    if not holds_slot(state):
+        return 0
+    return max(1, min(state.parallelism, state.completions - state.finished))
+
+
 def see(state: JobState, job: k.V1Job | None) -> tuple[JobState, k.V1Job | None]:
     """Fold the cached Job into the state; None when it is not this state's Job."""
     if job is None or (state.uid and job.metadata.uid != state.uid):
         # Seen before and no longer there (nor its tombstone): it is gone.
         return (dataclasses.replace(state, gone=True) if state.seen else state), None
     annotation = (job.metadata.annotations or {}).get(objects.RESULT_PREFIX_ANNOTATION)
+    spec = job.spec
     return dataclasses.replace(
         state,
         uid=job.metadata.uid,
         seen=True,
         gone=state.gone or _deleted(job),
         prefix=state.prefix or annotation,
+        # ours may be ahead of the cache: a raise the watch has not shown yet
+        parallelism=max(state.parallelism, (spec and spec.parallelism) or 0),
+        completions=(spec and spec.completions) or state.completions,
+        finished=tasks.ended(job),
     ), job
 
 
@@ -182,6 +209,34 @@ def decide(
 
 
 def _track(
+    state: JobState,
+    job: k.V1Job | None,
+    pods: Sequence[k.V1Pod],
+    events: Sequence[k.CoreV1Event] | None,
+    now: datetime,
+    policy: Policy,
+) -> Decision:
+    """A render array's tasks that moved, then the whole job."""
+    state, reports = _task_reports(state, job, pods)
+    state, actions = _track_job(state, job, pods, events, now, policy)
+    return state, [*reports, *actions]
+
+
+def _task_reports(state: JobState, job: k.V1Job | None, pods: Sequence[k.V1Pod]) -> Decision:
+    """A render array's tasks whose state changed since they were last reported (a single
+    frame's Job is reported as the whole job)."""
+    if job is None or not tasks.is_array(job):
+        return state, []
+    seen = tasks.observe_tasks(job, pods)
+    moved = {i: obs for i, obs in seen.items() if state.tasks_reported.get(i) != obs.key}
+    if not moved:
+        return state, []
+    reported = {**state.tasks_reported, **{i: obs.key for i, obs in moved.items()}}
+    actions: list[Action] = [ReportTask(i, obs) for i, obs in sorted(moved.items())]
+    return dataclasses.replace(state, tasks_reported=reported), actions
+
+
+def _track_job(
     state: JobState,
     job: k.V1Job | None,
     pods: Sequence[k.V1Pod],
@@ -253,9 +308,17 @@ def _finishing(state: JobState, end: Observation) -> JobState:
 # --- the shell's own steps ---------------------------------------------------------------------
 
 
-def submitted(job_id: str, prefix: str, uid: str | None) -> JobState:
+def submitted(
+    job_id: str, prefix: str, uid: str | None, *, parallelism: int = 1, completions: int = 1
+) -> JobState:
     """Its Job was created (or found to exist already): whatever was known before is stale."""
-    return JobState(job_id, Phase.EXPECTED, prefix=prefix, uid=uid)
+    return JobState(job_id, Phase.EXPECTED, prefix=prefix, uid=uid, parallelism=parallelism,
+                    completions=completions)
+
+
+def scaled(state: JobState, added: int) -> JobState:
+    """`added` more tasks admitted (negative: a raise the API server refused), within its Job's."""
+    return dataclasses.replace(state, parallelism=max(1, min(state.completions, state.parallelism + added)))
 
 
 def cancelling(state: JobState) -> JobState:
@@ -278,6 +341,15 @@ def cancelled(state: JobState, *, purged: bool, now: datetime) -> Decision:
         return dataclasses.replace(state, phase=resume), []
     end = Observation("cancelled", finished_at=now)
     return _finishing(state, end), [Finish(end, save=False)]
+
+
+def task_reported(state: JobState, task: int, key: tuple[object, ...], *, ok: bool, known: bool) -> JobState:
+    if not known:
+        return orphaned(state)
+    if not ok and state.tasks_reported.get(task) == key:  # the next event or sweep reports it again
+        left = {i: v for i, v in state.tasks_reported.items() if i != task}
+        return dataclasses.replace(state, tasks_reported=left)
+    return state
 
 
 def progress_reported(state: JobState, key: tuple[object, ...], *, ok: bool, known: bool) -> JobState:

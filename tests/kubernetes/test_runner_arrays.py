@@ -1,0 +1,133 @@
+"""A render array on Kubernetes, against the API server double: one Indexed Job whose tasks are
+reported one by one, its parallelism raised as the scheduler admits more, and a retry that
+runs the failed task alone."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+from job_image.storage import MinioStorage
+from scheduler.core.config import Settings
+from scheduler.runners.base import StatusReport
+from scheduler.runners.kubernetes import tracking
+from tests.kubernetes.apiserver import FakeApiServer
+from tests.kubernetes.conftest import STANDIN, MakeRunner, Recorder, make_spec, until
+from tests.kubernetes.test_runner import names, new_id, run
+
+INDEX = "batch.kubernetes.io/job-completion-index"
+
+
+def task_statuses(recorder: Recorder, job_id: str, task: int) -> list[str]:
+    return [r.status for r in recorder.of(job_id) if r.task == task]
+
+
+async def job_end(recorder: Recorder, job_id: str, status: str) -> StatusReport:
+    """The whole job's report (task None) of that status."""
+    return await recorder.wait_for(lambda r: r.job_id == job_id and r.task is None and r.status == status)
+
+
+def indexes(apiserver: FakeApiServer, job_id: str) -> list[int]:
+    return sorted(int(p["metadata"]["labels"][INDEX]) for p in apiserver.pods(job_id))
+
+
+def test_an_array_is_one_indexed_job_and_each_task_is_reported(
+    make_runner: MakeRunner, settings: Settings, recorder: Recorder, storage: MinioStorage,
+    apiserver: FakeApiServer,
+) -> None:
+    job_id = new_id()
+
+    async def scenario() -> None:
+        runner = make_runner(settings, recorder)
+        await runner.start([])
+        await runner.submit(make_spec(job_id, split=3, tasks=(0, 1, 2)))
+        done = await job_end(recorder, job_id, "succeeded")
+        assert done.error is None
+        await runner.stop()
+
+    run(scenario())
+    for task in range(3):
+        assert task_statuses(recorder, job_id, task)[-1] == "succeeded"
+    ends = [r for r in recorder.of(job_id) if r.status == "succeeded"]
+    assert [r.task for r in ends][-1] is None  # the tasks' ends came first
+    job = apiserver.job(job_id)
+    assert (job["spec"]["completions"], job["status"]["completedIndexes"]) == (3, "0-2")
+    assert indexes(apiserver, job_id) == [0, 1, 2]
+    prefix = f"alice/{job_id}/"
+    assert {f"parts/{i}.json" for i in range(3)} <= names(storage, prefix)
+    assert apiserver.denials == []
+
+
+def test_parallelism_is_raised_as_tasks_are_admitted(
+    make_runner: MakeRunner, settings: Settings, recorder: Recorder, apiserver: FakeApiServer,
+    tmp_path: Path,
+) -> None:
+    job_id, go = new_id(), tmp_path / "go"
+    apiserver.commands[job_id] = [sys.executable, STANDIN, "wait-file", str(go)]
+
+    async def scenario() -> None:
+        runner = make_runner(settings, recorder)
+        await runner.start([])
+        free = runner.capacity()
+        await runner.submit(make_spec(job_id, split=3, tasks=(0,)))
+        await recorder.wait_for(lambda r: r.job_id == job_id and r.task == 0 and r.status == "running")
+        assert indexes(apiserver, job_id) == [0] and runner.capacity() == free - 1
+        await runner.submit(make_spec(job_id, split=3, tasks=(1, 2)))
+        assert apiserver.job(job_id)["spec"]["parallelism"] == 3 and runner.capacity() == free - 3
+        await until(lambda: all("running" in task_statuses(recorder, job_id, t) for t in range(3)),
+                    what="every task running")
+        assert indexes(apiserver, job_id) == [0, 1, 2]
+        go.touch()
+        await job_end(recorder, job_id, "succeeded")
+        await until(lambda: runner.capacity() == free, what="the slots given back")
+        await runner.stop()
+
+    run(scenario())
+    assert apiserver.requests["patch jobs"] == 1 and apiserver.denials == []
+
+
+def test_a_task_that_failed_is_retried_alone_by_a_new_job(
+    make_runner: MakeRunner, settings: Settings, recorder: Recorder, storage: MinioStorage,
+    apiserver: FakeApiServer, tmp_path: Path,
+) -> None:
+    """Task 1 fails past its retries: the Job fails (FailedIndexes), its other tasks' parts stay;
+    the retry's Job runs task 1 alone (its index 0 is task 1) and the job succeeds."""
+    settings = settings.model_copy(update={"job_backoff_limit": 1})
+    job_id, healed = new_id(), tmp_path / "healed"
+    apiserver.commands[job_id] = [sys.executable, STANDIN, "fail-task", "1", str(healed)]
+    prefix = f"alice/{job_id}/"
+
+    async def scenario() -> None:
+        runner = make_runner(settings, recorder)
+        await runner.start([])
+        await runner.submit(make_spec(job_id, split=3, tasks=(0, 1, 2)))
+        failed = await job_end(recorder, job_id, "failed")
+        assert failed.error is None  # the tasks' own reports say why
+        [task] = [r for r in recorder.of(job_id) if r.task == 1 and r.status == "failed"]
+        assert task.error == "error: task 1 crashed (exit code 1)" and task.attempts == 2
+        assert [task_statuses(recorder, job_id, t)[-1] for t in (0, 2)] == ["succeeded"] * 2
+        healed.touch()
+        recorder.reports.clear()
+        await runner.submit(make_spec(job_id, split=3, tasks=(1,)))  # POST /jobs/{id}/retry
+        await job_end(recorder, job_id, "succeeded")
+        assert task_statuses(recorder, job_id, 1)[-1] == "succeeded"
+        assert {r.task for r in recorder.of(job_id)} == {1, None}  # nothing else ran again
+        await runner.stop()
+
+    run(scenario())
+    job = apiserver.job(job_id)
+    assert job["metadata"]["annotations"]["fractal-scheduler/tasks"] == "1"
+    assert (job["spec"]["completions"], job["status"]["completedIndexes"]) == (1, "0")
+    assert indexes(apiserver, job_id) == [0]  # the first Job and its pods were replaced
+    assert {f"parts/{i}.json" for i in range(3)} <= names(storage, prefix)
+
+
+def test_slots_held_follow_the_parallelism_while_tasks_are_left() -> None:
+    state = tracking.submitted("j", "p/", None, parallelism=3, completions=8)
+    assert tracking.slots_held(state) == 3
+    assert tracking.slots_held(tracking.scaled(state, 10)) == 8  # never past its tasks
+    assert tracking.slots_held(tracking.scaled(state, -5)) == 1
+    ending = tracking.JobState("j", tracking.Phase.TRACKING, parallelism=3, completions=8, finished=6)
+    assert tracking.slots_held(ending) == 2  # two tasks left
+    ended = tracking.JobState("j", tracking.Phase.ENDED, parallelism=3, completions=8)
+    assert tracking.slots_held(ended) == 0

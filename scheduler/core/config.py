@@ -163,7 +163,9 @@ class Settings(BaseSettings):
         "0: the cluster has no GPU and device gpu is refused at submit",
     )
     kube_max_active_jobs: int = Field(
-        100, description="unfinished Jobs at once; keep it within the namespace's ResourceQuota"
+        100,
+        description="unfinished tasks (job pods) at once, a render array's Job counting its "
+        "parallelism; keep it within the namespace's ResourceQuota",
     )
     kube_orphan_min_age_seconds: float = Field(
         10.0,

@@ -1,5 +1,9 @@
 """KubernetesRunner: one batch/v1 Job per request; the I/O shell around `tracking.decide`.
 
+A render array's Job is Indexed: it starts with the tasks the scheduler admitted as its
+`parallelism`, and each later admission raises that (a PATCH); its tasks are reported one by
+one (see tasks.py). A retry replaces the ended Job with one for the tasks with no part stored.
+
 Client reads never reach the API server: the runner reports changes through `report` and the
 tracker writes them to the DB. API calls are: create/delete per job, one list + one long watch
 per kind (independent of how many clients poll), pods/log for /logs while a job runs, and, when

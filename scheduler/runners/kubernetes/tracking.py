@@ -4,7 +4,8 @@
 logic: given what the watches show (the reflector's cache), it says which state the job is in
 now and which actions the runner shell must carry out (report, finish, read events, delete,
 forget). The shell's own steps (a submit, a cancel, a report's outcome) are pure transitions
-here too, so every guard lives in one place and the tests drive it with canned objects.
+here too, so every guard lives in one place and the tests drive it with canned objects. A render
+array's tasks are reported one by one as they move (tasks.py reads them), before its whole Job.
 
 States (`Phase`):
     ADOPTING    the DB listed it active at start; waits for the watches' first list

@@ -7,10 +7,13 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
+from kubernetes.client import ApiClient
+
 from job_image.storage import MinioStorage
 from scheduler.core.config import Settings
 from scheduler.runners.base import StatusReport
-from scheduler.runners.kubernetes import tracking
+from scheduler.runners.kubernetes import objects, tracking
+from scheduler.runners.kubernetes.cluster import Cluster
 from tests.kubernetes.apiserver import FakeApiServer
 from tests.kubernetes.conftest import STANDIN, MakeRunner, Recorder, make_spec, until
 from tests.kubernetes.test_runner import names, new_id, run
@@ -72,7 +75,10 @@ def test_parallelism_is_raised_as_tasks_are_admitted(
         await runner.submit(make_spec(job_id, split=3, tasks=(0,)))
         await recorder.wait_for(lambda r: r.job_id == job_id and r.task == 0 and r.status == "running")
         assert indexes(apiserver, job_id) == [0] and runner.capacity() == free - 1
-        await runner.submit(make_spec(job_id, split=3, tasks=(1, 2)))
+        # another replica admitted task 1 and raised the Job meanwhile: raises add up
+        apiserver.patch("jobs", apiserver.namespace, f"fractal-{job_id}", "application/merge-patch+json",
+                        {"spec": {"parallelism": 2}})
+        await runner.submit(make_spec(job_id, split=3, tasks=(2,)))
         assert apiserver.job(job_id)["spec"]["parallelism"] == 3 and runner.capacity() == free - 3
         await until(lambda: all("running" in task_statuses(recorder, job_id, t) for t in range(3)),
                     what="every task running")
@@ -83,7 +89,7 @@ def test_parallelism_is_raised_as_tasks_are_admitted(
         await runner.stop()
 
     run(scenario())
-    assert apiserver.requests["patch jobs"] == 1 and apiserver.denials == []
+    assert apiserver.requests["patch jobs"] == 1 and apiserver.denials == []  # the runner's one raise
 
 
 def test_a_task_that_failed_is_retried_alone_by_a_new_job(
@@ -125,9 +131,32 @@ def test_a_task_that_failed_is_retried_alone_by_a_new_job(
 def test_slots_held_follow_the_parallelism_while_tasks_are_left() -> None:
     state = tracking.submitted("j", "p/", None, parallelism=3, completions=8)
     assert tracking.slots_held(state) == 3
-    assert tracking.slots_held(tracking.scaled(state, 10)) == 8  # never past its tasks
-    assert tracking.slots_held(tracking.scaled(state, -5)) == 1
+    assert tracking.slots_held(tracking.scaled(state, 5)) == 5
+    assert tracking.slots_held(tracking.scaled(state, 2)) == 3  # a raise is never a drop
     ending = tracking.JobState("j", tracking.Phase.TRACKING, parallelism=3, completions=8, finished=6)
     assert tracking.slots_held(ending) == 2  # two tasks left
     ended = tracking.JobState("j", tracking.Phase.ENDED, parallelism=3, completions=8)
     assert tracking.slots_held(ended) == 0
+
+
+def test_a_raise_that_lost_a_race_reads_again(settings: Settings, apiserver: FakeApiServer) -> None:
+    """Two replicas raise at once: the one that read the old value fails its JSON patch's test
+    (a 422), reads again and adds its tasks to the other's."""
+    job_id = new_id()
+    apiserver.commands[job_id] = [sys.executable, "-c", "import time; time.sleep(60)"]
+    spec = make_spec(job_id, split=8, tasks=(0,))
+    body = ApiClient().sanitize_for_serialization(objects.make_job(spec, settings, parallelism=1))
+    apiserver.create("jobs", apiserver.namespace, body)
+    cluster = Cluster(settings)
+    try:
+        stale = cluster.read_job(f"fractal-{job_id}")
+        apiserver.patch("jobs", apiserver.namespace, f"fractal-{job_id}", "application/merge-patch+json",
+                        {"spec": {"parallelism": 3}})  # the other replica's raise, after our read
+        reads = iter([stale])
+        fresh = cluster.read_job
+        cluster.read_job = lambda name: next(reads, None) or fresh(name)  # type: ignore[method-assign]
+        assert cluster.raise_parallelism(job_id, 2, 8) == 5
+        assert apiserver.job(job_id)["spec"]["parallelism"] == 5
+        assert cluster.raise_parallelism(job_id, 10, 8) == 8  # never past its tasks
+    finally:
+        cluster.close()

@@ -16,6 +16,8 @@ from scheduler.runners.kubernetes.access import api_client
 
 log = logging.getLogger(__name__)
 
+RAISE_TRIES = 5  # raises of a Job's parallelism that lost a race before one gives up
+
 
 class Cluster:
     def __init__(self, settings: Settings) -> None:
@@ -62,10 +64,26 @@ class Cluster:
         self.delete_job(job_id)  # Background: the Job goes at once, its ended pods after it
         return self._call(self.batch.create_namespaced_job, self.namespace, body)
 
-    def scale_job(self, job_id: str, parallelism: int) -> None:
-        """Set a render array's parallelism (a merge patch of that field alone)."""
-        self._call(self.batch.patch_namespaced_job, objects.job_name(job_id), self.namespace,
-                   {"spec": {"parallelism": parallelism}})
+    def raise_parallelism(self, job_id: str, added: int, most: int) -> int:
+        """Add `added` to a render array's parallelism (at most `most`); returns it. A JSON patch
+        that tests the value it read: two replicas raising at once both count (the loser's
+        test fails, a 422, and it reads again)."""
+        name = objects.job_name(job_id)
+        for _ in range(RAISE_TRIES):
+            current = self.read_job(name).spec.parallelism or 0
+            wanted = min(most, current + added)
+            if wanted == current:
+                return current
+            path = "/spec/parallelism"
+            try:
+                self._call(self.batch.patch_namespaced_job, name, self.namespace, [
+                    {"op": "test", "path": path, "value": current},
+                    {"op": "replace", "path": path, "value": wanted},
+                ])
+            except errors.Invalid:
+                continue
+            return wanted
+        raise errors.Conflict(f"the parallelism of Job {name} kept changing under {RAISE_TRIES} raises")
 
     def read_job(self, name: str) -> k.V1Job:
         return self._call(self.batch.read_namespaced_job, name, self.namespace)

@@ -168,17 +168,15 @@ class KubernetesRunner:
     async def _scale(self, job: JobSpec, state: JobState) -> None:
         """More of a render array's tasks admitted: raise its Job's parallelism by as many. The
         Job controller starts the lowest waiting indexes, the ones the scheduler admitted."""
-        before = state.parallelism
-        self.states[job.job_id] = state = tracking.scaled(state, len(job.tasks))
-        if state.parallelism == before:
-            return
         try:
-            await asyncio.to_thread(self.cluster.scale_job, job.job_id, state.parallelism)
+            parallelism = await asyncio.to_thread(
+                self.cluster.raise_parallelism, job.job_id, len(job.tasks), state.completions
+            )
         except errors.KubeError as exc:
-            if job.job_id in self.states:
-                self.states[job.job_id] = tracking.scaled(self.states[job.job_id], before - state.parallelism)
             raise RunnerUnavailable(errors.refusal(exc, "patch", "jobs.batch", self.namespace)) from exc
-        log.info("Job %s: %d tasks at once", objects.job_name(job.job_id), state.parallelism)
+        if job.job_id in self.states:
+            self.states[job.job_id] = tracking.scaled(self.states[job.job_id], parallelism)
+        log.info("Job %s: %d tasks at once", objects.job_name(job.job_id), parallelism)
 
     async def cancel(self, job_id: str) -> None:
         """Delete the Job and its pods. A delete that does not go through raises

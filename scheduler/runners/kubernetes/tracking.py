@@ -317,9 +317,9 @@ def submitted(
                     completions=completions)
 
 
-def scaled(state: JobState, added: int) -> JobState:
-    """`added` more tasks admitted (negative: a raise the API server refused), within its Job's."""
-    return dataclasses.replace(state, parallelism=max(1, min(state.completions, state.parallelism + added)))
+def scaled(state: JobState, parallelism: int) -> JobState:
+    """Its Job's parallelism was raised (more of its tasks admitted)."""
+    return dataclasses.replace(state, parallelism=max(state.parallelism, parallelism))
 
 
 def cancelling(state: JobState) -> JobState:

@@ -11,7 +11,7 @@ from typing import Any
 from kubernetes import client as k
 
 from scheduler.core.config import Settings
-from scheduler.runners.kubernetes import errors, objects, reasons
+from scheduler.runners.kubernetes import errors, objects, reasons, tasks
 from scheduler.runners.kubernetes.access import api_client
 
 log = logging.getLogger(__name__)
@@ -49,15 +49,16 @@ class Cluster:
 
     def create_job(self, body: k.V1Job, job_id: str) -> k.V1Job:
         """Create the Job; when it exists already, an earlier attempt went through (e.g. its
-        answer timed out): that one is returned if it is this job's, else Conflict. A finished
-        Job of this job's (a retry of its failed tasks) is deleted and the new one created."""
+        answer timed out): that one is returned if it is this job's, else Conflict. A render
+        array's finished Job (a retry of its failed tasks) is deleted and the new one created."""
         try:
             return self._call(self.batch.create_namespaced_job, self.namespace, body)
         except errors.Conflict:
             existing = self.read_job(body.metadata.name)
             if (existing.metadata.labels or {}).get(objects.JOB_ID_LABEL) != job_id:
                 raise errors.Conflict(f"a Job named {body.metadata.name} exists and is not ours") from None
-            if not (reasons.job_condition(existing, "Complete") or reasons.job_condition(existing, "Failed")):
+            ended = reasons.job_condition(existing, "Complete") or reasons.job_condition(existing, "Failed")
+            if not (ended and tasks.is_array(body)):
                 log.info("Job %s already existed; adopted", body.metadata.name)
                 return existing
         log.info("Job %s had finished; replaced to run the job's tasks again", body.metadata.name)

@@ -25,7 +25,7 @@ import numpy as np
 
 REFERENCE_STEPS = 32_768  # ~0.1 s of MPFR at a few hundred digits
 ROUNDS = 1_024  # BLA jumps or single steps per sample (~0.2-0.5 ms each for the whole grid)
-BLA_TOLERANCE = 2.0**-20  # |dz| / |Z| below which dz^2 is dropped (at 2^-10 interior samples escape)
+BLA_TOLERANCE = 2.0**-16  # |dz| / |Z| below which dz^2 is dropped (at 2^-10 interior samples escape)
 GUARD_BITS = 64  # reference precision beyond the sample spacing
 FLOAT64_SPACING = Decimal("1e-290")  # below this the deltas need long double's exponent range
 

@@ -1,7 +1,7 @@
 """Makes docs/explorer.png, the README's picture of the explorer: signs up a fresh user on a
 running service, explores a little through the page (as a person would: clicks and controls), and
 takes a screenshot with Debian's chromium; then docs/explorer-deep.png, a deep view opened from
-its link (a period-8007 minibrot at 3e28, rendered by perturbation).
+its link (a period-8007 minibrot at 3e29, rendered by perturbation).
 
     .venv/bin/python docs/screenshot.py [http://127.0.0.1:8888]
 """
@@ -19,8 +19,8 @@ OUT = Path(__file__).with_name("explorer.png")
 DEEP_OUT = Path(__file__).with_name("explorer-deep.png")
 # the nucleus of a period-8007 minibrot beside the seahorse valley's classic point (Newton's method)
 DEEP_LINK = ("/?kind=mandelbrot&x=-0.743643887037158704752191506114779778215256207948181289816884"
-             "&y=0.131825904205311970493132056385140678972952279328918966209128&zoom=3e28&iter=40000"
-             "&colours=twilight")
+             "&y=0.131825904205311970493132056385140678972952279328918966209128&zoom=3e29&iter=40000"
+             "&colours=viridis")
 
 
 def next_render(page: Page, action) -> None:  # noqa: ANN001 - a callable that starts a render
@@ -41,9 +41,10 @@ def click_on(page: Page, x: float, y: float) -> None:
         }""",
         job_id,
     )
-    s = 3.0 / p["zoom"] / p["width"]
+    cx, cy, zoom = (float(p[k]) for k in ("center_x", "center_y", "zoom"))  # decimal strings; shallow here
+    s = 3.0 / zoom / p["width"]
     box = page.get_by_test_id("view").bounding_box()
-    px, py = (x - p["center_x"]) / s + p["width"] / 2, (p["center_y"] - y) / s + p["height"] / 2
+    px, py = (x - cx) / s + p["width"] / 2, (cy - y) / s + p["height"] / 2
     scale = box["width"] / p["width"]
     next_render(page, lambda: page.get_by_test_id("view").click(position={"x": px * scale, "y": py * scale}))
 

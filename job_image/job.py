@@ -54,9 +54,8 @@ def _kernel(chosen: device.Chosen, kind: str, precision: str, shape: KernelShape
 
 
 @lru_cache(maxsize=4)
-def _perturbation_kernel(chosen: device.Chosen, deltas: str, cache_dir: Path | None,
-                         correct: bool = True) -> PerturbationKernel:
-    return PerturbationKernel(chosen, deltas, cache_dir, correct)
+def _perturbation_kernel(chosen: device.Chosen, deltas: str, cache_dir: Path | None) -> PerturbationKernel:
+    return PerturbationKernel(chosen, deltas, cache_dir)
 
 
 def render(p: FractalParams, settings: JobSettings, progress: Callable[[int], None] | None = None,

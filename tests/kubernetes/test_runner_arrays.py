@@ -160,3 +160,35 @@ def test_a_raise_that_lost_a_race_reads_again(settings: Settings, apiserver: Fak
         assert cluster.raise_parallelism(job_id, 10, 8) == 8  # never past its tasks
     finally:
         cluster.close()
+
+
+def test_exit_2_fails_every_task_at_once_and_cancel_stops_them_all(
+    make_runner: MakeRunner, settings: Settings, recorder: Recorder, apiserver: FakeApiServer,
+    tmp_path: Path,
+) -> None:
+    """Invalid parameters (exit 2) end the whole array without a retry (podFailurePolicy
+    FailJob); a cancelled array's Job goes, and every task's pod with it."""
+    invalid, held = new_id(), new_id()
+    apiserver.commands[invalid] = [sys.executable, STANDIN, "fail"]
+    apiserver.commands[held] = [sys.executable, STANDIN, "wait-file", str(tmp_path / "never")]
+
+    async def scenario() -> None:
+        runner = make_runner(settings, recorder)
+        await runner.start([])
+        await runner.submit(make_spec(invalid, split=3, tasks=(0, 1, 2)))
+        failed = await job_end(recorder, invalid, "failed")
+        assert failed.error == "error: width: Input should be greater than or equal to 1 (exit code 2)"
+        await runner.submit(make_spec(held, split=3, tasks=(0, 1, 2)))
+        await until(lambda: sum(r.status == "running" for r in recorder.of(held) if r.task is not None) == 3,
+                    what="three tasks running")
+        await runner.cancel(held)
+        await job_end(recorder, held, "cancelled")
+        await until(lambda: not apiserver.pods(held), what="every task's pod gone")
+        await runner.stop()
+
+    run(scenario())
+    conditions = {c["type"]: c["reason"] for c in apiserver.job(invalid)["status"]["conditions"]}
+    assert conditions["Failed"] == "PodFailurePolicy"
+    pods = indexes(apiserver, invalid)
+    assert len(pods) == len(set(pods))  # no index ran twice
+    assert apiserver.job(held) is None and apiserver.live(held) == []

@@ -3,6 +3,7 @@ following Server-Sent Events.
 
     .venv/bin/python benchmarks/api_load.py [--pollers 10 100 1000] [--seconds 10] [--interval 0.5]
                                             [--sse 100 1000] [--changes 2]
+                                            [--flood 50] [--resume 10000 [--resume-streams 8]]
 
 Starts `python -m scheduler` (one uvicorn process, SQLite), submits 20 jobs that stay queued
 (LOCAL_MAX_CONCURRENT=0, so the machine's cores serve requests, not renders), then for each N:
@@ -14,6 +15,10 @@ Starts `python -m scheduler` (one uvicorn process, SQLite), submits 20 jobs that
     N open streams costs), then while jobs change `--changes` times a second (a job submitted
     and cancelled, two events each, so N x 2 x changes deliveries a second), then with N
     clients that never read (their queues are bounded: the server drops them, its memory stays).
+With --flood, first one user at their quota of unfinished jobs sends costly submits (each
+refused) on connections closed at once, while another user reads GET /jobs: that user's latency.
+With --resume, N streams resume N x 10,000 events at once (written straight into the log) while
+/healthz is polled: its worst latency. Pass `--pollers --sse` (empty) to run only those.
 Prints requests/s and p50/p99 latency, for long-polls and SSE the server's CPU use, and for SSE
 the delay from a job's cancel (its finished_at) to its event arriving. The load generator
 shares the 2 cores with the server.
@@ -24,8 +29,10 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import sqlite3
 import statistics
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -33,7 +40,7 @@ import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from datetime import datetime  # noqa: E402
+from datetime import UTC, datetime  # noqa: E402
 
 from benchmarks.service import cpu_seconds, running_service, signed_in  # noqa: E402
 
@@ -218,11 +225,168 @@ async def sse_run(
     return lines
 
 
+# --- one user cannot stall the others (--flood, --resume) ----------------------------------
+
+COSTLY = {"width": 64, "height": 64, "center_x": 0.25, "center_y": 0, "zoom": 1e6, "max_iter": 100000}
+
+
+async def flood_submits(host: str, port: int, token: str, per_second: float, until: float) -> int:
+    """POST /jobs with a costly body `per_second` times a second, each on a fresh connection
+    closed as soon as it is sent (the client never waits for its 429)."""
+    body = json.dumps(COSTLY).encode()
+    head = (
+        f"POST /jobs HTTP/1.1\r\nHost: {host}\r\nAuthorization: Bearer {token}\r\n"
+        f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n"
+    ).encode()
+    sent = 0
+    while time.perf_counter() < until:
+        started = time.perf_counter()
+        try:
+            _reader, writer = await asyncio.open_connection(host, port)
+            writer.write(head + body)
+            await writer.drain()
+            writer.close()
+            sent += 1
+        except OSError:
+            pass
+        await asyncio.sleep(max(0.0, 1 / per_second - (time.perf_counter() - started)))
+    return sent
+
+
+async def victim_reads(host: str, port: int, token: str, until: float) -> list[float]:
+    """Another user's GET /jobs, one after another, until `until` (the last one may end later)."""
+    conn, latencies = Connection(host, port, token), []
+    while (now := time.perf_counter()) < until:
+        try:
+            await conn.get("/jobs")
+        except (OSError, asyncio.IncompleteReadError, ValueError, StopIteration):
+            conn.close()
+            conn.writer = None
+        latencies.append(time.perf_counter() - now)
+        await asyncio.sleep(0.05)
+    conn.close()
+    return latencies
+
+
+def flood(url: str, per_second: float, seconds: float) -> str:
+    """One user at their quota floods refused costly submits; another user's GET /jobs latency."""
+    host, port = url.removeprefix("http://").split(":")
+    attacker = signed_in(url, "flooder")
+    for _ in range(8):  # MAX_ACTIVE_JOBS_PER_USER's default: every further submit is a 429
+        httpx.post(f"{url}/jobs", json={"width": 64, "height": 64}, headers=attacker, timeout=30)
+    victim = signed_in(url, "victim")["Authorization"].split()[1]
+
+    async def both() -> tuple[list[float], int]:
+        until = time.perf_counter() + seconds
+        sent, latencies = await asyncio.gather(
+            flood_submits(host, int(port), attacker["Authorization"].split()[1], per_second, until),
+            victim_reads(host, int(port), victim, until),
+        )
+        return latencies, sent
+
+    latencies, sent = asyncio.run(both())
+    latencies.sort()
+    p50 = statistics.median(latencies) * 1000
+    p99 = latencies[min(len(latencies) - 1, int(len(latencies) * 0.99))] * 1000
+    return (
+        f"flood of {sent} refused costly submits ({per_second:g}/s for {seconds:g} s): another user's "
+        f"GET /jobs x{len(latencies)}: p50 {p50:.1f} ms, p99 {p99:.1f} ms, max {latencies[-1] * 1000:.1f} ms"
+    )
+
+
+def fill_event_log(data_dir: Path, owner: str, document: dict[str, object], count: int) -> int:
+    """`count` events of `owner` written straight into the service's SQLite log (what `count` / 2
+    submits and cancels leave); the newest seq."""
+    with sqlite3.connect(data_dir / "scheduler.db", timeout=30) as db:
+        now = datetime.now(UTC).isoformat(sep=" ")
+        rows = [(document["job_id"], owner, "job", json.dumps(document), now) for _ in range(count)]
+        db.executemany(
+            "INSERT INTO jobevent (job_id, owner, kind, document, created_at) VALUES (?, ?, ?, ?, ?)", rows
+        )
+        return db.execute("SELECT max(seq) FROM jobevent").fetchone()[0]
+
+
+async def resume_stream(host: str, port: int, token: str, after: int, events: int, until: float) -> int:
+    """GET /events with Last-Event-ID: `after`; how many events arrived (up to `events`)."""
+    reader, writer = await asyncio.open_connection(host, port)
+    writer.write(
+        f"GET /events HTTP/1.1\r\nHost: {host}\r\nAuthorization: Bearer {token}\r\n"
+        f"Last-Event-ID: {after}\r\n\r\n".encode()
+    )
+    got, buffer = 0, b""
+    try:
+        while got < events and (left := until - time.perf_counter()) > 0:
+            chunk = await asyncio.wait_for(reader.read(65536), left)
+            if not chunk:
+                break
+            buffer += chunk
+            got += buffer.count(b"\ndata: ") + buffer.startswith(b"data: ")
+            buffer = buffer[buffer.rfind(b"\n") + 1 :]
+    except TimeoutError:
+        pass
+    finally:
+        writer.close()
+    return got
+
+
+async def health_worst(url: str, stop: asyncio.Event) -> list[float]:
+    latencies = []
+    async with httpx.AsyncClient(base_url=url, timeout=60) as client:
+        while not stop.is_set():
+            started = time.perf_counter()
+            await client.get("/healthz")
+            latencies.append(time.perf_counter() - started)
+            await asyncio.sleep(0.01)
+    return latencies
+
+
+def resume(url: str, data_dir: Path, events: int, streams: int) -> str:
+    """`streams` event streams resume `events` events at once; /healthz's latency meanwhile."""
+    host, port = url.removeprefix("http://").split(":")
+    auth = signed_in(url, "resumer")
+    job = httpx.post(f"{url}/jobs", json={"width": 64, "height": 64}, headers=auth, timeout=30).json()
+    newest = fill_event_log(data_dir, "resumer", job, events)
+    token = auth["Authorization"].split()[1]
+
+    async def run_all() -> tuple[list[int], list[float], float]:
+        stop = asyncio.Event()
+        health = asyncio.create_task(health_worst(url, stop))
+        await asyncio.sleep(0.2)
+        started = time.perf_counter()
+        until = started + 300
+        got = await asyncio.gather(
+            *(resume_stream(host, int(port), token, newest - events, events, until) for _ in range(streams))
+        )
+        took = time.perf_counter() - started
+        stop.set()
+        return list(got), await health, took
+
+    got, health, took = asyncio.run(run_all())
+    return (
+        f"{streams} streams resuming {events} events each: {min(got)}-{max(got)} delivered in {took:.1f} s; "
+        f"/healthz x{len(health)} meanwhile: worst {max(health) * 1000:.1f} ms, "
+        f"median {statistics.median(health) * 1000:.1f} ms"
+    )
+
+
 def rss_mib(pid: int) -> float:
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
         if line.startswith("VmRSS:"):
             return int(line.split()[1]) / 1024
     return float("nan")
+
+
+def stalls(args: argparse.Namespace) -> None:
+    """--flood and --resume, each on a fresh service with the embedded defaults (no renders)."""
+    if args.flood:
+        with running_service(LOCAL_MAX_CONCURRENT="0") as (url, _pid):
+            print(flood(url, args.flood, args.seconds))
+    if args.resume:
+        with (
+            tempfile.TemporaryDirectory(prefix="fractal-bench-") as data,
+            running_service(LOCAL_MAX_CONCURRENT="0", DATA_DIR=data) as (url, _pid),
+        ):
+            print(resume(url, Path(data), args.resume, args.resume_streams))
 
 
 def main() -> None:
@@ -237,7 +401,17 @@ def main() -> None:
     parser.add_argument("--wait", type=float, default=5.0, help="?wait= of the long-poll clients")
     parser.add_argument("--sse", type=int, nargs="*", default=[100, 1000], help="SSE client counts")
     parser.add_argument("--changes", type=float, default=2.0, help="jobs changed per second in the SSE runs")
+    parser.add_argument(
+        "--flood", type=float, default=0.0, metavar="PER_SECOND",
+        help="also: one user floods refused costly submits at this rate; another user's GET /jobs latency",
+    )
+    parser.add_argument(
+        "--resume", type=int, default=0, metavar="EVENTS",
+        help="also: --resume-streams streams resume this many events; /healthz's latency meanwhile",
+    )
+    parser.add_argument("--resume-streams", type=int, default=8)
     args = parser.parse_args()
+    stalls(args)
     limits = {"MAX_ACTIVE_JOBS_PER_USER": "100", "EVENTS_MAX_STREAMS_PER_USER": "10000"}
     with running_service(LOCAL_MAX_CONCURRENT="0", **limits) as (url, pid):
         auth = signed_in(url)

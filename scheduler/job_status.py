@@ -52,17 +52,13 @@ def create(
     whole queue already holds `max_queued`. The counts and the insert are one step for every
     thread and replica (`hold_submits`): racing submits never overshoot either bound."""
     hold_submits(session)
-    active = session.exec(
-        select(func.count()).select_from(Job).where(Job.owner == owner, col(Job.status).in_(ACTIVE))
-    ).one()
-    if active >= max_active:
+    try:
+        check_room(
+            session, owner=owner, max_active=max_active, max_queued=max_queued, retry_after=retry_after
+        )
+    except (TooManyActiveJobs, QueueFull):
         session.rollback()  # lets the next submit go now, not when the session closes
-        raise TooManyActiveJobs(active)
-    if max_queued is not None:
-        queued = session.exec(select(func.count()).select_from(Job).where(Job.status == "queued")).one()
-        if queued >= max_queued:
-            session.rollback()
-            raise QueueFull(queued, retry_after)
+        raise
     job = Job(
         id=uuid.uuid4().hex,
         owner=owner,
@@ -79,6 +75,22 @@ def create(
     session.commit()
     session.refresh(job)
     return job
+
+
+def check_room(
+    session: Session, *, owner: str, max_active: int, max_queued: int | None, retry_after: int = 30
+) -> None:
+    """Raise TooManyActiveJobs or QueueFull when a job of `owner` would overshoot a bound. Two
+    indexed counts: a submit asks this before its costly steps, and `create` again under the lock."""
+    active = session.exec(
+        select(func.count()).select_from(Job).where(Job.owner == owner, col(Job.status).in_(ACTIVE))
+    ).one()
+    if active >= max_active:
+        raise TooManyActiveJobs(active)
+    if max_queued is not None:
+        queued = session.exec(select(func.count()).select_from(Job).where(Job.status == "queued")).one()
+        if queued >= max_queued:
+            raise QueueFull(queued, retry_after)
 
 
 SUBMIT_LOCK = 0x66726163_7375626D  # pg_advisory_xact_lock's key for submits ("fracsubm")

@@ -14,10 +14,10 @@ from sqlalchemy import Engine
 
 from job_image.storage import Storage
 from scheduler import crud, db, job_status
-from scheduler.admission.cost import estimated_iterations
 from scheduler.admission.limits import check_cost, check_device
 from scheduler.core.config import Settings
 from scheduler.models import Job, JobCreate, JobPublic
+from scheduler.pricing import Pricer
 from scheduler.runners.base import Runner, StatusReport
 from scheduler.statuses import ACTIVE, FINISHED, WITH_RUNNER
 from scheduler.stored import read_object
@@ -38,20 +38,28 @@ class Jobs:
         storage: Storage,
         runner: Runner,
         tracker: Tracker,
+        pricer: Pricer,
         *,
         on_submitted: Callable[[Job], None] = lambda job: None,
     ) -> None:
         self.settings, self.engine, self.storage = settings, engine, storage
-        self.runner, self.tracker = runner, tracker
+        self.runner, self.tracker, self.pricer = runner, tracker, pricer
         self.on_submitted = on_submitted  # metrics, and the dispatcher's wake-up
 
     async def submit(self, owner: str, request: JobCreate) -> Job:
         """Price the request and record it as queued; the dispatcher admits it when its class
-        has room. Raises NoSuchDevice, TooExpensive, TooManyActiveJobs or QueueFull."""
-        params = request.params()
+        has room. Raises NoSuchDevice, TooManyActiveJobs, QueueFull, PricingBusy or TooExpensive."""
+        settings, params = self.settings, request.params()
         check_device(params, self.runner.snapshot({}))
-        estimate = await asyncio.to_thread(estimated_iterations, params)  # ~10-200 ms of NumPy
-        check_cost(estimate, self.settings.max_job_iterations)
+        bounds = {
+            "max_active": settings.max_active_jobs_per_user,
+            "max_queued": settings.max_queued_jobs,
+            "retry_after": settings.queue_full_retry_after_seconds,
+        }
+        # the cheap refusals first: a user at their quota is refused without pricing
+        await db.in_thread(self.engine, lambda s: job_status.check_room(s, owner=owner, **bounds))
+        estimate = await self.pricer.estimate(owner, params)  # PricingBusy past its bounds
+        check_cost(estimate, settings.max_job_iterations)
         job = await db.in_thread(
             self.engine,
             lambda s: job_status.create(
@@ -60,11 +68,9 @@ class Jobs:
                 params=params.model_dump(mode="json"),
                 callback_url=request.callback_url,
                 runner=self.runner.name,
-                max_active=self.settings.max_active_jobs_per_user,
                 priority=request.priority,
                 estimated_iterations=estimate,
-                max_queued=self.settings.max_queued_jobs,
-                retry_after=self.settings.queue_full_retry_after_seconds,
+                **bounds,
             ),
         )
         log.info("job %s queued for %s (%.3g iterations estimated)", job.id, owner, estimate)

@@ -26,6 +26,7 @@ from scheduler.learning import Learning
 from scheduler.loops import Loops
 from scheduler.metrics import Metrics
 from scheduler.models import Job
+from scheduler.pricing import Pricer
 from scheduler.readiness import Readiness
 from scheduler.reconciler import Reconciler
 from scheduler.runners import make_runner
@@ -85,7 +86,12 @@ class Service:
             interval=settings.reconcile_interval_seconds,
             grace=settings.job_lost_after_seconds,
         )
-        self.jobs = Jobs(settings, self.engine, self.storage, self.runner, self.tracker,
+        self.pricer = Pricer(
+            workers=settings.cost_probe_workers,
+            per_user=settings.cost_probes_per_user,
+            total=settings.cost_probes_total,
+        )
+        self.jobs = Jobs(settings, self.engine, self.storage, self.runner, self.tracker, self.pricer,
                          on_submitted=self._submitted)
         self.readiness = Readiness(self.engine, self.storage, self.runner,
                                    timeout=settings.storage_read_timeout)
@@ -118,6 +124,7 @@ class Service:
         self.events.close()
         await self.runner.stop()
         await self.callbacks.close()
+        self.pricer.close()
         self.engine.dispose()
 
     # --- hooks: what follows a job's change -----------------------------------------------------

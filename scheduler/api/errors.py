@@ -28,12 +28,14 @@ from job_image.params import describe_errors
 from job_image.storage import StorageError
 from scheduler import db
 from scheduler.admission.limits import NoSuchDevice, TooExpensive
+from scheduler.api.disconnect import ClientGone
 from scheduler.callbacks import CallbackRefused
 from scheduler.core.ratelimit import Throttled
 from scheduler.crud import UsernameTaken
 from scheduler.events import TooManyStreams
 from scheduler.job_status import QueueFull, TooManyActiveJobs
 from scheduler.jobs import JobFinished
+from scheduler.pricing import PricingBusy
 from scheduler.runners.base import RunnerUnavailable
 
 
@@ -68,6 +70,7 @@ HEADERS: dict[str, dict[str, Any]] = {
     "WWW-Authenticate": {"description": "the scheme to sign in with", "schema": {"type": "string"}},
 }
 SCHEMAS = (Problem, InvalidRequest)  # the error bodies /openapi.json defines (api/openapi.py)
+CLIENT_GONE = 499  # nginx's "client closed request": what a request cut short by its client ends as
 
 
 def headers(*always: str, sometimes: tuple[str, ...] = ()) -> dict[str, dict[str, Any]]:
@@ -197,6 +200,16 @@ def install_handlers(app: FastAPI) -> None:
     async def _queue_full(_request: Request, exc: QueueFull) -> JSONResponse:
         wait = str(exc.retry_after)
         detail = f"The queue is full ({exc} jobs wait, all users together); try again in {wait} seconds."
+        return _detail(429, detail, {"Retry-After": wait})
+
+    @app.exception_handler(ClientGone)
+    async def _gone(_request: Request, _exc: ClientGone) -> Response:
+        return Response(status_code=CLIENT_GONE)  # nobody reads it; the metrics count it
+
+    @app.exception_handler(PricingBusy)
+    async def _pricing_busy(_request: Request, exc: PricingBusy) -> JSONResponse:
+        wait = str(exc.retry_after)
+        detail = f"Too many submits are being priced ({exc}); try again in {wait} seconds."
         return _detail(429, detail, {"Retry-After": wait})
 
     for error, (code, sentence) in DOMAIN_ERRORS.items():

@@ -87,6 +87,15 @@ class Settings(BaseSettings):
         description="a request whose estimated iterations exceed this is a 422: ~400 s of CPU render "
         "at 5 G iter/s, within JOB_TIMEOUT_SECONDS",
     )
+    cost_probe_workers: int = Field(
+        2, ge=1, description="threads pricing submits at once (the cost probe's own pool, not the database's)"
+    )
+    cost_probes_per_user: int = Field(
+        2, ge=1, description="one user's submits being priced or waiting for it; past it a 429"
+    )
+    cost_probes_total: int = Field(
+        32, ge=1, description="all users' submits being priced or waiting for it; past it a 429"
+    )
     max_wait_seconds: float = 60.0  # cap on ?wait= long-polls
     page_size_default: int = 20
     page_size_max: int = 100

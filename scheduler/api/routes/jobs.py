@@ -21,6 +21,7 @@ from scheduler.api.deps import (
     StorageDep,
     TrackerDep,
 )
+from scheduler.api.disconnect import unless_gone
 from scheduler.api.errors import (
     OWN_JOB,
     SIGNED_IN,
@@ -53,8 +54,9 @@ SUBMIT_ANSWERS: Answers = {
     413: TOO_BIG,
     422: problem("bad parameters or JSON, `device: gpu` where no GPU exists, or an estimate over "
                  "MAX_JOB_ITERATIONS", model=InvalidRequest),
-    429: problem("MAX_ACTIVE_JOBS_PER_USER unfinished jobs of yours, or a full queue (MAX_QUEUED_JOBS, "
-                 "all users together: with Retry-After)", sometimes=("Retry-After",)),
+    429: problem("MAX_ACTIVE_JOBS_PER_USER unfinished jobs of yours; or, with Retry-After, a full queue "
+                 "(MAX_QUEUED_JOBS, all users together) or too many submits being priced "
+                 "(COST_PROBES_PER_USER, COST_PROBES_TOTAL)", sometimes=("Retry-After",)),
 }
 LIST_ANSWERS: Answers = {**SIGNED_IN, 422: problem("a bad status, limit or offset", model=InvalidRequest)}
 GET_ANSWERS: Answers = {
@@ -112,7 +114,8 @@ async def finished_or_current(tracker: Tracker, settings: Settings, job: Job, wa
 
 @router.post("", status_code=status.HTTP_202_ACCEPTED, responses=SUBMIT_ANSWERS)
 async def submit_job(
-    user: CurrentUser, jobs: JobsDep, settings: SettingsDep, request: JobCreate, response: Response
+    user: CurrentUser, jobs: JobsDep, settings: SettingsDep, request: JobCreate, response: Response,
+    http: Request,
 ) -> JobPublic:
     """Ask for a fractal: validates the parameters, queues a job and returns its id at once."""
     problem = request.limit_problem(settings.limits)
@@ -120,7 +123,7 @@ async def submit_job(
         raise unprocessable(f"Invalid parameters: {problem}.")
     if request.callback_url is not None:
         check_callback_url(request.callback_url, settings.callback_allow_private)
-    job = JobPublic.of(await jobs.submit(user.username, request))
+    job = JobPublic.of(await unless_gone(http, jobs.submit(user.username, request)))
     response.headers["Location"] = job.links.self
     return job
 

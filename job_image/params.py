@@ -84,13 +84,14 @@ DEFAULT_CENTERS: dict[str, tuple[float, float]] = {
 
 
 class FractalParams(BaseModel):
-    """One render request. Unknown fields are refused, never ignored."""
+    """One render request. Unknown fields are refused, never ignored; integer fields take
+    integers only (strict: `true` is not 1, nor `"800"` 800)."""
 
     model_config = ConfigDict(extra="forbid", allow_inf_nan=False, frozen=True)
 
     kind: Kind = "mandelbrot"
-    width: int = Field(800, ge=1, description="image width in pixels")
-    height: int = Field(600, ge=1, description="image height in pixels")
+    width: int = Field(800, ge=1, strict=True, description="image width in pixels")
+    height: int = Field(600, ge=1, strict=True, description="image height in pixels")
     center_x: float | str = Field(
         -0.5,
         description="real part of the view's centre (default: the kind's whole-set view); "
@@ -105,7 +106,7 @@ class FractalParams(BaseModel):
         1.0, description="> 0; the view spans 3.0 / zoom along the real axis; a decimal string such "
         "as \"1e400\" goes past float64's range",
     )
-    max_iter: int = Field(500, ge=1, description="iteration cap per sample")
+    max_iter: int = Field(500, ge=1, strict=True, description="iteration cap per sample")
     julia_re: float = Field(-0.8, description="Julia constant, real part (julia only)")
     julia_im: float = Field(0.156, description="Julia constant, imaginary part (julia only)")
     colormap: Colormap = "classic"
@@ -113,7 +114,7 @@ class FractalParams(BaseModel):
         "auto", description="auto: the cheapest of float32, float64 and perturbation that resolves the frame"
     )
     device: DeviceChoice = "auto"
-    supersample: int = Field(1, ge=1, le=4, description="samples per pixel side")
+    supersample: int = Field(1, ge=1, le=4, strict=True, description="samples per pixel side")
     counts: bool = Field(False, description="also store counts.npy: escape counts, uint32, one per sample")
 
     @field_validator("center_x", "center_y", "zoom", mode="before")

@@ -149,28 +149,33 @@ def count_by_status(session: Session) -> dict[str, int]:
     return {status: count for status, count in rows}
 
 
-def delete_job(session: Session, *, job_id: str) -> None:
-    """Remove the job and its event log, leaving one `deleted` event for the owner's stream."""
+def delete_job(session: Session, *, job_id: str) -> bool:
+    """Remove the job and its event log, leaving one `deleted` event for the owner's stream.
+    False when there was no such job (another request removed it)."""
     job = session.get(Job, job_id)
-    if job is not None:
-        session.execute(delete(JobEvent).where(col(JobEvent.job_id) == job_id))
-        session.add(JobEvent(job_id=job_id, owner=job.owner, kind="deleted", document={"job_id": job_id}))
-        session.delete(job)
-        session.commit()
+    # conditional: of two deletes at once, the second removes no row and changes nothing
+    if job is None or session.execute(delete(Job).where(col(Job.id) == job_id)).rowcount == 0:
+        session.rollback()
+        return False
+    session.execute(delete(JobEvent).where(col(JobEvent.job_id) == job_id))
+    session.add(JobEvent(job_id=job_id, owner=job.owner, kind="deleted", document={"job_id": job_id}))
+    session.commit()
+    return True
 
 
 # --- the callback queue (deliveries.py) -------------------------------------------------------
 
 
-def due_callbacks(session: Session, *, now: datetime, limit: int) -> list[Job]:
-    """Ended jobs whose callback is due (first attempt or a retry), the longest waiting first."""
-    query = (
-        select(Job)
-        .where(Job.callback_state == "pending", col(Job.callback_next_at) <= now)
-        .order_by(col(Job.callback_next_at))
-        .limit(limit)
-    )
-    return list(session.exec(query).all())
+def due_callbacks(session: Session, *, now: datetime, limit: int, per_owner: int | None = None) -> list[Job]:
+    """Ended jobs whose callback is due (first attempt or a retry), the longest waiting first;
+    at most `per_owner` of each owner, so one owner's backlog cannot hide the others'."""
+    due = (Job.callback_state == "pending", col(Job.callback_next_at) <= now)
+    query = select(Job).where(*due)
+    if per_owner is not None:
+        rank = func.row_number().over(partition_by=col(Job.owner), order_by=col(Job.callback_next_at))
+        ranked = select(col(Job.id).label("id"), rank.label("rank")).where(*due).subquery()
+        query = query.join(ranked, col(Job.id) == ranked.c.id).where(ranked.c.rank <= per_owner)
+    return list(session.exec(query.order_by(col(Job.callback_next_at)).limit(limit)).all())
 
 
 def next_callback_at(session: Session) -> datetime | None:
@@ -231,6 +236,16 @@ def events_after(
     if job_id is not None:
         query = query.where(JobEvent.job_id == job_id)
     return list(session.exec(query.order_by(col(JobEvent.seq)).limit(limit)).all())
+
+
+def count_events_after(
+    session: Session, *, seq: int, owner: str, job_id: str | None = None, limit: int
+) -> int:
+    """How many of the owner's (or one job's) events are newer than `seq`, counted up to `limit`."""
+    query = select(JobEvent.seq).where(col(JobEvent.seq) > seq, JobEvent.owner == owner)
+    if job_id is not None:
+        query = query.where(JobEvent.job_id == job_id)
+    return session.exec(select(func.count()).select_from(query.limit(limit).subquery())).one()
 
 
 def prune_events(session: Session, *, before: datetime) -> int:

@@ -6,16 +6,25 @@ loop finds due callbacks, claims each with a conditional update and a lease (no 
 send one at once; a replica that dies mid-send leaves it due again when the lease ends), POSTs
 the job document signed with the owner's webhook secret, and stores the outcome on the job:
 `delivered`, `pending` with the next attempt's time (backoff), or `failed` with the reason.
+
+Slots are shared fairly between users: a user has at most CALLBACK_CONCURRENCY_PER_USER POSTs in
+flight, and each free slot goes to the user with the fewest in flight (`fair_pick`). Only what
+can start at once is claimed, so nothing waits out its lease in a queue here: a user whose
+endpoint never answers delays another's callback by one attempt's timeout at most, and only
+when every slot is taken. URLs are logged without their query (`redact`): receivers put their
+secrets there.
 """
 
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import json
 import logging
 import time
 from datetime import timedelta
+from urllib.parse import urlsplit, urlunsplit
 
 import httpx
 from sqlalchemy import Engine
@@ -37,7 +46,7 @@ class CallbackDeliveries:
         self.engine, self.settings = engine, settings
         self._wake = asyncio.Event()
         self._sending: set[asyncio.Task[None]] = set()
-        self._slots = asyncio.Semaphore(settings.callback_concurrency)
+        self._in_flight: collections.Counter[str] = collections.Counter()  # POSTs per owner
         # no kept-alive connections: each POST connects to the address just checked, and a
         # pooled TLS connection must never carry another host's callback
         self._client = httpx.AsyncClient(
@@ -77,29 +86,43 @@ class CallbackDeliveries:
         return poll if due is None else min(poll, max(0.0, (due - utcnow()).total_seconds()))
 
     async def send_due(self) -> int:
-        """Claim what is due and start sending it; how many were started."""
-        lease = timedelta(seconds=self.settings.callback_timeout * 3 + 5)
+        """Claim what is due and can start now (fairly between users), and start sending it;
+        how many were started."""
+        settings = self.settings
+        free = settings.callback_concurrency - self._in_flight.total()
+        if free <= 0:
+            return 0  # a slot that frees wakes the loop
+        lease = timedelta(seconds=settings.callback_timeout * 3 + 5)
+        in_flight = collections.Counter(self._in_flight)
 
         def claim(session: Session) -> list[Job]:
-            due = crud.due_callbacks(session, now=utcnow(), limit=BATCH)
-            return [job for job in due if crud.claim_callback(session, job=job, lease_until=utcnow() + lease)]
+            per_user = settings.callback_concurrency_per_user
+            due = crud.due_callbacks(session, now=utcnow(), limit=BATCH, per_owner=per_user)
+            picked = fair_pick(due, in_flight, free, per_user)
+            until = utcnow() + lease
+            return [job for job in picked if crud.claim_callback(session, job=job, lease_until=until)]
 
         claimed = await db.in_thread(self.engine, claim)
         for job in claimed:
+            self._in_flight[job.owner] += 1
             task = asyncio.create_task(self._send(job), name=f"callback-{job.id}")
             self._sending.add(task)
             task.add_done_callback(self._sending.discard)
         return len(claimed)
 
     async def _send(self, job: Job) -> None:
-        async with self._slots:
-            try:
-                await self._attempt(job)
-            except Exception:  # never lose the loop to one job; the lease makes it due again
-                log.exception("callback for job %s: attempt failed unexpectedly", job.id)
+        try:
+            await self._attempt(job)
+        except Exception:  # never lose the loop to one job; the lease makes it due again
+            log.exception("callback for job %s: attempt failed unexpectedly", job.id)
+        finally:
+            self._in_flight[job.owner] -= 1
+            if self._in_flight[job.owner] <= 0:
+                del self._in_flight[job.owner]
+            self.wake()  # a slot is free
 
     async def _attempt(self, job: Job) -> None:
-        settings, url = self.settings, job.callback_url or ""
+        settings, url = self.settings, redact(job.callback_url or "")
         secret = await db.in_thread(self.engine, lambda s: crud.webhook_secret(s, username=job.owner))
         body = json.dumps(JobPublic.of(job).model_dump(mode="json")).encode()
         headers = {
@@ -109,7 +132,7 @@ class CallbackDeliveries:
         }
         outcome = await post_once(
             self._client,
-            url,
+            job.callback_url or "",
             body,
             headers,
             allow_private=settings.callback_allow_private,
@@ -145,3 +168,26 @@ class CallbackDeliveries:
             self.engine,
             lambda s: crud.record_callback(s, job_id=job.id, state=state, error=error, next_at=next_at),
         )
+
+
+def fair_pick(due: list[Job], in_flight: collections.Counter[str], free: int, per_user: int) -> list[Job]:
+    """Up to `free` of `due` (oldest first), a slot at a time to the user with the fewest POSTs
+    in flight (`in_flight`, then counting those picked), never more than `per_user` of one user."""
+    waiting: dict[str, collections.deque[Job]] = {}
+    for job in sorted(due, key=lambda j: (as_utc(j.callback_next_at) or utcnow(), j.id)):
+        waiting.setdefault(job.owner, collections.deque()).append(job)
+    taken, picked = collections.Counter(in_flight), []
+    while len(picked) < free:
+        owners = [owner for owner, jobs in waiting.items() if jobs and taken[owner] < per_user]
+        if not owners:
+            break
+        owner = min(owners, key=lambda o: taken[o])  # ties: dict order, the oldest due first
+        picked.append(waiting[owner].popleft())
+        taken[owner] += 1
+    return picked
+
+
+def redact(url: str) -> str:
+    """The URL without its query and fragment (receivers' tokens live there) for the log."""
+    parts = urlsplit(url)
+    return urlunsplit(parts._replace(query="", fragment="")) + ("?..." if parts.query else "")

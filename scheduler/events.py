@@ -14,26 +14,34 @@ import asyncio
 import collections
 import contextlib
 import logging
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from datetime import timedelta
+from functools import partial
+from typing import Any, TypeVar
 
 from sqlalchemy import Engine
 from sqlmodel import Session, col, select
 
-from scheduler import crud
+from scheduler import crud, db
 from scheduler.models import Job, JobEvent, JobPublic, utcnow
 from scheduler.statuses import ACTIVE, FINISHED
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 BATCH = 500  # events per log read
+CURRENT_READS = 5  # tries at reading a fresh stream's documents while no change is logged
 CURRENT = "current"  # the kind of a stream's first events: documents as they are now, not from the log
 PRUNE_EVERY_SECONDS = 60.0
 
 
 class TooManyStreams(Exception):
     """The user has EVENTS_MAX_STREAMS_PER_USER streams open already."""
+
+
+class ResumeRefused(Exception):
+    """A Last-Event-ID that no event has, or too far back (str: why, a phrase)."""
 
 
 @dataclass(eq=False)
@@ -59,10 +67,12 @@ class EventFeed:
         retention_seconds: float,
         max_streams_per_user: int,
         gap_grace_seconds: float,
+        max_resume_events: int = 10_000,
     ) -> None:
         self.engine = engine
         self.queue_size, self.poll_seconds = queue_size, poll_seconds
         self.retention_seconds, self.max_streams_per_user = retention_seconds, max_streams_per_user
+        self.max_resume_events = max_resume_events
         # PostgreSQL may commit seq 11 before seq 10: a hole is waited for this long before it
         # is taken as final (a rolled-back or deleted event). SQLite commits in seq order.
         self.gap_grace_seconds = gap_grace_seconds if engine.dialect.name != "sqlite" else 0.0
@@ -89,22 +99,53 @@ class EventFeed:
 
     # --- one client's stream ----------------------------------------------------------------------
 
+    async def check_resume(self, owner: str, job_id: str | None, after: int) -> None:
+        """Refuse (ResumeRefused) a Last-Event-ID past the newest event, or one more than
+        `max_resume_events` of this stream's events back: a resume costs what it replays."""
+
+        def read(session: Session) -> tuple[int, int]:
+            limit = self.max_resume_events + 1
+            behind = crud.count_events_after(session, seq=after, owner=owner, job_id=job_id, limit=limit)
+            return crud.last_event_seq(session), behind
+
+        newest, behind = await self._in_thread(read)
+        if after > newest:
+            raise ResumeRefused(f"no event has the id {after}: the newest is {newest}")
+        if behind > self.max_resume_events:
+            raise ResumeRefused(
+                f"{after} is more than EVENTS_MAX_RESUME ({self.max_resume_events}) events back; "
+                "reconnect without Last-Event-ID for the current state"
+            )
+
+    async def subscribe(self, owner: str, job_id: str | None) -> Subscription:
+        """Register a stream (raises TooManyStreams); `follow` it, which also ends it."""
+        if len(self._subs.get(owner, ())) >= self.max_streams_per_user:
+            raise TooManyStreams(self.max_streams_per_user)
+        sub = Subscription(owner, job_id, asyncio.Queue(self.queue_size))
+        self._subs[owner].add(sub)
+        if self._cursor is None:  # before the backlog is read: nothing falls between the two
+            try:
+                cursor = await self._in_thread(crud.last_event_seq)
+            except BaseException:
+                self._unsubscribe(sub)
+                raise
+            if self._cursor is None and self._subs:  # another stream may have set it meanwhile
+                self._cursor = cursor
+        return sub
+
     async def follow(self, sub: Subscription, after: int | None) -> AsyncIterator[JobEvent]:
         """The events of one job (ending after its terminal one) or of all the owner's jobs:
         those after `after` from the log (or the current state without it), then live ones."""
         job_id = sub.job_id
         try:
             last = after or 0
-            with Session(self.engine, expire_on_commit=False) as session:
-                backlog = list(self._backlog(session, sub, after))
-                job = session.get(Job, job_id) if job_id is not None else None
-            for event in backlog:
+            async for event in self._backlog(sub, after):
                 last = max(last, event.seq or 0)
                 yield event
                 if job_id is not None and ends_stream(event):
                     return
-            if job_id is not None and (job is None or job.status in FINISHED):
-                return  # the client has seen its end already
+            if job_id is not None and await self._in_thread(lambda s: _seen_its_end(s, job_id, last)):
+                return
             while (event := await sub.queue.get()) is not None:
                 if (event.seq or 0) <= last:  # also in the backlog
                     continue
@@ -115,47 +156,26 @@ class EventFeed:
         finally:
             self._unsubscribe(sub)
 
-    def _backlog(self, session: Session, sub: Subscription, after: int | None) -> Iterator[JobEvent]:
+    async def _backlog(self, sub: Subscription, after: int | None) -> AsyncIterator[JobEvent]:
+        """The log after `after`, read in a worker thread BATCH events at a time: a long resume
+        never holds the event loop, nor more than one batch in memory."""
         if after is None:  # a fresh stream starts from the current state
-            yield from self._current(session, sub)
+            for event in await self._in_thread(lambda s: current(s, sub)):
+                yield event
             return
-        seq, found = after, False
-        while events := crud.events_after(session, seq=seq, owner=sub.owner, job_id=sub.job_id, limit=BATCH):
-            yield from events
-            seq, found = events[-1].seq or seq, True
-        if not found and sub.job_id is not None and not crud.last_event_seq(session, job_id=sub.job_id):
-            yield from self._current(session, sub)  # its log has been pruned: its document
+        seq = after
+        while batch := await self._in_thread(
+            partial(crud.events_after, seq=seq, owner=sub.owner, job_id=sub.job_id, limit=BATCH)
+        ):
+            for event in batch:
+                yield event
+            seq = batch[-1].seq or seq
+        if seq == after and sub.job_id is not None:  # nothing logged after it: pruned?
+            for event in await self._in_thread(lambda s: _pruned_current(s, sub)):
+                yield event  # its log has been pruned: its document
 
-    def _current(self, session: Session, sub: Subscription) -> Iterator[JobEvent]:
-        """The current documents, as events with the newest seq (a resume from it misses nothing).
-        Read again while the log grew meanwhile: each change logs its event in its own commit,
-        so an unchanged newest seq means the documents are those of that seq."""
-        query = select(Job).where(Job.owner == sub.owner).execution_options(populate_existing=True)
-        if sub.job_id is not None:
-            query = query.where(Job.id == sub.job_id)
-        else:
-            query = query.where(col(Job.status).in_(ACTIVE)).order_by(col(Job.created_at))
-        seq = crud.last_event_seq(session)
-        while True:
-            jobs = session.exec(query).all()
-            newest = crud.last_event_seq(session)
-            if newest == seq:
-                break
-            seq = newest
-        for job in jobs:
-            document = JobPublic.of(job).model_dump(mode="json")
-            yield JobEvent(seq=seq, job_id=job.id, owner=job.owner, kind=CURRENT, document=document)
-
-    def subscribe(self, owner: str, job_id: str | None) -> Subscription:
-        """Register a stream (raises TooManyStreams); `follow` it, which also ends it."""
-        if len(self._subs.get(owner, ())) >= self.max_streams_per_user:
-            raise TooManyStreams(self.max_streams_per_user)
-        if self._cursor is None:  # before the backlog is read: nothing falls between the two
-            with Session(self.engine) as session:
-                self._cursor = crud.last_event_seq(session)
-        sub = Subscription(owner, job_id, asyncio.Queue(self.queue_size))
-        self._subs[owner].add(sub)
-        return sub
+    async def _in_thread(self, work: Callable[[Session], T]) -> T:
+        return await db.in_thread(self.engine, work)
 
     def _unsubscribe(self, sub: Subscription) -> None:
         subs = self._subs.get(sub.owner)
@@ -185,25 +205,28 @@ class EventFeed:
                     await self._wake.wait()
             self._wake.clear()
             try:
-                self._read()
+                await self._read()
                 if loop.time() - pruned > PRUNE_EVERY_SECONDS:
                     pruned = loop.time()
                     await asyncio.to_thread(self._prune)
             except Exception:  # a DB hiccup: the next round reads from the same cursor
                 log.warning("event feed: reading the log failed", exc_info=True)
 
-    def _read(self) -> None:
-        """Fan out the events after the cursor, in seq order, holding back at a fresh hole."""
+    async def _read(self) -> None:
+        """Fan out the events after the cursor, in seq order, holding back at a fresh hole. The
+        log is read in a worker thread; the fan-out, on the loop, never waits."""
         while self._cursor is not None:
-            with Session(self.engine, expire_on_commit=False) as session:
-                events = crud.events_after(session, seq=self._cursor, limit=BATCH)
+            cursor = self._cursor
+            events = await self._in_thread(partial(crud.events_after, seq=cursor, limit=BATCH))
             for event in events:
+                if self._cursor is None:  # the last subscriber left meanwhile
+                    return
+                if (event.seq or 0) <= self._cursor:  # a stream subscribing meanwhile set it past
+                    continue
                 if event.seq != self._cursor + 1 and not self._hole_is_final():
                     return
                 self._hole_since, self._cursor = None, event.seq
                 self._fan_out(event)
-                if self._cursor is None:  # the last subscriber was dropped
-                    return
             if len(events) < BATCH:
                 return
 
@@ -229,3 +252,44 @@ class EventFeed:
             removed = crud.prune_events(session, before=utcnow() - timedelta(seconds=self.retention_seconds))
         if removed:
             log.debug("event feed: %d old events pruned", removed)
+
+
+def current(session: Session, sub: Subscription) -> list[JobEvent]:
+    """The current documents, as events with the newest seq (a resume from it misses nothing).
+    Read again while the log grew meanwhile: each change logs its event in its own commit, so an
+    unchanged newest seq means the documents are those of that seq. Under constant change, after
+    CURRENT_READS tries they carry the seq from before their read: a change may come twice, none
+    is missed."""
+    query = select(Job).where(Job.owner == sub.owner).execution_options(populate_existing=True)
+    if sub.job_id is not None:
+        query = query.where(Job.id == sub.job_id)
+    else:
+        query = query.where(col(Job.status).in_(ACTIVE)).order_by(col(Job.created_at))
+    newest = crud.last_event_seq(session)
+    for _ in range(CURRENT_READS):
+        seq = newest
+        jobs = session.exec(query).all()
+        newest = crud.last_event_seq(session)
+        if newest == seq:
+            break
+    return [
+        JobEvent(seq=seq, job_id=job.id, owner=job.owner, kind=CURRENT, document=document(job))
+        for job in jobs
+    ]
+
+
+def document(job: Job) -> dict[str, Any]:
+    return JobPublic.of(job).model_dump(mode="json")
+
+
+def _pruned_current(session: Session, sub: Subscription) -> list[JobEvent]:
+    """A job whose log is gone (pruned) starts from its document; one with a log has nothing new."""
+    return [] if crud.last_event_seq(session, job_id=sub.job_id) else current(session, sub)
+
+
+def _seen_its_end(session: Session, job_id: str, last: int) -> bool:
+    """The job has ended (or is gone) and its stream gave every event of it up to `last`: an
+    end logged after the backlog was read comes through the queue instead."""
+    job = session.get(Job, job_id)
+    ended = job is None or job.status in FINISHED
+    return ended and crud.last_event_seq(session, job_id=job_id) <= last

@@ -30,6 +30,10 @@ class JobFinished(Exception):
     """The job had already ended (str: its status): there is nothing to cancel."""
 
 
+class JobGone(Exception):
+    """The job was deleted while a request about it ran (str: its id): a 404, as if never found."""
+
+
 class Jobs:
     def __init__(
         self,
@@ -80,7 +84,8 @@ class Jobs:
 
     async def cancel(self, job: Job) -> JobPublic:
         """Stop an active job; it stays, `cancelled`, with its logs and what it stored.
-        Raises JobFinished when it had ended (perhaps while this ran)."""
+        Raises JobFinished when it had ended (perhaps while this ran, then with the status it
+        ended with), JobGone when it was deleted meanwhile."""
         if job.status in FINISHED:
             raise JobFinished(job.status)
         final = await self._stop(job)
@@ -90,19 +95,25 @@ class Jobs:
         return final
 
     async def _stop(self, job: Job) -> JobPublic:
-        """End the job if it is active (the runner reports its end); its document after that."""
+        """End the job if it is active (the runner reports its end); its document after that, read
+        again: the one read before may be stale (JobGone: a DELETE removed it meanwhile)."""
         if job.status in WITH_RUNNER:
             await self.runner.cancel(job.id)
         if job.status in ACTIVE:  # queued, or a runner that reported nothing: it ends here
             await self.tracker.report(StatusReport(job.id, "cancelled"))
-        return await db.in_thread(self.engine, lambda s: JobPublic.of(s.get(Job, job.id) or job))
+        now = await db.in_thread(self.engine, lambda s: s.get(Job, job.id))
+        if now is None:
+            raise JobGone(job.id)
+        return JobPublic.of(now)
 
     async def delete(self, job: Job) -> JobPublic:
-        """Cancel it if active, remove its process/Job and stored objects, then the record."""
+        """Cancel it if active, remove its process/Job and stored objects, then the record.
+        Raises JobGone when another request deleted it meanwhile."""
         final = await self._stop(job)
         await asyncio.to_thread(self.storage.delete_prefix, job.result_prefix)
         self.runner.forget(job.id)
-        await db.in_thread(self.engine, lambda s: crud.delete_job(s, job_id=job.id))
+        if not await db.in_thread(self.engine, lambda s: crud.delete_job(s, job_id=job.id)):
+            raise JobGone(job.id)
         self.tracker.notify(job.id)
         log.info("job %s deleted", job.id)
         return final

@@ -10,6 +10,7 @@ from fastapi import FastAPI
 from job_image.storage import Storage
 from scheduler.api import openapi
 from scheduler.api.errors import BodyLimitMiddleware, install_handlers
+from scheduler.api.headers import SecurityHeadersMiddleware
 from scheduler.api.routes import auth, docs, events, health, jobs, web
 from scheduler.core.config import Settings
 from scheduler.metrics import MetricsMiddleware
@@ -38,6 +39,7 @@ def create_app(settings: Settings | None = None, storage: Storage | None = None)
         lifespan=lifespan,
         docs_url=None,  # served by docs.install from local assets: they work offline
         redoc_url=None,
+        redirect_slashes=False,  # Starlette builds that redirect's Location from the Host header
     )
     app.state.service = service
     install_handlers(app)
@@ -49,5 +51,6 @@ def create_app(settings: Settings | None = None, storage: Storage | None = None)
     docs.install(app)
     openapi.install(app)
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
+    app.add_middleware(SecurityHeadersMiddleware)
     app.add_middleware(MetricsMiddleware, metrics=service.metrics)
     return app

@@ -170,6 +170,14 @@ class JobLinks(BaseModel):
     logs: str
 
 
+class JobDeleted(BaseModel):
+    """The `data` of an event stream's `deleted` event."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    job_id: str
+
+
 class JobPublic(BaseModel):
     job_id: str
     status: JobStatus

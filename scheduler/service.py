@@ -61,6 +61,7 @@ class Service:
             retention_seconds=settings.events_retention_seconds,
             max_streams_per_user=settings.events_max_streams_per_user,
             gap_grace_seconds=settings.events_gap_grace_seconds,
+            max_resume_events=settings.events_max_resume,
         )
         self.tracker = Tracker(
             self.engine,

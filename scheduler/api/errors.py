@@ -32,9 +32,9 @@ from scheduler.api.disconnect import ClientGone
 from scheduler.callbacks import CallbackRefused
 from scheduler.core.ratelimit import Throttled
 from scheduler.crud import UsernameTaken
-from scheduler.events import TooManyStreams
+from scheduler.events import ResumeRefused, TooManyStreams
 from scheduler.job_status import QueueFull, TooManyActiveJobs
-from scheduler.jobs import JobFinished
+from scheduler.jobs import JobFinished, JobGone
 from scheduler.pricing import PricingBusy
 from scheduler.runners.base import RunnerUnavailable
 
@@ -155,7 +155,9 @@ DOMAIN_ERRORS: dict[type[Exception], tuple[int, Callable[[Any], str]]] = {
     DBAPIError: (503, database_unavailable),
     SQLAlchemyTimeout: (503, database_unavailable),
     JobFinished: (409, lambda exc: f"The job has already finished ({exc}); there is nothing to cancel."),
+    JobGone: (404, lambda exc: f"No job {exc} here."),
     TooManyStreams: (429, lambda exc: f"You have {exc} event streams open, the most allowed; close one."),
+    ResumeRefused: (422, lambda exc: f"Last-Event-ID: {exc}."),
     NoSuchDevice: (422, lambda exc: f"{str(exc)[0].upper()}{str(exc)[1:]}."),
     TooExpensive: (
         422,

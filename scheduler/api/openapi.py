@@ -1,6 +1,7 @@
 """/openapi.json as the service answers: FastAPI's document, less the 422 it adds to every
 operation with parameters (`HTTPValidationError`, a shape this service never sends: its 422 is
-`InvalidRequest`, declared by the routes that answer one), plus the error bodies' schemas."""
+`InvalidRequest`, declared by the routes that answer one), plus the error bodies' schemas and the
+documents the event streams carry (their events name them in `contentSchema`)."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ from fastapi import FastAPI
 from pydantic.json_schema import models_json_schema
 
 from scheduler.api.errors import SCHEMAS
+from scheduler.models import JobDeleted, JobPublic
 
 FASTAPI_422 = {"$ref": "#/components/schemas/HTTPValidationError"}
 
@@ -28,7 +30,8 @@ def as_answered(doc: dict[str, Any]) -> dict[str, Any]:
     for name in ("HTTPValidationError", "ValidationError"):
         schemas.pop(name, None)
     _, defined = models_json_schema(
-        [(model, "serialization") for model in SCHEMAS], ref_template="#/components/schemas/{model}"
+        [(model, "serialization") for model in (*SCHEMAS, JobPublic, JobDeleted)],
+        ref_template="#/components/schemas/{model}",
     )
     schemas.update(defined["$defs"])
     return doc

@@ -82,10 +82,10 @@ class Settings(BaseSettings):
         30, ge=1, description="Retry-After of that 429: about the time a few short jobs take to start"
     )
     max_job_iterations: float = Field(
-        2e12,
+        1e12,
         gt=0,
-        description="a request whose estimated iterations exceed this is a 422: ~400 s of CPU render "
-        "at 5 G iter/s, within JOB_TIMEOUT_SECONDS",
+        description="a request whose estimated iterations exceed this is a 422: ~200 s of CPU render "
+        "at 5 G iter/s, within JOB_TIMEOUT_SECONDS, and below MAX_PIXELS x MAX_ITER (1.7e12), so it can fire",
     )
     cost_probe_workers: int = Field(
         2, ge=1, description="threads pricing submits at once (the cost probe's own pool, not the database's)"
@@ -201,6 +201,12 @@ class Settings(BaseSettings):
     events_retention_seconds: float = Field(
         3600.0, gt=0, description="how long the log keeps events; Last-Event-ID can resume within it"
     )
+    events_max_resume: int = Field(
+        10_000,
+        ge=0,
+        description="a Last-Event-ID more than this many of the stream's events back is a 422: a resume "
+        "costs what it replays",
+    )
     events_gap_grace_seconds: float = Field(
         1.0, ge=0, description="PostgreSQL: how long a missing seq is waited for (a commit in flight)"
     )
@@ -222,6 +228,9 @@ class Settings(BaseSettings):
         5.0, gt=0, description="how often due callbacks are looked for (other replicas', retries)"
     )
     callback_concurrency: int = Field(16, ge=1, description="callbacks in flight at once per replica")
+    callback_concurrency_per_user: int = Field(
+        4, ge=1, description="one user's callbacks in flight at once per replica: all a dead endpoint holds"
+    )
 
     @field_validator("username_pattern")
     @classmethod

@@ -34,3 +34,6 @@ def configure(level: str = "INFO") -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
+    # httpx logs each request's URL whole at info, and callback URLs' queries hold receivers'
+    # secrets: deliveries.py logs each attempt itself, with the query left out
+    logging.getLogger("httpx").setLevel(max(logging.WARNING, root.level))

@@ -98,6 +98,10 @@ export class Api {
           yield { event: event.event, doc: JSON.parse(event.data) };
         }
       } catch (err) {
+        if (err instanceof ApiError && err.status === 422 && lastId !== null) {
+          lastId = null;  // too far behind to resume: start again from the current state
+          continue;
+        }
         if (err.name === "AbortError" || (err instanceof ApiError && err.status !== 0)) throw err;
       }
       if (signal.aborted) return;

@@ -18,13 +18,6 @@ from fastapi.testclient import TestClient
 from sqlalchemy import event
 
 SCHEDULER = Path(__file__).resolve().parents[2] / "scheduler"
-# Known, and small: the first event stream after an idle spell reads the feed's cursor (one
-# indexed query) before it subscribes, so that no event falls between the two.
-ALLOWED = {"subscribe"}
-# The event feed's reads (follow's backlog, the loop's log read) are still on the loop: moved to a
-# thread, a resumed stream could see a different first document (test_events_http); to be redone.
-ALLOWED_IN = {"scheduler/events.py"}
-
 
 def test_health_and_reads_go_on_while_a_write_waits_for_the_lock(client: TestClient) -> None:
     service = client.app.state.service
@@ -102,8 +95,7 @@ def test_no_coroutine_calls_the_database_on_the_event_loop() -> None:
             if isinstance(node, ast.AsyncFunctionDef):
                 for call in _calls(node):
                     name = _name(call)
-                    exempt = name in ALLOWED or str(path.relative_to(SCHEDULER.parent)) in ALLOWED_IN
-                    if name in blocking and not exempt:
+                    if name in blocking:
                         where = f"{path.relative_to(SCHEDULER.parent)}:{call.lineno}"
                         found.append(f"{where} {node.name} calls {name}")
     assert not found, "database calls in coroutines (use db.in_thread):\n" + "\n".join(found)

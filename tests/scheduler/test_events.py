@@ -4,6 +4,7 @@ queues (a client that stops reading is dropped), and the per-user stream limit."
 from __future__ import annotations
 
 import asyncio
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -13,7 +14,7 @@ from sqlalchemy import Engine, event
 from sqlmodel import Session
 
 from scheduler import crud, db, job_status
-from scheduler.events import EventFeed, TooManyStreams
+from scheduler.events import BATCH, CURRENT_READS, EventFeed, ResumeRefused, TooManyStreams
 from scheduler.models import Job
 
 
@@ -63,11 +64,11 @@ def test_one_log_read_serves_every_stream(engine: Engine) -> None:
     async def run() -> None:
         feed = make_feed(engine)
         job = new_job(engine)
-        subs = [feed.subscribe("alice", job.id if i % 2 else None) for i in range(200)]
+        subs = [await feed.subscribe("alice", job.id if i % 2 else None) for i in range(200)]
         queries = count_queries(engine)
         progress(engine, job.id, 3)
         writes = len(queries)
-        feed._read()
+        await feed._read()
         assert len(queries) - writes <= 2  # the log read (and its empty follow-up), not 200
         assert all(sub.queue.qsize() == 3 for sub in subs)
 
@@ -78,12 +79,12 @@ def test_a_client_that_stops_reading_is_dropped_with_a_bounded_queue(engine: Eng
     async def run() -> None:
         feed = make_feed(engine, queue_size=4)
         job = new_job(engine)
-        stalled = feed.subscribe("alice", job.id)
-        reader = feed.subscribe("alice", job.id)
+        stalled = await feed.subscribe("alice", job.id)
+        reader = await feed.subscribe("alice", job.id)
         got = []
         for _ in range(5):
             progress(engine, job.id, 2)
-            feed._read()
+            await feed._read()
             while not reader.queue.empty():
                 got.append(reader.queue.get_nowait())
         assert stalled.dropped and stalled.queue.qsize() == 1 and stalled.queue.get_nowait() is None
@@ -97,15 +98,15 @@ def test_a_dropped_stream_ends_and_the_client_can_resume_from_the_log(engine: En
     async def run() -> None:
         feed = make_feed(engine, queue_size=2)
         job = new_job(engine)
-        sub = feed.subscribe("alice", job.id)
+        sub = await feed.subscribe("alice", job.id)
         seen = []
         async for ev in feed.follow(sub, None):
             seen.append(ev.seq)
             if len(seen) == 1:
                 progress(engine, job.id, 5)  # more than the queue holds, unread
-                feed._read()
+                await feed._read()
         assert sub.dropped and len(seen) == 1
-        resumed = feed.subscribe("alice", job.id)
+        resumed = await feed.subscribe("alice", job.id)
         rest = []
         async for ev in feed.follow(resumed, seen[-1]):
             rest.append(ev.seq)
@@ -119,11 +120,11 @@ def test_a_dropped_stream_ends_and_the_client_can_resume_from_the_log(engine: En
 def test_streams_per_user_are_limited(engine: Engine) -> None:
     async def run() -> None:
         feed = make_feed(engine, max_streams_per_user=2)
-        feed.subscribe("alice", None)
-        feed.subscribe("alice", None)
+        await feed.subscribe("alice", None)
+        await feed.subscribe("alice", None)
         with pytest.raises(TooManyStreams):
-            feed.subscribe("alice", None)
-        feed.subscribe("bob", None)  # another user's are counted apart
+            await feed.subscribe("alice", None)
+        await feed.subscribe("bob", None)  # another user's are counted apart
 
     asyncio.run(run())
 
@@ -136,20 +137,20 @@ def test_a_hole_in_the_log_is_waited_for_before_it_is_skipped(engine: Engine) ->
         feed = make_feed(engine)
         feed.gap_grace_seconds = 0.2  # as on PostgreSQL
         job = new_job(engine)
-        sub = feed.subscribe("alice", None)
+        sub = await feed.subscribe("alice", None)
         progress(engine, job.id, 3)
         with Session(engine) as session:  # seq cursor+1 "not yet committed"
             first = crud.events_after(session, seq=feed._cursor or 0, limit=1)[0]
             session.delete(first)
             session.commit()
-        feed._read()
+        await feed._read()
         assert sub.queue.empty()
         loop = asyncio.get_running_loop()
         deadline = loop.time() + 10
         while sub.queue.qsize() < 2:  # once past the grace period the hole is final
             assert loop.time() < deadline, "the hole was never skipped"
             await asyncio.sleep(0.02)
-            feed._read()
+            await feed._read()
 
     asyncio.run(run())
 
@@ -169,10 +170,85 @@ def test_a_fresh_stream_gives_the_documents_with_the_seq_they_were_read_at(engin
     async def run() -> None:
         feed = make_feed(engine)
         event.listen(engine, "before_cursor_execute", change_before_the_jobs_are_read)
-        first = await anext(aiter(feed.follow(feed.subscribe("alice", job.id), None)))
+        first = await anext(aiter(feed.follow(await feed.subscribe("alice", job.id), None)))
         event.remove(engine, "before_cursor_execute", change_before_the_jobs_are_read)
         assert raced and first.document["status"] == "running"
         with Session(engine) as session:
             assert first.seq == crud.last_event_seq(session, job_id=job.id)
+
+    asyncio.run(run())
+
+
+def test_a_long_resume_is_read_in_worker_threads_a_batch_at_a_time(engine: Engine) -> None:
+    """Resuming a long log never reads it on the event loop, nor whole: one BATCH per read."""
+    job = new_job(engine)
+    progress(engine, job.id, 2 * BATCH + 10)
+    reads: list[tuple[str, bool]] = []
+
+    async def run() -> None:
+        loop_thread = threading.current_thread()
+        event.listen(
+            engine, "before_cursor_execute",
+            lambda *args: reads.append((args[2], threading.current_thread() is loop_thread)),
+        )
+        feed = make_feed(engine)
+        got = []
+        async for ev in feed.follow(await feed.subscribe("alice", None), 0):
+            got.append(ev.seq)
+            if len(got) == 2 * BATCH + 11:
+                break
+        assert got == list(range(1, 2 * BATCH + 12))
+
+    asyncio.run(run())
+    assert reads and not any(on_loop for _, on_loop in reads), [s for s, on_loop in reads if on_loop]
+    assert sum("FROM jobevent" in s and "LIMIT" in s for s, _ in reads) >= 3  # three batches, not one
+
+
+def test_a_resume_past_the_newest_event_or_too_far_back_is_refused(engine: Engine) -> None:
+    job = new_job(engine)
+    progress(engine, job.id, 9)  # seqs 1..10
+
+    async def run() -> None:
+        feed = make_feed(engine, max_resume_events=5)
+        await feed.check_resume("alice", None, 5)  # 5 events back: allowed
+        await feed.check_resume("bob", None, 0)  # nothing of bob's to replay
+        with pytest.raises(ResumeRefused, match="no event has the id 11"):
+            await feed.check_resume("alice", job.id, 11)
+        with pytest.raises(ResumeRefused, match="more than EVENTS_MAX_RESUME"):
+            await feed.check_resume("alice", job.id, 4)
+
+    asyncio.run(run())
+
+
+def test_a_fresh_stream_reads_the_documents_a_bounded_number_of_times(engine: Engine) -> None:
+    """A log that grows at every read: the first documents still come, after CURRENT_READS
+    reads, under the seq from before their read (a change may come twice, none is missed)."""
+    job = new_job(engine)
+    reads: list[int] = []
+    changing = threading.local()
+
+    def change_at_every_read(_conn: object, _cursor: object, statement: str, *_: object) -> None:
+        if statement.lstrip().startswith("SELECT job.") and not getattr(changing, "now", False):
+            reads.append(1)
+            changing.now = True
+            try:
+                with Session(engine) as session:  # another connection commits a change and its event
+                    changed = session.get(Job, job.id)
+                    assert changed is not None
+                    changed.status, changed.progress = "running", len(reads) / 10
+                    job_status.log_change(session, changed)
+                    session.commit()
+            finally:
+                changing.now = False
+
+    async def run() -> None:
+        feed = make_feed(engine)
+        event.listen(engine, "before_cursor_execute", change_at_every_read)
+        first = await anext(aiter(feed.follow(await feed.subscribe("alice", job.id), None)))
+        event.remove(engine, "before_cursor_execute", change_at_every_read)
+        assert len(reads) == CURRENT_READS
+        with Session(engine) as session:
+            logged = crud.events_after(session, seq=first.seq or 0, job_id=job.id, limit=100)
+        assert logged and logged[-1].document["progress"] == first.document["progress"]
 
     asyncio.run(run())

@@ -13,6 +13,8 @@ from fastapi.openapi.docs import get_redoc_html, get_swagger_ui_html
 from fastapi.responses import HTMLResponse
 from fastapi.staticfiles import StaticFiles
 
+from scheduler.api.headers import CSP, docs_policy
+
 ASSETS = Path(fastapi_offline.__file__).resolve().parent / "static"
 PREFIX = "/docs-assets"
 
@@ -23,26 +25,33 @@ def _title(request: Request) -> str:
     return f"{request.app.title} API"
 
 
+def with_policy(page: HTMLResponse) -> HTMLResponse:
+    page.headers[CSP] = docs_policy(bytes(page.body))
+    return page
+
+
 @router.get("/docs")
 async def swagger_ui(request: Request) -> HTMLResponse:
-    return get_swagger_ui_html(
+    page = get_swagger_ui_html(
         openapi_url=request.app.openapi_url,
         title=_title(request),
         swagger_js_url=f"{PREFIX}/swagger-ui-bundle.js",
         swagger_css_url=f"{PREFIX}/swagger-ui.css",
         swagger_favicon_url=f"{PREFIX}/favicon.png",
     )
+    return with_policy(page)
 
 
 @router.get("/redoc")
 async def redoc(request: Request) -> HTMLResponse:
-    return get_redoc_html(
+    page = get_redoc_html(
         openapi_url=request.app.openapi_url,
         title=_title(request),
         redoc_js_url=f"{PREFIX}/redoc.standalone.js",
         redoc_favicon_url=f"{PREFIX}/favicon.png",
         with_google_fonts=False,
     )
+    return with_policy(page)
 
 
 def install(app: FastAPI) -> None:

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 from collections.abc import AsyncIterator
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Header
 from sse_starlette import EventSourceResponse, ServerSentEvent
@@ -22,16 +23,48 @@ log = logging.getLogger(__name__)
 
 router = APIRouter(tags=["events"])
 
+EVENT_ID = re.compile(r"[0-9]{1,18}")  # [0-9] is ASCII; 18 digits stay below 2**63
 LastEventId = Annotated[
     str | None, Header(alias="Last-Event-ID", description="resume after this event (EventSource sends it)")
 ]
+
+
+def sse_event(kind: str, document: str, meaning: str) -> dict[str, Any]:
+    """One Server-Sent Event as OpenAPI 3.1 describes a `text/event-stream` item (what
+    schemathesis checks each event against): its fields, `data` being a JSON document."""
+    return {
+        "type": "object",
+        "description": meaning,
+        "required": ["id", "event", "data"],
+        "properties": {
+            "id": {"type": "string", "pattern": "^[0-9]+$", "description": "its seq: resume after it"},
+            "event": {"const": kind},
+            "data": {
+                "type": "string",
+                "contentMediaType": "application/json",
+                "contentSchema": {"$ref": f"#/components/schemas/{document}"},
+            },
+        },
+    }
+
+
+EVENT = {
+    "oneOf": [
+        sse_event("message", "JobPublic", "a job as it is now, or as a change left it"),
+        sse_event("deleted", "JobDeleted", "the job was deleted"),
+    ]
+}
 STREAM: Answers = {
     200: {
-        "content": {"text/event-stream": {"schema": {"type": "string"}}},
-        "description": "`id: <seq>` and `data: <job document>` per change; `event: deleted` when a "
-        "job is removed; `: ping` comments keep the connection open",
+        "content": {"text/event-stream": {"schema": EVENT}},
+        "description": "an event per change (`id: <seq>`, `data: <job document>`); `event: deleted` when "
+        "a job is removed; `: ping` comments keep the connection open",
     },
-    422: problem("a Last-Event-ID that is not an event's id", model=InvalidRequest),
+    422: problem(
+        "a Last-Event-ID that is not ASCII digits, that no event has (past the newest), or more than "
+        "EVENTS_MAX_RESUME of the stream's events back",
+        model=InvalidRequest,
+    ),
     429: problem("EVENTS_MAX_STREAMS_PER_USER streams of yours are open"),
 }
 ALL_ANSWERS: Answers = {**STREAM, **SIGNED_IN}
@@ -75,18 +108,23 @@ def _encode(event: JobEvent) -> bytes:
 
 
 def parse_last_event_id(value: str | None) -> int | None:
-    if value is None or not value.strip():
+    """The seq to resume after; None for a fresh stream. ASCII digits only (`str.isdigit` takes
+    superscripts, which `int` refuses), within the log's 63-bit range."""
+    value = (value or "").strip(" \t")
+    if not value:
         return None
-    if not value.strip().isdigit() or len(value.strip()) > 18:
-        raise unprocessable("Last-Event-ID must be the id of an event from this stream.")
+    if not EVENT_ID.fullmatch(value):
+        raise unprocessable("Last-Event-ID must be the id of an event from this stream: ASCII digits.")
     return int(value)
 
 
-def open_stream(
+async def open_stream(
     feed: EventFeed, settings: Settings, owner: str, job_id: str | None, last_event_id: str | None
 ) -> EventStream:
     after = parse_last_event_id(last_event_id)
-    sub = feed.subscribe(owner, job_id)  # TooManyStreams: a 429 (api/errors.py)
+    if after is not None:
+        await feed.check_resume(owner, job_id, after)  # ResumeRefused: a 422 (api/errors.py)
+    sub = await feed.subscribe(owner, job_id)  # TooManyStreams: a 429
 
     async def frames() -> AsyncIterator[bytes]:
         async for event in feed.follow(sub, after):
@@ -105,7 +143,7 @@ async def job_events(
     job: OwnedJob, feed: EventsDep, settings: SettingsDep, last_event_id: LastEventId = None
 ) -> EventStream:
     """Live changes of one job as Server-Sent Events; the stream ends after its final status."""
-    return open_stream(feed, settings, job.owner, job.id, last_event_id)
+    return await open_stream(feed, settings, job.owner, job.id, last_event_id)
 
 
 @router.get("/events", response_class=EventStream, responses=ALL_ANSWERS)  # type: ignore[arg-type]
@@ -113,4 +151,4 @@ async def all_events(
     user: CurrentUser, feed: EventsDep, settings: SettingsDep, last_event_id: LastEventId = None
 ) -> EventStream:
     """Live changes of all your jobs as Server-Sent Events (unfinished jobs first, as they are now)."""
-    return open_stream(feed, settings, user.username, None, last_event_id)
+    return await open_stream(feed, settings, user.username, None, last_event_id)

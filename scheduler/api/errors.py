@@ -11,6 +11,7 @@ the errors they answer with `problem()` (and the shared sets SIGNED_IN, OWN_JOB)
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Callable
 from typing import Any
 
@@ -190,7 +191,8 @@ def install_handlers(app: FastAPI) -> None:
             return _detail(404, f"There is no {path}; the API is described at /docs.")
         if exc.status_code == 405 and exc.detail == "Method Not Allowed":
             detail = f"{path} does not take {request.method}; /docs lists what it takes."
-            return _detail(405, detail, exc.headers)
+            allow = allowed_methods(request)
+            return _detail(405, detail, {"Allow": allow} if allow else exc.headers)
         return await http_exception_handler(request, exc)
 
     @app.exception_handler(Throttled)
@@ -216,6 +218,15 @@ def install_handlers(app: FastAPI) -> None:
 
     for error, (code, sentence) in DOMAIN_ERRORS.items():
         app.add_exception_handler(error, _domain_handler(code, sentence))
+
+
+def allowed_methods(request: Request) -> str | None:
+    """The methods /openapi.json documents at this path (Starlette's 405 names only the first
+    route's: `Allow: POST` for /jobs, which also takes GET); None for an undocumented path."""
+    for template, item in request.app.openapi()["paths"].items():
+        if re.fullmatch(re.sub(r"\\\{\w+\\\}", "[^/]+", re.escape(template)), request.url.path):
+            return ", ".join(sorted(method.upper() for method in item))
+    return None
 
 
 def _domain_handler(code: int, sentence: Callable[[Any], str]) -> Any:

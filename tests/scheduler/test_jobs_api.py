@@ -312,3 +312,11 @@ def test_a_failed_jobs_links_do_not_point_at_a_409(make_client: Client) -> None:
     assert doc["status"] == "failed" and doc["links"]["result"] is None
     for link in (doc["links"]["self"], doc["links"]["files"], doc["links"]["logs"]):
         assert client.get(link, headers=alice).status_code == 200, link
+
+
+def test_a_405_names_every_method_its_path_takes(client: TestClient) -> None:
+    """Starlette's own Allow named only the first route's methods (`POST` for /jobs)."""
+    paths = {"/jobs": "GET, POST", "/jobs/x": "DELETE, GET", "/jobs/x/result": "GET, HEAD"}
+    for path, allowed in paths.items():
+        answer = client.request("PUT", path)
+        assert answer.status_code == 405 and answer.headers["allow"] == allowed, (path, answer.headers)

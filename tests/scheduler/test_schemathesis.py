@@ -40,6 +40,7 @@ def test_the_whole_api_keeps_its_openapi_contract(tmp_path: Path, opencl_cache: 
             capture_output=True,
             text=True,
             timeout=600,
+            cwd=tmp_path,  # where it keeps its own files (.schemathesis/)
         )
     assert run.returncode == 0, run.stdout[-8000:] + run.stderr[-2000:]
     selected = re.search(r"Operations:\s+(\d+) selected / (\d+) total", run.stdout)

@@ -49,6 +49,7 @@ def build_parser() -> argparse.ArgumentParser:
         choices = get_args(info.annotation) if get_origin(info.annotation) is Literal else ()
         what = f"one of {', '.join(choices)}" if choices else info.description
         ap.add_argument(flag, dest=field, metavar=field.upper().replace("_", "-"),
+                        type=int if info.annotation is int else None,  # the model takes ints only
                         help=f"{what} (default {info.default})")
     ap.add_argument("--params", help="parameters as a JSON object (default: $FRACTAL_PARAMS)")
     ap.add_argument("--job-id", help="job id (default: $JOB_ID, else a random id)")

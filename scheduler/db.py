@@ -57,10 +57,11 @@ async def in_thread(engine: Engine, work: Callable[[Session], T]) -> T:
     lock, a full disk or a slow server then holds one worker thread, never the event loop, so
     health checks and every other request go on meanwhile.
     """
-    return await asyncio.to_thread(_in_session, engine, work)
+    return await asyncio.to_thread(in_session, engine, work)
 
 
-def _in_session(engine: Engine, work: Callable[[Session], T]) -> T:
+def in_session(engine: Engine, work: Callable[[Session], T]) -> T:
+    """`work(session)` here, with a short session (in_thread's worker; for a thread of one's own)."""
     with Session(engine, expire_on_commit=False) as session:
         return work(session)
 

@@ -31,6 +31,7 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 BATCH = 500  # events per log read
+RESUME_WORKERS = 1  # threads reading or encoding resumes' batches at once, all streams together
 CURRENT_READS = 5  # tries at reading a fresh stream's documents while no change is logged
 CURRENT = "current"  # the kind of a stream's first events: documents as they are now, not from the log
 PRUNE_EVERY_SECONDS = 60.0
@@ -57,6 +58,23 @@ def ends_stream(event: JobEvent) -> bool:
     return event.kind == "deleted" or event.document.get("status") in FINISHED
 
 
+def until_its_end(events: list[JobEvent], job_id: str | None) -> tuple[list[JobEvent], bool]:
+    """`events` up to a one-job stream's end (its terminal event included), and whether it ended."""
+    if job_id is not None:
+        for i, event in enumerate(events):
+            if ends_stream(event):
+                return events[: i + 1], True
+    return events, False
+
+
+async def _drain(queue: asyncio.Queue[JobEvent | None]) -> tuple[list[JobEvent], bool]:
+    """What the queue holds (waiting for one if empty), and whether the stream ends (None)."""
+    taken = [await queue.get()]
+    while taken[-1] is not None and not queue.empty():
+        taken.append(queue.get_nowait())
+    return [event for event in taken if event is not None], taken[-1] is None
+
+
 class EventFeed:
     def __init__(
         self,
@@ -80,6 +98,7 @@ class EventFeed:
         self._cursor: int | None = None  # the newest seq fanned out; None while nobody listens
         self._hole_since: float | None = None
         self._wake = asyncio.Event()
+        self._resume_workers = asyncio.Semaphore(RESUME_WORKERS)
 
     # --- lifecycle ------------------------------------------------------------------------------
 
@@ -133,49 +152,62 @@ class EventFeed:
                 self._cursor = cursor
         return sub
 
-    async def follow(self, sub: Subscription, after: int | None) -> AsyncIterator[JobEvent]:
+    async def follow(self, sub: Subscription, after: int | None) -> AsyncIterator[list[JobEvent]]:
         """The events of one job (ending after its terminal one) or of all the owner's jobs:
-        those after `after` from the log (or the current state without it), then live ones."""
+        those after `after` from the log (or the current state without it), then live ones; in
+        batches (a batch of the log, or what the queue held), so a long resume costs the event
+        loop one step per batch, not per event."""
         job_id = sub.job_id
         try:
             last = after or 0
-            async for event in self._backlog(sub, after):
-                last = max(last, event.seq or 0)
-                yield event
-                if job_id is not None and ends_stream(event):
+            async for batch in self._backlog(sub, after):
+                batch, ended = until_its_end(batch, job_id)
+                last = max(last, batch[-1].seq or 0) if batch else last
+                if batch:
+                    yield batch
+                if ended:
                     return
             if job_id is not None and await self._in_thread(lambda s: _seen_its_end(s, job_id, last)):
                 return
-            while (event := await sub.queue.get()) is not None:
-                if (event.seq or 0) <= last:  # also in the backlog
-                    continue
-                last = event.seq or 0
-                yield event
-                if job_id is not None and ends_stream(event):
+            while True:
+                waiting, closed = await _drain(sub.queue)
+                fresh = [event for event in waiting if (event.seq or 0) > last]  # not in the backlog
+                batch, ended = until_its_end(fresh, job_id)
+                if batch:
+                    last = batch[-1].seq or last
+                    yield batch
+                if ended or closed:
                     return
         finally:
             self._unsubscribe(sub)
 
-    async def _backlog(self, sub: Subscription, after: int | None) -> AsyncIterator[JobEvent]:
+    async def _backlog(self, sub: Subscription, after: int | None) -> AsyncIterator[list[JobEvent]]:
         """The log after `after`, read in a worker thread BATCH events at a time: a long resume
         never holds the event loop, nor more than one batch in memory."""
         if after is None:  # a fresh stream starts from the current state
-            for event in await self._in_thread(lambda s: current(s, sub)):
-                yield event
+            yield await self._in_thread(lambda s: current(s, sub))
             return
         seq = after
-        while batch := await self._in_thread(
+        while batch := await self._read_log(
             partial(crud.events_after, seq=seq, owner=sub.owner, job_id=sub.job_id, limit=BATCH)
         ):
-            for event in batch:
-                yield event
+            yield batch
             seq = batch[-1].seq or seq
         if seq == after and sub.job_id is not None:  # nothing logged after it: pruned?
-            for event in await self._in_thread(lambda s: _pruned_current(s, sub)):
-                yield event  # its log has been pruned: its document
+            yield await self._in_thread(lambda s: _pruned_current(s, sub))  # then its document
 
     async def _in_thread(self, work: Callable[[Session], T]) -> T:
         return await db.in_thread(self.engine, work)
+
+    async def _read_log(self, work: Callable[[Session], T]) -> T:
+        return await self.off_loop(partial(db.in_session, self.engine, work))
+
+    async def off_loop(self, work: Callable[[], T]) -> T:
+        """`work()` in a worker thread, one at a time with resumes' log reads (RESUME_WORKERS):
+        building or encoding a batch holds the GIL, and with many at once the event loop would
+        wait for it at every step, health checks included."""
+        async with self._resume_workers:
+            return await asyncio.to_thread(work)
 
     def _unsubscribe(self, sub: Subscription) -> None:
         subs = self._subs.get(sub.owner)

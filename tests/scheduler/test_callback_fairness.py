@@ -93,7 +93,7 @@ def test_callback_urls_reach_the_log_without_their_query(
 ) -> None:
     assert redact("https://example.com/hook?token=SECRET#x") == "https://example.com/hook?..."
     root, httpx_log = logging.getLogger(), logging.getLogger("httpx")
-    kept = root.handlers[:], root.level, httpx_log.level
+    handlers, level, httpx_level = root.handlers[:], root.level, httpx_log.level
     logs.configure("info")  # what `python -m scheduler` sets up, httpx's request log included
     root.addHandler(caplog.handler)
     try:
@@ -104,10 +104,10 @@ def test_callback_urls_reach_the_log_without_their_query(
             client.post(f"/jobs/{job_id}/cancel", headers=alice)
             assert callback_settles(client, job_id, alice)["callback"]["state"] == "delivered"
             assert hook.requests[-1].path == "/hook?token=SECRET"  # sent whole, of course
-    finally:
-        root.handlers[:], _, _ = kept
-        root.setLevel(kept[1])
-        httpx_log.setLevel(kept[2])
+    finally:  # the suite's own logging back as it was
+        root.handlers[:] = handlers
+        root.setLevel(level)
+        httpx_log.setLevel(httpx_level)
     lines = [record.getMessage() for record in caplog.records]
     assert any("/hook?..." in line for line in lines), lines
     assert not [line for line in lines if "SECRET" in line]

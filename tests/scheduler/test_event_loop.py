@@ -61,7 +61,7 @@ def _db_functions(trees: list[ast.Module]) -> set[str]:
         for node in ast.walk(tree):
             if isinstance(node, ast.FunctionDef) and _opens_session(node):
                 names.add(node.name)
-    return names - {"_in_session"}  # db.in_thread's own worker: it runs in the thread
+    return names - {"in_session"}  # db.in_thread's own worker: it runs in a thread
 
 
 def _calls(node: ast.AST) -> list[ast.Call]:

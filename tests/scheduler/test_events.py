@@ -100,17 +100,17 @@ def test_a_dropped_stream_ends_and_the_client_can_resume_from_the_log(engine: En
         job = new_job(engine)
         sub = await feed.subscribe("alice", job.id)
         seen = []
-        async for ev in feed.follow(sub, None):
-            seen.append(ev.seq)
+        async for batch in feed.follow(sub, None):
+            seen += [ev.seq for ev in batch]
             if len(seen) == 1:
                 progress(engine, job.id, 5)  # more than the queue holds, unread
                 await feed._read()
         assert sub.dropped and len(seen) == 1
         resumed = await feed.subscribe("alice", job.id)
         rest = []
-        async for ev in feed.follow(resumed, seen[-1]):
-            rest.append(ev.seq)
-            if len(rest) == 5:
+        async for batch in feed.follow(resumed, seen[-1]):
+            rest += [ev.seq for ev in batch]
+            if len(rest) >= 5:
                 break
         assert rest == list(range(seen[0] + 1, seen[0] + 6))
 
@@ -170,7 +170,7 @@ def test_a_fresh_stream_gives_the_documents_with_the_seq_they_were_read_at(engin
     async def run() -> None:
         feed = make_feed(engine)
         event.listen(engine, "before_cursor_execute", change_before_the_jobs_are_read)
-        first = await anext(aiter(feed.follow(await feed.subscribe("alice", job.id), None)))
+        first = (await anext(aiter(feed.follow(await feed.subscribe("alice", job.id), None))))[0]
         event.remove(engine, "before_cursor_execute", change_before_the_jobs_are_read)
         assert raced and first.document["status"] == "running"
         with Session(engine) as session:
@@ -192,12 +192,14 @@ def test_a_long_resume_is_read_in_worker_threads_a_batch_at_a_time(engine: Engin
             lambda *args: reads.append((args[2], threading.current_thread() is loop_thread)),
         )
         feed = make_feed(engine)
-        got = []
-        async for ev in feed.follow(await feed.subscribe("alice", None), 0):
-            got.append(ev.seq)
-            if len(got) == 2 * BATCH + 11:
+        got, sizes = [], []
+        async for batch in feed.follow(await feed.subscribe("alice", None), 0):
+            got += [ev.seq for ev in batch]
+            sizes.append(len(batch))
+            if len(got) >= 2 * BATCH + 11:
                 break
         assert got == list(range(1, 2 * BATCH + 12))
+        assert sizes == [BATCH, BATCH, 11]  # the event loop handles a batch at a time
 
     asyncio.run(run())
     assert reads and not any(on_loop for _, on_loop in reads), [s for s, on_loop in reads if on_loop]
@@ -244,7 +246,7 @@ def test_a_fresh_stream_reads_the_documents_a_bounded_number_of_times(engine: En
     async def run() -> None:
         feed = make_feed(engine)
         event.listen(engine, "before_cursor_execute", change_at_every_read)
-        first = await anext(aiter(feed.follow(await feed.subscribe("alice", job.id), None)))
+        first = (await anext(aiter(feed.follow(await feed.subscribe("alice", job.id), None))))[0]
         event.remove(engine, "before_cursor_execute", change_at_every_read)
         assert len(reads) == CURRENT_READS
         with Session(engine) as session:

@@ -6,6 +6,7 @@ import json
 import logging
 import re
 from collections.abc import AsyncIterator
+from functools import partial
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Header
@@ -84,6 +85,7 @@ class EventStream(EventSourceResponse):
             )
 
 
+ENCODE_OFF_LOOP = 32  # events in a batch: a resume's, encoded in a worker thread
 FRAME_CACHE = 4096  # encoded events kept: one change goes out to every stream, encoded once
 _frames: dict[tuple[int, str, str], bytes] = {}
 
@@ -100,6 +102,11 @@ def encoded(event: JobEvent) -> bytes:
             _frames.clear()
         frame = _frames[key] = _encode(event)
     return frame
+
+
+def encode_all(events: list[JobEvent]) -> bytes:
+    """The events on the wire, without the shared cache (for a worker thread)."""
+    return b"".join(_encode(event) for event in events)
 
 
 def _encode(event: JobEvent) -> bytes:
@@ -127,8 +134,11 @@ async def open_stream(
     sub = await feed.subscribe(owner, job_id)  # TooManyStreams: a 429
 
     async def frames() -> AsyncIterator[bytes]:
-        async for event in feed.follow(sub, after):
-            yield encoded(event)
+        async for batch in feed.follow(sub, after):  # one write per batch (up to 500 events)
+            if len(batch) < ENCODE_OFF_LOOP:  # live changes: each encoded once for every stream
+                yield b"".join(encoded(event) for event in batch)
+            else:  # a resume's batch, this stream's alone: encoded off the event loop, uncached
+                yield await feed.off_loop(partial(encode_all, batch))
 
     return EventStream(
         frames(),

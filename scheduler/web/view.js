@@ -7,7 +7,6 @@ import { Decimal } from "./decimal.js";
 // Digits kept below the pixel spacing when a new centre is written: the centre lies within
 // 10^-GUARD_DIGITS of a pixel of the sample point clicked, far below what any renderer resolves.
 export const GUARD_DIGITS = 10;
-export const ZOOM_STEPS = [2, 4, 16, 256];
 
 // The sample point of pixel (px, py), as floats: for display, exact only while floats are.
 export function pixelPoint(params, px, py) {
@@ -58,10 +57,9 @@ export function zoomedAt(params, px, py, factor = 2) {
   return { ...params, center_x: x, center_y: y, zoom: scaledZoom(params.zoom, factor) };
 }
 
-// Iterations when the user sets none: deeper views need longer orbits to tell the set from
-// its outside. 500 at zoom 1 (the service's default) and 250 more per factor of ten of zoom,
-// i.e. proportional to log(zoom), as the periods of the minibrots met on the way grow; capped
-// at `most` (the service's MAX_ITER).
+// Iterations when the user sets none: 500 at zoom 1 (the service's default) and 250 more per
+// factor of ten of zoom, capped at `most` (the service's MAX_ITER). Near the set escape counts
+// grow with the decades zoomed, so a fixed count would paint deep views as interior (README).
 export function autoIterations(zoom, most = 100_000) {
   const decades = Math.max(0, Decimal.of(zoom).magnitude());
   return Math.min(most, 500 + 250 * decades);

@@ -44,6 +44,16 @@ def error_detail(response: httpx.Response) -> str:
     return f"The server answered {response.status_code} {response.reason_phrase}."
 
 
+def save(response: httpx.Response, path: Path) -> None:
+    """The streamed body into `path`; an error answer raises ApiError with its sentence."""
+    if response.is_error:
+        response.read()
+        raise ApiError(response.status_code, error_detail(response))
+    with path.open("wb") as f:
+        for chunk in response.iter_bytes():
+            f.write(chunk)
+
+
 class Api:
     """A signed-in (or anonymous) session with one server."""
 
@@ -103,17 +113,23 @@ class Api:
     def delete(self, job_id: str) -> dict[str, Any]:
         return self.request("DELETE", f"/jobs/{job_id}").json()
 
-    def download(self, job_id: str, out: Path) -> int:
-        """Save the job's PNG to `out` (written beside it, then renamed: never a half file)."""
+    def reachable(self) -> None:
+        """Raises Unreachable unless the server answers (its liveness probe)."""
+        self.request("GET", "/healthz")
+
+    def download(self, job_id: str, out: Path, file: str = "image.png") -> int:
+        """Save the job's PNG (or `file`) to `out` (written beside it, then renamed: never a half
+        file). Straight from S3 where the server offers a presigned URL (a 307), else through it."""
         part = out.with_name(out.name + ".part")
+        params = {"file": file, "redirect": "true"}
         try:
-            with self.http.stream("GET", f"/jobs/{job_id}/result") as response:
-                if response.is_error:
-                    response.read()
-                    raise ApiError(response.status_code, error_detail(response))
-                with part.open("wb") as f:
-                    for chunk in response.iter_bytes():
-                        f.write(chunk)
+            with self.http.stream("GET", f"/jobs/{job_id}/result", params=params) as response:
+                if response.status_code == 307:  # the URL carries its own signature: no token goes there
+                    direct = httpx.Client(timeout=TIMEOUT, headers={"User-Agent": USER_AGENT})
+                    with direct, direct.stream("GET", response.headers["location"]) as moved:
+                        save(moved, part)
+                else:
+                    save(response, part)
             part.replace(out)
         except httpx.TransportError as exc:
             raise Unreachable(f"Cannot reach {self.server}: {exc or type(exc).__name__}.") from exc

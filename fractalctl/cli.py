@@ -2,8 +2,8 @@
 
 Exit codes: 0 done; 1 the job failed or was cancelled (or a local file could not be
 read or written); 2 bad usage; 3 the server refused the
-call (the reason is its sentence); 4 the server could not be reached. A failure prints one line
-on stderr."""
+call (the reason is its sentence); 4 the server could not be reached; 130 interrupted (Ctrl-C).
+A failure prints one line on stderr."""
 
 from __future__ import annotations
 
@@ -13,17 +13,18 @@ import json
 import os
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from decimal import Decimal, InvalidOperation
 from pathlib import Path
 from typing import Any
 
 from fractalctl import credentials
 from fractalctl.api import Api, ApiError, Unreachable
-from fractalctl.follow import choose_display, follow
+from fractalctl.follow import FINISHED, choose_display, follow
 from fractalctl.output import job_details, jobs_table
 
-EXIT_JOB_FAILED, EXIT_USAGE, EXIT_REFUSED, EXIT_UNREACHABLE = 1, 2, 3, 4
+EXIT_JOB_FAILED, EXIT_USAGE, EXIT_REFUSED, EXIT_UNREACHABLE, EXIT_INTERRUPTED = 1, 2, 3, 4, 130
+LOG_POLL_SECONDS = 1.0  # logs -f: how often the log is read again
 DEFAULT_SERVER = "http://127.0.0.1:8888"
 
 # the request fields of docs/design.md; the server validates them (tests/fractalctl checks the lists)
@@ -65,6 +66,27 @@ RENDER_FLAGS: dict[str, tuple[Callable[[str], Any], tuple[str, ...] | None]] = {
     "counts": (bool, None),  # a switch: also store counts.npy
     "priority": (str, PRIORITIES),
     "callback-url": (str, None),
+}
+# each render flag's help, with the server's default (docs/design.md, "Fractal parameters")
+RENDER_HELP: dict[str, str] = {
+    "kind": "the iteration (default: mandelbrot)",
+    "width": "image width in pixels (default: 800)",
+    "height": "image height in pixels (default: 600)",
+    "center-x": "real part of the view's centre, every digit kept (default: the kind's whole-set view, "
+                "e.g. -0.5)",
+    "center-y": "imaginary part of the view's centre, every digit kept (default: the kind's whole-set "
+                "view, e.g. 0)",
+    "zoom": "the view spans 3/zoom along the real axis; e.g. 1e400 (default: 1)",
+    "max-iter": "iteration cap per sample (default: 500)",
+    "julia-re": "Julia constant, real part; julia only (default: -0.8)",
+    "julia-im": "Julia constant, imaginary part; julia only (default: 0.156)",
+    "colormap": "colouring (default: classic)",
+    "precision": "the kernel's numbers; auto: the cheapest that resolves the frame (default: auto)",
+    "device": "where the kernel runs; auto: whichever class finishes first (default: auto)",
+    "supersample": "samples per pixel side, 1 to 4 (default: 1)",
+    "counts": "also store counts.npy, the escape counts (default: off)",
+    "priority": "order among your own queued jobs, never ahead of others' fair share (default: normal)",
+    "callback-url": "POSTed the final job document, signed (default: none)",
 }
 
 
@@ -135,15 +157,35 @@ def cmd_render(args: argparse.Namespace, api: Api) -> int:
     if not (args.wait or args.out):
         emit(args, job, job_details(job))
         return 0
-    job = follow(api, job, choose_display(args.output == "json"))
+    return finish(args, api, job, args.out)
+
+
+def finish(args: argparse.Namespace, api: Api, job: dict[str, Any], out: Path | None) -> int:
+    """Follow the job to its end (exit 1 unless it succeeded), then save its PNG to `out`."""
+    try:
+        job = follow(api, job, choose_display(args.output == "json"))
+    except KeyboardInterrupt:
+        raise Failure(f"Stopped waiting; job {job['job_id']} keeps running "
+                      f"(fractalctl cancel {job['job_id']} stops it).", EXIT_INTERRUPTED) from None
     if job["status"] != "succeeded":
         reason = f": {job['error']}" if job.get("error") else "."
         raise Failure(f"Job {job['job_id']} {job['status']}{reason}", EXIT_JOB_FAILED)
-    text = f"Job {job['job_id']} succeeded."
-    if args.out:
-        size = api.download(job["job_id"], args.out)
-        text += f" Saved {args.out} ({size} bytes)."
+    text = f"Job {job['job_id']} succeeded{' (from an earlier render)' if job.get('cached') else ''}."
+    if out:
+        size = api.download(job["job_id"], out)
+        text += f" Saved {out} ({size} bytes)."
     emit(args, job, text)
+    return 0
+
+
+def cmd_wait(args: argparse.Namespace, api: Api) -> int:
+    return finish(args, api, api.job(args.job_id), None)
+
+
+def cmd_download(args: argparse.Namespace, api: Api) -> int:
+    size = api.download(args.job_id, args.out, file=args.file)
+    emit(args, {"job_id": args.job_id, "file": args.file, "out": str(args.out), "bytes": size},
+         f"Saved {args.out} ({size} bytes).")
     return 0
 
 
@@ -163,8 +205,36 @@ def cmd_ls(args: argparse.Namespace, api: Api) -> int:
 
 
 def cmd_logs(args: argparse.Namespace, api: Api) -> int:
-    sys.stdout.write(api.logs(args.job_id))
+    if not args.follow:
+        sys.stdout.write(api.logs(args.job_id))
+        return 0
+    try:
+        for text in follow_logs(api, args.job_id):
+            sys.stdout.write(text)
+            sys.stdout.flush()
+    except KeyboardInterrupt:
+        return EXIT_INTERRUPTED
     return 0
+
+
+def follow_logs(api: Api, job_id: str, every: float = LOG_POLL_SECONDS) -> Iterator[str]:
+    """The job's log as it grows, until the job has ended and all of it was shown. The log is
+    read whole each time (it is small: progress lines), and what is new is passed on."""
+    shown = 0
+    while True:
+        status = api.job(job_id)["status"]  # before the read: an end seen here has its log complete
+        try:
+            text = api.logs(job_id)
+        except ApiError as exc:
+            if exc.status != 404 or status not in ("queued", "pending"):
+                raise
+            text = ""  # not started yet
+        if len(text) > shown:
+            yield text[shown:]
+            shown = len(text)
+        if status in FINISHED:
+            return
+        time.sleep(every)
 
 
 def cmd_cancel(args: argparse.Namespace, api: Api) -> int:
@@ -216,9 +286,9 @@ def build_parser() -> argparse.ArgumentParser:
     render = command("render", cmd_render, "submit a render job")
     for flag, (kind, choices) in RENDER_FLAGS.items():
         if kind is bool:
-            render.add_argument(f"--{flag}", action="store_true", default=None)
+            render.add_argument(f"--{flag}", action="store_true", default=None, help=RENDER_HELP[flag])
         else:
-            render.add_argument(f"--{flag}", type=kind, choices=choices)
+            render.add_argument(f"--{flag}", type=kind, choices=choices, help=RENDER_HELP[flag])
     render.add_argument("--wait", action="store_true", help="follow the job until it ends")
     render.add_argument("--out", type=Path, metavar="FILE", help="save the PNG here (implies --wait)")
 
@@ -226,8 +296,17 @@ def build_parser() -> argparse.ArgumentParser:
     ls = command("ls", cmd_ls, "list your jobs, newest first")
     ls.add_argument("--status", choices=STATUSES)
     ls.add_argument("--limit", type=int, help="how many (the server's page size by default)")
+    command("wait", cmd_wait, "follow a job until it ends; exit 0 when it succeeded, 1 when not"
+            ).add_argument("job_id", metavar="ID")
+    download = command("download", cmd_download, "save a job's image (or another of its files)")
+    download.add_argument("job_id", metavar="ID")
+    download.add_argument("--out", type=Path, metavar="FILE", required=True, help="where to save it")
+    download.add_argument("--file", default="image.png", metavar="NAME",
+                          help="a name from the job's stored files (default: image.png)")
+    logs = command("logs", cmd_logs, "print a job's output")
+    logs.add_argument("job_id", metavar="ID")
+    logs.add_argument("-f", "--follow", action="store_true", help="keep printing while the job runs")
     for name, handler, text in (
-        ("logs", cmd_logs, "print a job's output"),
         ("cancel", cmd_cancel, "stop a job; it stays, as cancelled"),
         ("rm", cmd_rm, "delete a job, its logs and its image"),
     ):
@@ -241,6 +320,8 @@ def session(args: argparse.Namespace) -> Api:
         return Api(args.server)
     kept = credentials.load(args.server)
     if kept is None or kept.expired():
+        with Api(args.server) as anonymous:
+            anonymous.reachable()  # a server that cannot be reached is exit 4, signed in or not
         state = "Not signed in" if kept is None else "The token has expired"
         raise Failure(f"{state} for {args.server}; run: fractalctl login --username NAME", EXIT_REFUSED)
     return Api(args.server, kept.access_token)
@@ -263,7 +344,7 @@ def main(argv: list[str] | None = None) -> int:
     except (Failure, ValueError, OSError) as exc:
         return fail(str(exc), getattr(exc, "code", EXIT_JOB_FAILED))
     except KeyboardInterrupt:
-        return 130
+        return EXIT_INTERRUPTED
 
 
 def fail(message: str, code: int) -> int:

@@ -13,6 +13,7 @@ import tempfile
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from datetime import timedelta
 from pathlib import Path
 from typing import Protocol, TypeVar
 
@@ -44,6 +45,7 @@ class Storage(Protocol):
     def list(self, prefix: str) -> list[ObjectInfo]: ...
     def delete_prefix(self, prefix: str) -> int: ...
     def check(self) -> None: ...
+    def presigned_url(self, key: str, seconds: int) -> str | None: ...
 
 
 def _safe_key(key: str) -> str:
@@ -124,6 +126,10 @@ class LocalStorage:
         count = len(self.list(prefix))
         shutil.rmtree(base, ignore_errors=True)
         return count
+
+    def presigned_url(self, key: str, seconds: int) -> str | None:
+        """None: a directory has no URL of its own (the API streams it)."""
+        return None
 
     def check(self) -> None:
         try:
@@ -266,6 +272,15 @@ class MinioStorage:
         for name in names:
             self._retry(f"delete {name}", lambda n=name: self.client.remove_object(self.bucket, n))
         return len(names)
+
+    def presigned_url(self, key: str, seconds: int) -> str | None:
+        """A URL that GETs the object without credentials for `seconds` (SigV4 query string).
+        Signed here; the client only asks the store for the bucket's region, once."""
+        _safe_key(key)
+        expires = timedelta(seconds=seconds)
+        return self._retry(f"presign {key}", lambda: self.client.presigned_get_object(
+            self.bucket, key, expires
+        ))
 
     def check(self) -> None:
         self._retry(f"bucket {self.bucket}", lambda: self.client.bucket_exists(self.bucket))

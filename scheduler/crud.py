@@ -88,8 +88,9 @@ def admission_view(session: Session, *, since: datetime) -> tuple[list[Job], lis
         select(Job).where(col(Job.status).in_(FINISHED), col(Job.admitted_at).is_not(None),
                           col(Job.finished_at) >= since)
     ).all()
+    queued = select(Job).where(Job.status == "queued", col(Job.follows).is_(None))  # followers never run
     return (
-        jobs_with_status(session, statuses=("queued",)),
+        list(session.exec(queued.order_by(col(Job.created_at), col(Job.id))).all()),
         jobs_with_status(session, statuses=WITH_RUNNER),
         list(history),
     )
@@ -147,6 +148,25 @@ def job_exists(session: Session, *, job_id: str) -> bool:
 def count_by_status(session: Session) -> dict[str, int]:
     rows = session.exec(select(Job.status, func.count()).group_by(Job.status)).all()
     return {status: count for status, count in rows}
+
+
+def release_result(session: Session, *, job: Job) -> bool:
+    """Make `job`'s render reusable no more, and say whether another job still uses its stored
+    objects (then they must stay). Under the submit lock, so no new job starts to use them
+    after this answered: the objects may then be removed, before the record is."""
+    job_status.hold_submits(session)
+    session.execute(update(Job).where(col(Job.id) == job.id).values(cache_key=None))
+    prefix = job.result_prefix
+    owner_id = prefix.rstrip("/").rsplit("/", 1)[-1]
+    users = session.exec(
+        select(func.count()).select_from(Job).where(
+            col(Job.id) != job.id,
+            (col(Job.storage_prefix) == prefix)
+            | (col(Job.storage_prefix).is_(None) & (col(Job.id) == owner_id)),  # a job from before the cache
+        )
+    ).one()
+    session.commit()
+    return users > 0
 
 
 def delete_job(session: Session, *, job_id: str) -> bool:

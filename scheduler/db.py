@@ -96,9 +96,12 @@ def _column_ddl(column: Column[Any], engine: Engine) -> str:
     if column.nullable:
         return ddl
     default = getattr(column.default, "arg", None)
-    if not isinstance(default, int | float | str) or isinstance(default, bool):
+    if not isinstance(default, int | float | str):
         raise RuntimeError(f"cannot add the required column {column.table.name}.{column.name} by itself")
-    value = repr(default) if isinstance(default, str) else str(default)
+    if isinstance(default, bool):  # PostgreSQL's booleans take no 0 or 1; SQLite reads TRUE as 1
+        value = str(default).upper()
+    else:
+        value = repr(default) if isinstance(default, str) else str(default)
     return f"{ddl} NOT NULL DEFAULT {value}"
 
 

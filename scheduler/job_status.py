@@ -18,6 +18,7 @@ from sqlalchemy import func, update
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, col, select
 
+from scheduler import idempotency
 from scheduler.models import AdmissionLedger, Job, JobEvent, JobPublic, utcnow
 from scheduler.runners.base import StatusReport
 from scheduler.statuses import ACTIVE, FINISHED
@@ -47,18 +48,28 @@ def create(
     estimated_iterations: float | None = None,
     max_queued: int | None = None,
     retry_after: int = 30,
+    cache_key: str | None = None,
+    idempotency_key: str | None = None,
 ) -> Job:
     """Insert a queued job unless the owner already has `max_active` unfinished ones, or the
     whole queue already holds `max_queued`. The counts and the insert are one step for every
-    thread and replica (`hold_submits`): racing submits never overshoot either bound."""
+    thread and replica (`hold_submits`): racing submits never overshoot either bound.
+
+    With a `cache_key`, an equal render of the owner's is reused (scheduler/result_cache.py):
+    a succeeded one makes this job succeeded at once (no bound applies: it costs nothing); an
+    active one is followed (`follows`): this job waits for its end and ends with it (`record`).
+    Under the same lock, so a render ending or deleted meanwhile is seen either way. With an
+    `idempotency_key` (already claimed), its answer is stored with the job."""
     hold_submits(session)
-    try:
-        check_room(
-            session, owner=owner, max_active=max_active, max_queued=max_queued, retry_after=retry_after
-        )
-    except (TooManyActiveJobs, QueueFull):
-        session.rollback()  # lets the next submit go now, not when the session closes
-        raise
+    source = reusable(session, owner=owner, cache_key=cache_key) if cache_key else None
+    if source is None or source.status != "succeeded":
+        try:
+            check_room(
+                session, owner=owner, max_active=max_active, max_queued=max_queued, retry_after=retry_after
+            )
+        except (TooManyActiveJobs, QueueFull):
+            session.rollback()  # lets the next submit go now, not when the session closes
+            raise
     job = Job(
         id=uuid.uuid4().hex,
         owner=owner,
@@ -69,12 +80,43 @@ def create(
         runner=runner,
         priority=priority,
         estimated_iterations=estimated_iterations,
+        cache_key=cache_key,
     )
+    job.storage_prefix = job.own_prefix
+    if source is not None and source.status == "succeeded":
+        _reuse(job, source, now=utcnow())
+    elif source is not None:
+        job.follows, job.message = source.id, following(source.id)
     session.add(job)
     log_change(session, job)
+    if idempotency_key is not None:
+        idempotency.answer(session, owner=owner, key=idempotency_key, job_id=job.id,
+                           document=JobPublic.of(job).model_dump(mode="json"))
     session.commit()
     session.refresh(job)
     return job
+
+
+def reusable(session: Session, *, owner: str, cache_key: str) -> Job | None:
+    """The owner's latest succeeded render with this key, else the active one that renders it."""
+    same = select(Job).where(Job.owner == owner, Job.cache_key == cache_key)
+    done = session.exec(same.where(Job.status == "succeeded").order_by(col(Job.finished_at).desc())).first()
+    if done is not None:
+        return done
+    return session.exec(same.where(col(Job.status).in_(ACTIVE), col(Job.follows).is_(None))).first()
+
+
+def following(job_id: str) -> str:
+    return f"waiting for job {job_id}, which renders the same frame"
+
+
+def _reuse(job: Job, source: Job, *, now: datetime) -> None:
+    """`job` ends as `source` succeeded: served from its stored objects (shared, by reference)."""
+    job.status, job.cached, job.storage_prefix, job.progress = "succeeded", True, source.result_prefix, 1.0
+    job.started_at = job.finished_at = now
+    job.follows = job.message = None
+    job.estimated_iterations = source.estimated_iterations
+    _callback_due(job)
 
 
 def check_room(
@@ -244,20 +286,53 @@ class Recorded(NamedTuple):
     job: Job | None  # None: the job has no record (deleted, perhaps through another replica)
     changed: bool
     started: bool  # this report gave it its started_at
+    followers: tuple[Job, ...] = ()  # the jobs that followed its render, changed with its end
 
 
 def record(session: Session, report: StatusReport, *, max_attempts: int) -> Recorded:
-    """Apply a runner's report to the stored job and commit it when it changed something."""
+    """Apply a runner's report to the stored job and commit it when it changed something.
+    An end also ends (or, cancelled, frees) the jobs that follow its render, in the same
+    transaction and under the submit lock: a job that starts to follow it meanwhile is either
+    seen here or sees the end (`create`)."""
     job = session.get(Job, report.job_id)
     if job is None:
         return Recorded(None, False, False)
     was_started = job.started_at is not None
     if not apply_report(job, report, max_attempts=max_attempts):
         return Recorded(job, False, False)
+    followers: list[Job] = []
+    if job.status in FINISHED:
+        hold_submits(session)
+        waiting = select(Job).where(Job.follows == job.id, col(Job.status).not_in(FINISHED))
+        followers = list(session.exec(waiting.order_by(col(Job.created_at))).all())
+        end_followers(job, followers)
     session.add(job)
     log_change(session, job)
+    for follower in followers:
+        session.add(follower)
+        log_change(session, follower)
     session.commit()
-    return Recorded(job, True, job.started_at is not None and not was_started)
+    return Recorded(job, True, job.started_at is not None and not was_started, tuple(followers))
+
+
+def end_followers(leader: Job, followers: list[Job]) -> None:
+    """The jobs that waited for `leader`'s render end as it did (pure). A cancelled render
+    helps no one: the oldest follower is queued to render itself, and the rest follow it."""
+    if leader.status == "cancelled":
+        if followers:
+            first, *rest = followers
+            first.follows, first.message = None, "queued: the job whose render it waited for was cancelled"
+            for job in rest:
+                job.follows, job.message = first.id, following(first.id)
+        return
+    for job in followers:
+        job.status, job.follows, job.message, job.finished_at = leader.status, None, None, leader.finished_at
+        job.started_at = leader.started_at or leader.finished_at
+        if leader.status == "succeeded":
+            job.cached, job.storage_prefix, job.progress = True, leader.result_prefix, 1.0
+        else:
+            job.error = leader.error
+        _callback_due(job)
 
 
 def log_change(session: Session, job: Job) -> None:

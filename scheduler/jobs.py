@@ -9,21 +9,31 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Callable
+from typing import Any, NamedTuple
 
 from sqlalchemy import Engine
 
 from job_image.storage import Storage
-from scheduler import crud, db, job_status
+from scheduler import crud, db, idempotency, job_status
 from scheduler.admission.limits import check_cost, check_device
 from scheduler.core.config import Settings
-from scheduler.models import Job, JobCreate, JobPublic
+from scheduler.models import Job, JobCreate, JobPublic, utcnow
 from scheduler.pricing import Pricer
+from scheduler.result_cache import cache_key, renderer_of
 from scheduler.runners.base import Runner, StatusReport
 from scheduler.statuses import ACTIVE, FINISHED, WITH_RUNNER
 from scheduler.stored import read_object
 from scheduler.tracker import Tracker
 
 log = logging.getLogger(__name__)
+
+
+class Submitted(NamedTuple):
+    """What `POST /jobs` answers: the job's document, and whether it is a replay of the first
+    answer to the request's Idempotency-Key."""
+
+    document: dict[str, Any]
+    replayed: bool = False
 
 
 class JobFinished(Exception):
@@ -50,9 +60,33 @@ class Jobs:
         self.runner, self.tracker, self.pricer = runner, tracker, pricer
         self.on_submitted = on_submitted  # metrics, and the dispatcher's wake-up
 
-    async def submit(self, owner: str, request: JobCreate) -> Job:
+    async def submit(self, owner: str, request: JobCreate, idempotency_key: str | None = None) -> Submitted:
+        """Record the request as a job, or answer its Idempotency-Key's first answer again.
+        Raises KeyInProgress, KeyReused, NoSuchDevice, TooExpensive, TooManyActiveJobs or QueueFull."""
+        if idempotency_key is None:
+            return Submitted(JobPublic.of(await self._submit(owner, request, None)).model_dump(mode="json"))
+        body = request.model_dump(mode="json")
+        now, settings = utcnow(), self.settings
+        replay = await db.in_thread(self.engine, lambda s: idempotency.claim(
+            s, owner=owner, key=idempotency_key, fingerprint=idempotency.fingerprint(body), now=now,
+            ttl=settings.idempotency_ttl_seconds, lease=settings.idempotency_lease_seconds))
+        if replay is not None:
+            log.info("job %s: Idempotency-Key replayed for %s", replay.job_id, owner)
+            return Submitted(replay.document, replayed=True)
+        try:
+            job = await self._submit(owner, request, idempotency_key)
+        except BaseException:  # refused or failed before it had an answer: the key may be used again
+            await asyncio.shield(
+                db.in_thread(self.engine, lambda s: idempotency.release(s, owner=owner, key=idempotency_key))
+            )
+            raise
+        return Submitted(JobPublic.of(job).model_dump(mode="json"))
+
+    async def _submit(self, owner: str, request: JobCreate, idempotency_key: str | None) -> Job:
         """Price the request and record it as queued; the dispatcher admits it when its class
-        has room. Raises NoSuchDevice, TooManyActiveJobs, QueueFull, PricingBusy or TooExpensive."""
+        has room. An equal render of the owner's is reused instead (result cache): one that
+        succeeded needs no estimate (it is not run), one still active is followed. Raises
+        NoSuchDevice, TooManyActiveJobs, QueueFull, PricingBusy or TooExpensive."""
         settings, params = self.settings, request.params()
         check_device(params, self.runner.snapshot({}))
         bounds = {
@@ -60,10 +94,19 @@ class Jobs:
             "max_queued": settings.max_queued_jobs,
             "retry_after": settings.queue_full_retry_after_seconds,
         }
-        # the cheap refusals first: a user at their quota is refused without pricing
-        await db.in_thread(self.engine, lambda s: job_status.check_room(s, owner=owner, **bounds))
-        estimate = await self.pricer.estimate(owner, params)  # PricingBusy past its bounds
-        check_cost(estimate, settings.max_job_iterations)
+        key = self._cache_key(request)
+        source = None
+        if key is not None:
+            source = await db.in_thread(
+                self.engine, lambda s: job_status.reusable(s, owner=owner, cache_key=key)
+            )
+        if source is not None and source.status == "succeeded":
+            estimate = source.estimated_iterations or 0.0
+        else:
+            # the cheap refusals first: a user at their quota is refused without pricing
+            await db.in_thread(self.engine, lambda s: job_status.check_room(s, owner=owner, **bounds))
+            estimate = await self.pricer.estimate(owner, params)  # PricingBusy past its bounds
+            check_cost(estimate, settings.max_job_iterations)
         job = await db.in_thread(
             self.engine,
             lambda s: job_status.create(
@@ -75,12 +118,25 @@ class Jobs:
                 priority=request.priority,
                 estimated_iterations=estimate,
                 **bounds,
+                cache_key=key,
+                idempotency_key=idempotency_key,
             ),
         )
-        log.info("job %s queued for %s (%.3g iterations estimated)", job.id, owner, estimate)
+        if job.cached:
+            log.info("job %s for %s served from the stored render at %s", job.id, owner, job.result_prefix)
+        elif job.follows:
+            log.info("job %s for %s follows job %s, which renders the same frame", job.id, owner, job.follows)
+        else:
+            log.info("job %s queued for %s (%.3g iterations estimated)", job.id, owner, estimate)
         self.tracker.notify(job.id)
         self.on_submitted(job)
         return job
+
+    def _cache_key(self, request: JobCreate) -> str | None:
+        if not self.settings.result_cache:
+            return None
+        renderer = renderer_of(self.settings.runner, self.settings.job_image)
+        return cache_key(request.model_dump(mode="json"), renderer=renderer)
 
     async def cancel(self, job: Job) -> JobPublic:
         """Stop an active job; it stays, `cancelled`, with its logs and what it stored.
@@ -110,7 +166,8 @@ class Jobs:
         """Cancel it if active, remove its process/Job and stored objects, then the record.
         Raises JobGone when another request deleted it meanwhile."""
         final = await self._stop(job)
-        await asyncio.to_thread(self.storage.delete_prefix, job.result_prefix)
+        if not await db.in_thread(self.engine, lambda s: crud.release_result(s, job=job)):  # else shared
+            await asyncio.to_thread(self.storage.delete_prefix, job.result_prefix)
         self.runner.forget(job.id)
         if not await db.in_thread(self.engine, lambda s: crud.delete_job(s, job_id=job.id)):
             raise JobGone(job.id)

@@ -93,6 +93,13 @@ class Metrics:
         self.jobs_submitted = Counter(
             "fractal_jobs_submitted", "Jobs accepted by POST /jobs", registry=self.registry
         )
+        self.results_reused = Counter(
+            "fractal_results_reused",
+            "Jobs served from another job's render of the same frame: `hit` (one that had succeeded) or "
+            "`merged` (one still running, followed to its end)",
+            ["outcome"],
+            registry=self.registry,
+        )
         self.job_duration = Histogram(
             "fractal_job_duration_seconds",
             "Run time of finished jobs (started to finished), by final status",
@@ -116,6 +123,9 @@ class Metrics:
 
     def job_submitted(self) -> None:
         self.jobs_submitted.inc()
+
+    def result_reused(self, outcome: str) -> None:
+        self.results_reused.labels(outcome).inc()
 
     def job_admitted(self, device_class: str, waited_seconds: float | None) -> None:
         label = device_class if device_class in DEVICE_CLASSES else "other"

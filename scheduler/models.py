@@ -128,10 +128,34 @@ class Job(sqlmodel.SQLModel, table=True):
     queue_position: int | None = None
     estimated_start_at: datetime | None = None
     estimated_finish_at: datetime | None = None
+    # the result cache (scheduler/result_cache.py): the render's key; where its objects are
+    # (another job's prefix when served from its render); the active job it waits on
+    cache_key: str | None = sqlmodel.Field(default=None, index=True, max_length=64)
+    storage_prefix: str | None = sqlmodel.Field(default=None, index=True, max_length=128)
+    follows: str | None = sqlmodel.Field(default=None, index=True, max_length=32)
+    cached: bool = False
+
+    @property
+    def own_prefix(self) -> str:
+        return f"{self.owner}/{self.id}/"
 
     @property
     def result_prefix(self) -> str:
-        return f"{self.owner}/{self.id}/"
+        """Where its stored objects are: its own, or those of the job whose render it reuses."""
+        return self.storage_prefix or self.own_prefix
+
+
+class IdempotencyKey(sqlmodel.SQLModel, table=True):
+    """A `POST /jobs` Idempotency-Key of one user (scheduler/idempotency.py): the body it came
+    with (as a fingerprint) and, once answered, the job and the first answer's document."""
+
+    owner: str = sqlmodel.Field(primary_key=True, max_length=64)
+    key: str = sqlmodel.Field(primary_key=True, max_length=255)
+    fingerprint: str = sqlmodel.Field(max_length=64)
+    job_id: str | None = sqlmodel.Field(default=None, max_length=32)  # null: the first is in progress
+    response: dict[str, Any] | None = sqlmodel.Field(default=None, sa_column=Column(JSON, nullable=True))
+    created_at: datetime = sqlmodel.Field(default_factory=utcnow)
+    expires_at: datetime = sqlmodel.Field(index=True)
 
 
 class JobEvent(sqlmodel.SQLModel, table=True):
@@ -198,6 +222,7 @@ class JobPublic(BaseModel):
         description="refreshed as the queue moves; null when unknown or past"
     )
     estimated_finish_at: datetime | None = Field(description="null when unknown or past")
+    cached: bool = Field(description="true when served from another job's render of the same frame")
     links: JobLinks
 
     @field_serializer("created_at", "started_at", "finished_at", "estimated_start_at", "estimated_finish_at")
@@ -235,6 +260,7 @@ class JobPublic(BaseModel):
             estimated_iterations=round(job.estimated_iterations) if job.estimated_iterations else None,
             estimated_start_at=upcoming(job.estimated_start_at, now) if job.status == "queued" else None,
             estimated_finish_at=upcoming(job.estimated_finish_at, now) if job.status in ACTIVE else None,
+            cached=job.cached,
             links=JobLinks(
                 self=base,
                 result=None if job.status in ("failed", "cancelled") else f"{base}/result",

@@ -136,7 +136,14 @@ class Service:
 
     def _submitted(self, job: Job) -> None:
         self.metrics.job_submitted()
-        self.dispatcher.wake()
+        if job.cached:  # served from a stored render: it has ended already
+            self.metrics.result_reused("hit")
+            if job.callback_url:
+                self.callbacks.wake()
+        elif job.follows:  # ends with the render it follows; nothing to admit
+            self.metrics.result_reused("merged")
+        else:
+            self.dispatcher.wake()
 
     def _started(self, job: Job) -> None:
         queued = seconds_between(job.created_at, job.started_at)

@@ -77,7 +77,7 @@ class Tracker:
         # One at a time and in order, as they arrive: two reports of one job written at once
         # could each read the other's old state (a late progress report undoing an end).
         async with self._writing:
-            job, changed, started = await db.in_thread(
+            job, changed, started, followers = await db.in_thread(
                 self.engine, lambda s: job_status.record(s, report, max_attempts=self.max_attempts)
             )
         if job is None:  # deleted meanwhile: nothing to record
@@ -85,14 +85,16 @@ class Tracker:
             return False
         if not changed:
             return True
-        log.info("job %s is %s%s", job.id, job.status, f": {job.error}" if job.error else "")
         if started:
             self.on_started(job)
-        if job.status in FINISHED:
-            self.on_finished(job)
-        elif job.status == "queued":
-            self.on_requeued(job)
-        self.notify(job.id)
+        for changed_job in (job, *followers):  # the followers ended with it, or now render themselves
+            log.info("job %s is %s%s", changed_job.id, changed_job.status,
+                     f": {changed_job.error}" if changed_job.error else "")
+            if changed_job.status in FINISHED:
+                self.on_finished(changed_job)
+            elif changed_job.status == "queued":
+                self.on_requeued(changed_job)
+            self.notify(changed_job.id)
         return True
 
     def notify(self, job_id: str) -> None:

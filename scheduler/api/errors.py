@@ -34,6 +34,7 @@ from scheduler.callbacks import CallbackRefused
 from scheduler.core.ratelimit import Throttled
 from scheduler.crud import UsernameTaken
 from scheduler.events import ResumeRefused, TooManyStreams
+from scheduler.idempotency import BadKey, KeyInProgress, KeyReused
 from scheduler.job_status import QueueFull, TooManyActiveJobs
 from scheduler.jobs import JobFinished, JobGone
 from scheduler.pricing import PricingBusy
@@ -66,7 +67,10 @@ HEADERS: dict[str, dict[str, Any]] = {
     "Content-Length": {"description": "the body's size in bytes", "schema": {"type": "integer"}},
     "Content-Range": {"description": "the bytes sent, or the file's size", "schema": {"type": "string"}},
     "ETag": {"description": "the PNG's sha256, for If-None-Match", "schema": {"type": "string"}},
-    "Location": {"description": "the job's URL", "schema": {"type": "string"}},
+    "Idempotent-Replayed": {"description": "`true`: the first answer to this Idempotency-Key, again",
+                            "schema": {"type": "string"}},
+    "Location": {"description": "the job's URL (202), or the stored file's presigned URL (307)",
+                 "schema": {"type": "string"}},
     "Retry-After": {"description": "seconds to wait before trying again", "schema": {"type": "integer"}},
     "WWW-Authenticate": {"description": "the scheme to sign in with", "schema": {"type": "string"}},
 }
@@ -155,6 +159,13 @@ DOMAIN_ERRORS: dict[type[Exception], tuple[int, Callable[[Any], str]]] = {
     # a full disk, a read-only or unreadable file, a server that is down or out of connections
     DBAPIError: (503, database_unavailable),
     SQLAlchemyTimeout: (503, database_unavailable),
+    KeyInProgress: (
+        409, lambda exc: "The first request with this Idempotency-Key is still being handled; try again soon."
+    ),
+    KeyReused: (
+        422, lambda exc: "This Idempotency-Key came with another request body; use a new key for this one."
+    ),
+    BadKey: (422, str),
     JobFinished: (409, lambda exc: f"The job has already finished ({exc}); there is nothing to cancel."),
     JobGone: (404, lambda exc: f"No job {exc} here."),
     TooManyStreams: (429, lambda exc: f"You have {exc} event streams open, the most allowed; close one."),

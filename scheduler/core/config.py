@@ -97,6 +97,23 @@ class Settings(BaseSettings):
         32, ge=1, description="all users' submits being priced or waiting for it; past it a 429"
     )
     max_wait_seconds: float = 60.0  # cap on ?wait= long-polls
+
+    # --- reuse (docs/design.md, "Reuse") ---------------------------------------------------------
+    idempotency_ttl_seconds: float = Field(
+        86400, gt=0, description="how long an Idempotency-Key gets its first answer again: a day of retries"
+    )
+    idempotency_lease_seconds: float = Field(
+        60,
+        gt=0,
+        description="a key whose first request has no answer after this (its replica died) is taken "
+        "anew; a submit takes well under a second",
+    )
+    result_cache: bool = Field(
+        True, description="reuse an equal earlier or running render of the same user's (off: render each)"
+    )
+    presign_seconds: int = Field(
+        300, ge=1, le=604800, description="lifetime of a ?redirect=true URL: long enough to start a download"
+    )
     page_size_default: int = 20
     page_size_max: int = 100
 

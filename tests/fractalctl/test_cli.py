@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import signal
 import struct
 import subprocess
 import sys
@@ -217,3 +218,81 @@ def test_deep_coordinates_and_counts_pass_through_exactly(ctl: Run, user: str) -
     assert p["counts"] is True
     bad = ctl("render", "--zoom", "lots")
     assert bad.returncode == 2 and "argument --zoom: 'lots' is not a decimal number" in bad.stderr
+
+
+def test_wait_and_download_finish_a_job_started_elsewhere(ctl: Run, user: str, tmp_path: Path) -> None:
+    job_id = json.loads(ctl("-o", "json", "render", *TINY).stdout)["job_id"]
+    waited = ctl("wait", job_id)
+    assert waited.returncode == 0, waited.stderr
+    assert waited.stdout.splitlines()[-1] == f"Job {job_id} succeeded."
+    out = tmp_path / "got.png"
+    saved = ctl("download", job_id, "--out", str(out))
+    assert saved.returncode == 0 and saved.stdout.strip() == f"Saved {out} ({out.stat().st_size} bytes)."
+    assert png_size(out) == (48, 32)
+    meta = tmp_path / "result.json"
+    assert ctl("download", job_id, "--out", str(meta), "--file", "result.json").returncode == 0
+    assert json.loads(meta.read_text())["job_id"] == job_id
+    missing = ctl("download", job_id, "--out", str(tmp_path / "x"), "--file", "nope.txt")
+    assert missing.returncode == 3 and "no file nope.txt" in one_line(missing.stderr)
+    assert not (tmp_path / "x").exists() and not (tmp_path / "x.part").exists()
+
+
+def test_wait_for_a_job_that_did_not_succeed_exits_1(ctl: Run, user: str) -> None:
+    long = [f"--{k.replace('_', '-')}={v}" for k, v in LONG.items()]
+    job_id = json.loads(ctl("-o", "json", "render", *long).stdout)["job_id"]
+    assert ctl("cancel", job_id).returncode == 0
+    waited = ctl("wait", job_id)
+    assert waited.returncode == 1 and one_line(waited.stderr) == f"fractalctl: Job {job_id} cancelled."
+
+
+def test_logs_follow_prints_the_log_as_it_grows_until_the_end(ctl: Run, user: str) -> None:
+    job_id = json.loads(ctl("-o", "json", "render", *TINY, "--max-iter", "41").stdout)["job_id"]
+    followed = ctl("logs", "-f", job_id)  # from before it started to after it ended
+    assert followed.returncode == 0, followed.stderr
+    assert followed.stdout == ctl("logs", job_id).stdout and "progress 100%" in followed.stdout
+
+
+def test_ctrl_c_while_waiting_says_the_job_keeps_running(ctl: Run, env: dict[str, str], user: str) -> None:
+    long = [f"--{k.replace('_', '-')}={v}" for k, v in LONG.items()]
+    job_id = json.loads(ctl("-o", "json", "render", *long).stdout)["job_id"]
+    waiting = subprocess.Popen([sys.executable, "-m", "fractalctl", "wait", job_id], cwd=ROOT, env=env,
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        assert waiting.stdout.readline().startswith(job_id)  # it follows the job now
+        waiting.send_signal(signal.SIGINT)
+        _out, err = waiting.communicate(timeout=60)
+    finally:
+        waiting.kill()
+    assert waiting.returncode == 130
+    assert one_line(err) == (f"fractalctl: Stopped waiting; job {job_id} keeps running "
+                             f"(fractalctl cancel {job_id} stops it).")
+    assert json.loads(ctl("-o", "json", "get", job_id).stdout)["status"] in ("queued", "pending", "running")
+    assert ctl("cancel", job_id).returncode == 0
+
+
+def test_an_unreachable_server_is_exit_4_signed_in_or_not(ctl: Run) -> None:
+    from tests.conftest import free_port
+
+    refused = ctl("--server", f"http://127.0.0.1:{free_port()}", "ls")  # no token kept for it
+    assert refused.returncode == 4 and "Cannot reach" in one_line(refused.stderr)
+
+
+def test_download_takes_the_presigned_redirect_on_s3(tmp_path: Path, minio_env: dict[str, str]) -> None:
+    from tests.scheduler.test_http_e2e import serve
+
+    with serve(tmp_path / "data", tmp_path / "opencl-cache", **minio_env) as (http, _proc):
+        server = str(http.base_url)
+        env = {**os.environ, "XDG_CONFIG_HOME": str(tmp_path / "config"), "FRACTAL_SERVER": server}
+
+        def run(*args: str, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
+            return subprocess.run([sys.executable, "-m", "fractalctl", *args], cwd=ROOT, env=env, input=stdin,
+                                  capture_output=True, text=True, timeout=120)
+
+        assert run("signup", "--username", "alice", "--password-stdin", stdin=PASSWORD).returncode == 0
+        out = tmp_path / "direct.png"
+        done = run("render", *TINY, "--out", str(out))
+        assert done.returncode == 0, done.stderr
+        assert png_size(out) == (48, 32)
+        redirects = [line for line in http.get("/metrics").text.splitlines()
+                     if line.startswith("http_request_duration_seconds_count") and 'status="307"' in line]
+        assert redirects and float(redirects[0].split()[-1]) == 1  # the bytes came from S3 itself

@@ -218,3 +218,16 @@ def test_credentials_are_kept_per_server_with_mode_0600(tmp_path: Path) -> None:
     assert credentials.load("http://a:1", tmp_path) is None
     assert credentials.load("http://b:2", tmp_path).username == "bob"
     assert credentials.Credential("x", "t", 100).expired(now=100)
+
+
+def test_every_render_flag_says_what_it_does_and_its_default() -> None:
+    render = cli.build_parser()._subparsers._group_actions[0].choices["render"]  # type: ignore[union-attr]
+    helps = {action.dest.replace("_", "-"): action.help or "" for action in render._actions}
+    fields = params.FractalParams.model_fields
+    for flag in cli.RENDER_FLAGS:
+        assert "(default: " in helps[flag], flag
+        field = fields.get(flag.replace("-", "_"))
+        if field is not None and flag not in ("center-x", "center-y"):  # those depend on the kind
+            default = {False: "off"}.get(field.default, field.default)
+            default = f"{default:g}" if isinstance(default, float) else str(default)
+            assert helps[flag].endswith(f"(default: {default})"), flag

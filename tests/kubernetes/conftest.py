@@ -61,6 +61,7 @@ def settings(
         kube_watch_timeout_seconds=5,
         kube_reconnect_backoff_max=0.5,
         job_pending_deadline_seconds=300,
+        result_cache=False,  # the tests submit equal renders and mean each one to make a Job
     )
 
 

@@ -21,7 +21,7 @@ from tests.scheduler.conftest import sign_up_and_in
 
 def test_render_through_the_api(settings: Settings, apiserver: FakeApiServer) -> None:
     apiserver.default_command = None  # the real `python -m job_image`
-    settings = settings.model_copy(update={"jwt_secret": "x" * 48, "bcrypt_rounds": 4})
+    settings = settings.model_copy(update={"jwt_secret": "x" * 48, "bcrypt_rounds": 4, "result_cache": True})
     with TestClient(create_app(settings)) as client:
         creds = {"username": "alice", "password": "correct-horse"}
         assert client.post("/auth/sign-up", json=creds).status_code == 201
@@ -44,6 +44,12 @@ def test_render_through_the_api(settings: Settings, apiserver: FakeApiServer) ->
         assert png.status_code == 200 and png.content.startswith(b"\x89PNG\r\n\x1a\n")
         logs = client.get(f"/jobs/{job_id}/logs", headers=auth)
         assert logs.status_code == 200
+
+        again = client.post("/jobs", json={"width": 96, "height": 64, "max_iter": 64, "device": "cpu"},
+                            headers=auth).json()
+        assert again["status"] == "succeeded" and again["cached"] is True  # served from the first render
+        assert apiserver.job(again["job_id"]) is None  # no Job, no pod
+        assert client.get(f"/jobs/{again['job_id']}/result", headers=auth).content == png.content
 
 
 def test_api_server_down_keeps_jobs_queued_and_refuses_cancel_cleanly(

@@ -36,6 +36,7 @@ def settings(tmp_path: Path, opencl_cache: Path) -> Settings:
         opencl_cache_dir=opencl_cache,
         signin_attempts_per_minute=1000,
         signin_attempts_per_client_per_minute=1000,
+        result_cache=False,  # tests submit equal renders meaning each to run (test_result_cache.py: on)
     )
 
 

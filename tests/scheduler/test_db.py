@@ -49,7 +49,7 @@ def old_database_gains_new_columns(engine: Engine) -> None:
     db.init_db(engine)
     db.init_db(engine)  # and again: nothing left to add
     columns = {c["name"] for c in inspect(engine).get_columns("job")}
-    assert {"callback_state", "callback_attempts", "callback_next_at"} <= columns
+    assert {"callback_state", "callback_attempts", "callback_next_at", "cached", "storage_prefix"} <= columns
     with Session(engine, expire_on_commit=False) as session:
         crud.create_user(session, username="alice", password_hash="x")
         assert crud.webhook_secret(session, username="alice").startswith("whsec_")
@@ -62,3 +62,4 @@ def old_database_gains_new_columns(engine: Engine) -> None:
             max_active=1,
         )
     assert JobPublic.of(job).callback is not None and JobPublic.of(job).callback.attempts == 0
+    assert JobPublic.of(job).cached is False

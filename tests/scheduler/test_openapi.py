@@ -13,6 +13,7 @@ from fastapi.testclient import TestClient
 from tests.scheduler.conftest import LONG, TINY, Client, sign_up_and_in, submit, wait_for
 from tests.scheduler.openapi import Answer, answer_of, assert_declared, declared, declared_answers, provoked
 from tests.scheduler.test_http_e2e import serve
+from tests.scheduler.test_idempotency import hold_key
 
 
 def test_submit_declares_every_answer_it_gives(make_client: Client) -> None:
@@ -29,18 +30,32 @@ def test_submit_declares_every_answer_it_gives(make_client: Client) -> None:
         "too costly": client.post("/jobs", json={**TINY, "width": 400, "height": 300, "max_iter": 500},
                                   headers=carol),
         "too many of yours": client.post("/jobs", json=TINY, headers=alice),
+        "key in progress": in_progress(client, carol),
     }
     assert client.post("/jobs", json=TINY, headers=bob).status_code == 202  # the queue is full now
     answers["queue full"] = client.post("/jobs", json=TINY, headers=carol)
     statuses = {why: r.status_code for why, r in answers.items()}
     assert statuses == {"queued": 202, "no token": 401, "too big": 413, "bad parameter": 422, "not JSON": 422,
-                        "no GPU": 422, "too costly": 422, "too many of yours": 429, "queue full": 429}
+                        "no GPU": 422, "too costly": 422, "too many of yours": 429, "queue full": 429,
+                        "key in progress": 409}
     for response in answers.values():
         assert_declared(client, response, "/jobs")
     assert answers["queue full"].headers["Retry-After"] == "7"
     assert "Retry-After" in declared_answers(client, "POST", "/jobs")["429"]["headers"]
     # and nothing more is declared: 503 (the database unusable) is answered in test_faults.py
     assert set(declared_answers(client, "POST", "/jobs")) == {str(s) for s in statuses.values()} | {"503"}
+
+
+def in_progress(client: TestClient, auth: dict[str, str]) -> httpx.Response:
+    """A submit whose Idempotency-Key a first request still holds (taken as it would take it)."""
+    owner = client.get("/auth/me", headers=auth).json()["username"]
+    hold_key(client, owner, "in-progress", TINY)
+    return client.post("/jobs", json=TINY, headers={**auth, "Idempotency-Key": "in-progress"})
+
+
+def on_s3(minio_env: dict[str, str]) -> dict[str, str]:
+    """Settings that keep results in the S3 of `minio_env` (moto's server)."""
+    return {name.lower(): value for name, value in minio_env.items() if name != "MINIO_SECURE"}
 
 
 AUTH_OPERATIONS = ("/auth/sign-up", "/auth/sign-in", "/auth/me")
@@ -91,8 +106,10 @@ def test_auth_operations_give_every_answer_they_declare(make_client: Client) -> 
     assert_all_given(client, *AUTH_OPERATIONS)
 
 
-def test_job_operations_give_every_answer_they_declare(make_client: Client) -> None:
-    client = make_client(max_active_jobs_per_user=1)
+def test_job_operations_give_every_answer_they_declare(
+    make_client: Client, minio_env: dict[str, str]
+) -> None:
+    client = make_client(max_active_jobs_per_user=1, **on_s3(minio_env))  # S3: for the 307 of ?redirect=true
     alice = sign_up_and_in(client, "alice")
     done = submit(client, alice)["job_id"]
     wait_for(client, done, alice)
@@ -105,13 +122,14 @@ def test_job_operations_give_every_answer_they_declare(make_client: Client) -> N
         client.post("/jobs", json=TINY).status_code,
         client.post("/jobs", content=big, headers=alice).status_code,
         client.post("/jobs", **not_json).status_code,
+        in_progress(client, alice).status_code,
         client.get("/jobs", headers=alice).status_code,
         client.get("/jobs").status_code,
         client.get("/jobs", params={"limit": 0}, headers=alice).status_code,
         client.get(f"/jobs/{done}", params={"wait": -1}, headers=alice).status_code,
         client.post(f"/jobs/{done}/cancel", headers=alice).status_code,  # it has finished
     ]
-    assert codes == [429, 401, 413, 422, 200, 401, 422, 422, 409]
+    assert codes == [429, 401, 413, 422, 409, 200, 401, 422, 422, 409]
     for method, path in [("GET", ""), ("GET", "/logs"), ("GET", "/result/list"), ("GET", "/result"),
                          ("HEAD", "/result"), ("POST", "/cancel")]:
         mine = active if method == "POST" else done  # the finished one cannot be cancelled
@@ -127,8 +145,10 @@ def test_job_operations_give_every_answer_they_declare(make_client: Client) -> N
             client.request(method, result, headers={**alice, "Range": "bytes=99999999-"}).status_code,
             client.request(method, result, params={"file": "../x"}, headers=alice).status_code,
             client.request(method, f"/jobs/{active}/result", headers=alice).status_code,  # cancelled
+            client.request(method, result, params={"redirect": "true"}, headers=alice,
+                           follow_redirects=False).status_code,
         ]
-        assert codes == [206, 304, 416, 422, 409], method
+        assert codes == [206, 304, 416, 422, 409, 307], method
     codes = [client.delete(f"/jobs/{job}", headers=auth).status_code for job, auth in
              ((done, alice), (active, {}), (missing, alice))]
     assert codes == [200, 401, 404]

@@ -36,6 +36,7 @@ from scheduler.tracker import Tracker
 from tests.postgres import PostgresServer, Unavailable, running_postgres
 from tests.scheduler.conftest import TINY, Client, sign_up_and_in, submit, wait_for
 from tests.scheduler.test_db import old_database_gains_new_columns
+from tests.scheduler.test_idempotency import QUEUE_ONLY, idempotent_race
 from tests.scheduler.test_submit_limits import RACE_SETTINGS, http_race, per_user_race, queue_race
 
 CLOCK_SLACK = timedelta(minutes=2)  # generous: a time-zone mistake is hours, not minutes
@@ -236,6 +237,10 @@ def test_submits_racing_on_two_replicas_never_overshoot(database_url: str, race:
 
 def test_two_replicas_answer_429_past_a_full_queue(make_pg_client: Client, tmp_path: Path) -> None:
     http_race([make_pg_client(data_dir=tmp_path / name, **RACE_SETTINGS) for name in ("a", "b")])
+
+
+def test_one_key_racing_on_two_replicas_is_one_job(make_pg_client: Client, tmp_path: Path) -> None:
+    idempotent_race([make_pg_client(data_dir=tmp_path / name, **QUEUE_ONLY) for name in ("a", "b")])
 
 
 def test_an_old_database_gains_the_new_columns(database_url: str) -> None:

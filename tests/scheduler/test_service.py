@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import socket
 
+import httpx
 from fastapi.testclient import TestClient
 from sqlmodel import Session
 
@@ -13,6 +14,7 @@ from scheduler.main import create_app
 from scheduler.models import Job
 from tests.conftest import free_port
 from tests.scheduler.conftest import Client, sign_up_and_in, submit, wait_for
+from tests.scheduler.test_openapi import on_s3
 
 
 def set_job(client: TestClient, job_id: str, **fields: object) -> None:
@@ -94,12 +96,7 @@ def test_readyz_is_503_when_storage_is_down(make_client: Client) -> None:
 
 
 def test_minio_path_renders_and_streams_through_s3(make_client: Client, minio_env: dict[str, str]) -> None:
-    client = make_client(
-        minio_endpoint=minio_env["MINIO_ENDPOINT"],
-        minio_bucket=minio_env["MINIO_BUCKET"],
-        minio_access_key=minio_env["MINIO_ACCESS_KEY"],
-        minio_secret_key=minio_env["MINIO_SECRET_KEY"],
-    )
+    client = make_client(**on_s3(minio_env))
     alice = sign_up_and_in(client, "alice")
     job_id = submit(client, alice)["job_id"]
     assert wait_for(client, job_id, alice)["status"] == "succeeded"
@@ -152,3 +149,32 @@ def test_a_download_that_fails_to_open_is_a_503(settings: Settings) -> None:
         wait_for(client, job_id, alice, ("succeeded",))
         response = client.get(f"/jobs/{job_id}/result", headers=alice)
         assert response.status_code == 503 and "storage" in response.json()["detail"].lower()
+
+
+def test_redirect_to_a_presigned_url_on_s3(make_client: Client, minio_env: dict[str, str]) -> None:
+    """?redirect=true: a 307 to S3 itself, which serves the same bytes with no token; files
+    other than the PNG too. The URL expires after PRESIGN_SECONDS (X-Amz-Expires)."""
+    client = make_client(presign_seconds=120, **on_s3(minio_env))
+    alice = sign_up_and_in(client, "alice")
+    job_id = submit(client, alice)["job_id"]
+    assert wait_for(client, job_id, alice)["status"] == "succeeded"
+    for file in ("image.png", "result.json"):
+        proxied = client.get(f"/jobs/{job_id}/result", params={"file": file}, headers=alice)
+        moved = client.get(f"/jobs/{job_id}/result", params={"file": file, "redirect": "true"}, headers=alice,
+                           follow_redirects=False)
+        assert moved.status_code == 307, moved.text
+        url = httpx.URL(moved.headers["location"])
+        assert url.host == "127.0.0.1" and url.path == f"/{minio_env['MINIO_BUCKET']}/alice/{job_id}/{file}"
+        assert url.params["X-Amz-Expires"] == "120"
+        direct = httpx.get(url)  # followed as a client would: no Authorization, straight to S3
+        assert direct.status_code == 200 and direct.content == proxied.content
+    assert client.get(f"/jobs/{job_id}/result", params={"file": "nope.txt", "redirect": "true"},
+                      headers=alice).status_code == 404
+
+
+def test_redirect_on_local_storage_streams_as_before(client: TestClient, alice: dict[str, str]) -> None:
+    job_id = submit(client, alice)["job_id"]
+    assert wait_for(client, job_id, alice)["status"] == "succeeded"
+    answer = client.get(f"/jobs/{job_id}/result", params={"redirect": "true"}, headers=alice,
+                        follow_redirects=False)
+    assert answer.status_code == 200 and answer.content.startswith(b"\x89PNG")

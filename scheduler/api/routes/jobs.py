@@ -8,7 +8,7 @@ import re
 from typing import Annotated
 
 from fastapi import APIRouter, Header, Query, Request, status
-from fastapi.responses import PlainTextResponse, Response
+from fastapi.responses import JSONResponse, PlainTextResponse, RedirectResponse, Response
 
 from job_image.storage import ObjectInfo, Storage
 from scheduler import crud, db
@@ -39,6 +39,7 @@ from scheduler.api.errors import (
 from scheduler.api.streaming import stream_object
 from scheduler.callbacks import check_callback_url
 from scheduler.core.config import Settings
+from scheduler.idempotency import parse_key
 from scheduler.models import FileInfo, FilesPublic, Job, JobCreate, JobPublic, JobsPublic
 from scheduler.statuses import NOT_STARTED, JobStatus
 from scheduler.stored import read_object
@@ -49,11 +50,15 @@ router = APIRouter(prefix="/jobs", tags=["jobs"])
 FILE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")  # fullmatch: "$" lets a final newline in
 WaitQuery = Annotated[float, Query(ge=0, description="seconds to wait for the job to finish")]
 SUBMIT_ANSWERS: Answers = {
-    202: {"description": "queued", "headers": headers("Location")},
+    202: {"description": "queued (or, reusing an equal render, succeeded or following it); with an "
+                         "Idempotency-Key used before, the first answer again",
+          "headers": headers("Location", sometimes=("Idempotent-Replayed",))},
     **SIGNED_IN,
+    409: problem("the first request with this Idempotency-Key is still being handled"),
     413: TOO_BIG,
-    422: problem("bad parameters or JSON, `device: gpu` where no GPU exists, or an estimate over "
-                 "MAX_JOB_ITERATIONS", model=InvalidRequest),
+    422: problem("bad parameters or JSON, `device: gpu` where no GPU exists, an estimate over "
+                 "MAX_JOB_ITERATIONS, or an Idempotency-Key that came with another body",
+                 model=InvalidRequest),
     429: problem("MAX_ACTIVE_JOBS_PER_USER unfinished jobs of yours; or, with Retry-After, a full queue "
                  "(MAX_QUEUED_JOBS, all users together) or too many submits being priced "
                  "(COST_PROBES_PER_USER, COST_PROBES_TOTAL)", sometimes=("Retry-After",)),
@@ -91,6 +96,8 @@ RESULT_ANSWERS: Answers = {
           "headers": {**FILE_HEADERS, **headers("Content-Range")}},
     304: {"description": "If-None-Match names the PNG's ETag: it has not changed",
           "headers": headers("ETag")},
+    307: {"description": "?redirect=true where storage is S3/MinIO: the file's presigned URL, valid "
+                         "PRESIGN_SECONDS", "headers": headers("Location")},
     **OWN_JOB,
     404: problem("no job of yours has this id, or it has no such file"),
     409: problem("the job has not succeeded (yet): there is no result"),
@@ -112,20 +119,28 @@ async def finished_or_current(tracker: Tracker, settings: Settings, job: Job, wa
     return doc
 
 
-@router.post("", status_code=status.HTTP_202_ACCEPTED, responses=SUBMIT_ANSWERS)
+@router.post("", status_code=status.HTTP_202_ACCEPTED, response_model=JobPublic, responses=SUBMIT_ANSWERS)
 async def submit_job(
-    user: CurrentUser, jobs: JobsDep, settings: SettingsDep, request: JobCreate, response: Response,
+    user: CurrentUser,
+    jobs: JobsDep,
+    settings: SettingsDep,
+    request: JobCreate,
     http: Request,
-) -> JobPublic:
+    idempotency_key: Annotated[str | None, Header(
+        alias="Idempotency-Key", description="a retry with this key and the same body gets the first answer"
+    )] = None,
+) -> JSONResponse:
     """Ask for a fractal: validates the parameters, queues a job and returns its id at once."""
     problem = request.limit_problem(settings.limits)
     if problem:
         raise unprocessable(f"Invalid parameters: {problem}.")
     if request.callback_url is not None:
         check_callback_url(request.callback_url, settings.callback_allow_private)
-    job = JobPublic.of(await unless_gone(http, jobs.submit(user.username, request)))
-    response.headers["Location"] = job.links.self
-    return job
+    key = parse_key(idempotency_key) if idempotency_key is not None else None
+    submitted = await unless_gone(http, jobs.submit(user.username, request, key))
+    location = {"Location": submitted.document["links"]["self"]}
+    replayed = {"Idempotent-Replayed": "true"} if submitted.replayed else {}
+    return JSONResponse(submitted.document, status.HTTP_202_ACCEPTED, headers={**location, **replayed})
 
 
 @router.get("", responses=LIST_ANSWERS)
@@ -196,10 +211,13 @@ async def download_result(
     http: Request,
     wait: WaitQuery = 0,
     file: Annotated[str, Query(description="a name from result/list")] = "image.png",
+    redirect: Annotated[bool, Query(description="answer 307 to the file's presigned URL where storage "
+                                                "is S3/MinIO; local storage streams it")] = False,
     range_header: Annotated[str | None, Header(alias="Range")] = None,
     if_none_match: Annotated[str | None, Header(alias="If-None-Match")] = None,
 ) -> Response:
-    """The rendered PNG, streamed from storage (Range and If-None-Match supported); ?file= for others."""
+    """The rendered PNG, streamed from storage (Range and If-None-Match supported); ?file= for
+    others; ?redirect=true for a presigned URL of S3/MinIO storage."""
     if not FILE_NAME.fullmatch(file):
         raise unprocessable("file must be a plain file name from result/list, e.g. result.json.")
     doc = await finished_or_current(tracker, settings, job, wait)
@@ -209,6 +227,11 @@ async def download_result(
             reason = f": {doc.error}" if doc.error else ""
             raise conflict(f"The job is {doc.status}{reason}; there is no {file}.")
         raise not_found(f"The job has no file {file}; see result/list.")
+    if redirect:
+        key, seconds = job.result_prefix + file, settings.presign_seconds
+        url = await asyncio.to_thread(storage.presigned_url, key, seconds)
+        if url is not None:
+            return RedirectResponse(url, status.HTTP_307_TEMPORARY_REDIRECT)
     etag = await image_etag(storage, job) if file == "image.png" else None
     return await stream_object(
         storage,

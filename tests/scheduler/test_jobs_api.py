@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import time
 from decimal import Decimal
 from typing import Any
 
@@ -320,3 +321,24 @@ def test_a_405_names_every_method_its_path_takes(client: TestClient) -> None:
     for path, allowed in paths.items():
         answer = client.request("PUT", path)
         assert answer.status_code == 405 and answer.headers["allow"] == allowed, (path, answer.headers)
+
+
+def test_a_poller_with_the_documents_etag_gets_304_until_it_changes(make_client: Client) -> None:
+    client = make_client(local_max_concurrent=0)  # the job stays queued until it is cancelled
+    alice, bob = sign_up_and_in(client, "alice"), sign_up_and_in(client, "bob")
+    job_id = submit(client, alice)["job_id"]
+    deadline = time.monotonic() + 30
+    while client.get(f"/jobs/{job_id}", headers=alice).json()["message"] is None:  # until planned
+        assert time.monotonic() < deadline, "the dispatcher never planned the job"
+        time.sleep(0.05)
+    first = client.get(f"/jobs/{job_id}", headers=alice)
+    etag = first.headers["etag"]
+    assert first.status_code == 200 and etag.startswith('"') and first.json()["job_id"] == job_id
+    same = client.get(f"/jobs/{job_id}", headers={**alice, "If-None-Match": f'"other", {etag}'})
+    assert same.status_code == 304 and same.content == b"" and same.headers["etag"] == etag
+    assert client.get(f"/jobs/{job_id}", headers={**bob, "If-None-Match": etag}).status_code == 404
+    assert client.get(f"/jobs/{job_id}", headers={"If-None-Match": etag}).status_code == 401
+    assert client.post(f"/jobs/{job_id}/cancel", headers=alice).status_code == 200
+    changed = client.get(f"/jobs/{job_id}", headers={**alice, "If-None-Match": etag})
+    assert changed.status_code == 200 and changed.json()["status"] == "cancelled"
+    assert changed.headers["etag"] != etag

@@ -136,6 +136,8 @@ def test_job_operations_give_every_answer_they_declare(
         codes = [client.request(method, f"/jobs/{job}{path}", headers=auth).status_code
                  for job, auth in ((mine, alice), (done, {}), (missing, alice))]
         assert codes == [200, 401, 404], (method, path)
+    etag = client.get(f"/jobs/{done}", headers=alice).headers["ETag"]
+    assert client.get(f"/jobs/{done}", headers={**alice, "If-None-Match": etag}).status_code == 304
     result = f"/jobs/{done}/result"
     for method in ("GET", "HEAD"):
         etag = client.request(method, result, headers=alice).headers["ETag"]

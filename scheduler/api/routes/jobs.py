@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import json
 import re
 from typing import Annotated
@@ -36,7 +37,7 @@ from scheduler.api.errors import (
     problem,
     unprocessable,
 )
-from scheduler.api.streaming import stream_object
+from scheduler.api.streaming import etag_matches, stream_object
 from scheduler.callbacks import check_callback_url
 from scheduler.core.config import Settings
 from scheduler.idempotency import parse_key
@@ -65,7 +66,11 @@ SUBMIT_ANSWERS: Answers = {
 }
 LIST_ANSWERS: Answers = {**SIGNED_IN, 422: problem("a bad status, limit or offset", model=InvalidRequest)}
 GET_ANSWERS: Answers = {
-    **OWN_JOB, 422: problem("a bad wait, or one over MAX_WAIT_SECONDS", model=InvalidRequest)
+    200: {"description": "the job document", "headers": headers("ETag")},
+    304: {"description": "If-None-Match names the document's ETag: it has not changed",
+          "headers": headers("ETag")},
+    **OWN_JOB,
+    422: problem("a bad wait, or one over MAX_WAIT_SECONDS", model=InvalidRequest),
 }
 CANCEL_ANSWERS: Answers = {
     **OWN_JOB,
@@ -163,12 +168,23 @@ async def list_jobs(
     return JobsPublic(data=[JobPublic.of(job) for job in found], count=count, limit=limit, offset=offset)
 
 
-@router.get("/{job_id}", responses=GET_ANSWERS)
+@router.get("/{job_id}", response_model=JobPublic, responses=GET_ANSWERS)
 async def get_job(
-    job: OwnedJob, tracker: TrackerDep, settings: SettingsDep, wait: WaitQuery = 0
-) -> JobPublic:
-    """The job document; ?wait=SECONDS blocks until the job has finished or the time is up."""
-    return await finished_or_current(tracker, settings, job, wait)
+    job: OwnedJob,
+    tracker: TrackerDep,
+    settings: SettingsDep,
+    wait: WaitQuery = 0,
+    if_none_match: Annotated[str | None, Header(alias="If-None-Match")] = None,
+) -> Response:
+    """The job document; ?wait=SECONDS blocks until the job has finished or the time is up.
+    With If-None-Match naming its ETag, a 304 without a body: pollers skip what they have seen."""
+    doc = await finished_or_current(tracker, settings, job, wait)
+    # serialised once, here: the model is already validated, so FastAPI's response_model pass is skipped
+    body = doc.model_dump_json().encode()
+    etag = f'"{hashlib.sha256(body).hexdigest()[:32]}"'
+    if etag_matches(if_none_match, etag):
+        return Response(status_code=status.HTTP_304_NOT_MODIFIED, headers={"ETag": etag})
+    return Response(body, media_type="application/json", headers={"ETag": etag})
 
 
 @router.post("/{job_id}/cancel", responses=CANCEL_ANSWERS)

@@ -1,12 +1,16 @@
 """Status reads under load: N concurrent clients polling GET /jobs/{id}, long-polling, or
 following Server-Sent Events.
 
-    .venv/bin/python benchmarks/api_load.py [--pollers 10 100 1000] [--seconds 10] [--interval 0.5]
-                                            [--sse 100 1000] [--changes 2]
+    .venv/bin/python benchmarks/api_load.py [--pollers 10 100 1000] [--seconds 10] [--interval 1]
+                                            [--connections 50] [--sse 100 1000] [--changes 2]
                                             [--flood 50] [--resume 10000 [--resume-streams 8]]
 
 Starts `python -m scheduler` (one uvicorn process, SQLite), submits 20 jobs that stay queued
-(LOCAL_MAX_CONCURRENT=0, so the machine's cores serve requests, not renders), then for each N:
+(LOCAL_MAX_CONCURRENT=0, so the machine's cores serve requests, not renders). First, the yardstick:
+`--connections` clients in a closed loop against the service, then against a minimal FastAPI app
+with the same bearer check and one SQLite read of the same database (benchmarks/baseline_app.py),
+then the service again, each alone on the machine; the ratio of requests/s is the service's share
+of what FastAPI itself allows (goal: 0.8 or more, p99 under 100 ms). Then, for each N:
   - paced: N pollers each GET a job every `--interval` seconds (what a polling client does);
   - closed loop: N pollers each GET as fast as the server answers (the server's ceiling);
   - long-poll: N clients each GET `?wait=--wait` again and again (the jobs stay queued, so each
@@ -31,8 +35,12 @@ import asyncio
 import contextlib
 import json
 import multiprocessing
+import os
+import secrets
+import shutil
 import sqlite3
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -46,7 +54,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from datetime import UTC, datetime  # noqa: E402
 
-from benchmarks.service import cpu_seconds, running_service, signed_in  # noqa: E402
+from benchmarks.service import ROOT, cpu_seconds, free_port, running_service, signed_in  # noqa: E402
 
 
 class Connection:
@@ -413,6 +421,39 @@ def stalls(args: argparse.Namespace) -> None:
             running_service(LOCAL_MAX_CONCURRENT="0", DATA_DIR=data) as (url, _pid),
         ):
             print(resume(url, Path(data), args.resume, args.resume_streams))
+@contextlib.contextmanager
+def baseline_app(secret: str, database: Path) -> Iterator[str]:
+    """benchmarks/baseline_app.py under uvicorn, as the service is served; yields its URL."""
+    port = free_port()
+    env = {**os.environ, "JWT_SECRET": secret, "BASELINE_DB": str(database)}
+    command = [sys.executable, "-m", "uvicorn", "benchmarks.baseline_app:app", "--port", str(port),
+               "--log-level", "warning", "--no-access-log"]
+    proc = subprocess.Popen(command, cwd=ROOT, env=env)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            with contextlib.suppress(httpx.TransportError):
+                httpx.get(f"{url}/docs", timeout=1)
+                break
+            if proc.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError("the baseline app did not come up")
+            time.sleep(0.1)
+        yield url
+    finally:
+        proc.terminate()
+        proc.wait(timeout=20)
+
+
+def compare(url: str, baseline: str, token: str, paths: list[str], connections: int, seconds: float) -> None:
+    """Closed-loop reads of the service, the baseline and the service again (the mean of the
+    two service runs), each alone: the ratio says how far the service is from FastAPI's floor."""
+    figures = []
+    for name, where in (("service", url), ("minimal FastAPI app", baseline), ("service", url)):
+        result = asyncio.run(run(where, token, paths, connections, seconds, 0.0))
+        figures.append(float(result.split()[0]))
+        print(f"{connections:5d} connections, closed loop, {name + ':':20s} {result}")
+    print(f"service / minimal app: {(figures[0] + figures[2]) / 2 / figures[1]:.2f} of its requests/s")
 
 
 def main() -> None:
@@ -422,8 +463,9 @@ def main() -> None:
     parser.add_argument("--pollers", type=int, nargs="*", default=[10, 100, 1000])
     parser.add_argument("--seconds", type=float, default=10.0)
     parser.add_argument(
-        "--interval", type=float, default=0.5, help="seconds between a paced poller's requests"
+        "--interval", type=float, default=1.0, help="seconds between a paced poller's requests"
     )
+    parser.add_argument("--connections", type=int, default=50, help="closed-loop clients for the yardstick")
     parser.add_argument("--wait", type=float, default=5.0, help="?wait= of the long-poll clients")
     parser.add_argument("--sse", type=int, nargs="*", default=[100, 1000], help="SSE client counts")
     parser.add_argument("--changes", type=float, default=2.0, help="jobs changed per second in the SSE runs")
@@ -438,8 +480,10 @@ def main() -> None:
     parser.add_argument("--resume-streams", type=int, default=8)
     args = parser.parse_args()
     stalls(args)
-    limits = {"MAX_ACTIVE_JOBS_PER_USER": "100", "EVENTS_MAX_STREAMS_PER_USER": "10000"}
-    with running_service(LOCAL_MAX_CONCURRENT="0", **limits) as (url, pid):
+    secret, data = secrets.token_urlsafe(48), Path(tempfile.mkdtemp(prefix="fractal-bench-"))
+    env = {"MAX_ACTIVE_JOBS_PER_USER": "100", "EVENTS_MAX_STREAMS_PER_USER": "10000",
+           "LOCAL_MAX_CONCURRENT": "0", "JWT_SECRET": secret, "DATA_DIR": str(data)}
+    with running_service(**env) as (url, pid):
         auth = signed_in(url)
         ids = [
             httpx.post(f"{url}/jobs", json={"width": 64, "height": 64}, headers=auth).json()["job_id"]
@@ -447,6 +491,9 @@ def main() -> None:
         ]
         paths = [f"/jobs/{job_id}" for job_id in ids]
         print(f"GET /jobs/{{id}} over 20 queued jobs, {args.seconds:g} s per run, one uvicorn process")
+        time.sleep(2)  # the dispatcher has planned the jobs: their documents no longer change
+        with baseline_app(secret, data / "scheduler.db") as baseline:
+            compare(url, baseline, auth["Authorization"].split()[1], paths, args.connections, args.seconds)
         for n in args.pollers:
             token = auth["Authorization"].split()[1]
             paced = asyncio.run(run(url, token, paths, n, args.seconds, args.interval))
@@ -461,6 +508,7 @@ def main() -> None:
         for n in args.sse:
             for line in asyncio.run(sse_run(url, auth, pid, n, args.seconds, args.changes, len(ids))):
                 print(line)
+    shutil.rmtree(data, ignore_errors=True)
 
 
 if __name__ == "__main__":

@@ -4,9 +4,11 @@
 
 Starts moto's S3 server (its own process, as MinIO would be) on 127.0.0.1 and
 `python -m scheduler` with MINIO_* pointing at it. For each size (MB) an object is put beside a
-job's result (under the job's prefix) and downloaded with `GET /jobs/{id}/result?file=...`, and
-directly with the `minio` client, alternately; both read with urllib3 in 256 KiB pieces.
-Prints the median MB/s of both, their ratio, the API process's CPU seconds per GB streamed,
+job's result (under the job's prefix) and downloaded with `GET /jobs/{id}/result?file=...`,
+through `?redirect=true` (the 307 to a presigned URL, then S3 itself), and directly with the
+`minio` client, in turn; all read with urllib3 in 256 KiB pieces.
+Prints the median MB/s of each, the proxy's and the redirect's ratio to direct, the API
+process's CPU seconds per GB it proxied,
 and its peak RSS after each size (VmHWM only grows, so a flat value means memory does not
 grow with object size).
 On 2 cores the API path runs three busy processes (S3, API, client) where the direct path runs two.
@@ -40,6 +42,19 @@ BUCKET = "bench"
 def via_api(http: urllib3.PoolManager, url: str, auth: dict[str, str]) -> int:
     """Read with urllib3, the library the minio client uses, so both paths have the same client."""
     response = http.request("GET", url, headers=auth, preload_content=False)
+    try:
+        assert response.status == 200, response.status
+        return sum(len(chunk) for chunk in response.stream(CHUNK))
+    finally:
+        response.release_conn()
+
+
+def via_redirect(http: urllib3.PoolManager, url: str, auth: dict[str, str]) -> int:
+    """`?redirect=true`: the API answers 307 to a presigned URL, which is read straight from S3
+    (without the token), as `fractalctl download` does."""
+    moved = http.request("GET", url + "&redirect=true", headers=auth, redirect=False)
+    assert moved.status == 307, moved.status
+    response = http.request("GET", moved.headers["Location"], preload_content=False)
     try:
         assert response.status == 200, response.status
         return sum(len(chunk) for chunk in response.stream(CHUNK))
@@ -106,23 +121,27 @@ def main() -> None:
             job_id = httpx.post(f"{url}/jobs", json={"width": 8, "height": 8}, headers=auth).json()["job_id"]
             prefix = f"bench/{job_id}/"
             print(
-                f"{'size':>6} {'direct MB/s':>12} {'API MB/s':>9} {'ratio':>6}"
-                f" {'API CPU s/GB':>13} {'API peak RSS':>13}"
+                f"{'size':>6} {'direct MB/s':>12} {'API MB/s':>9} {'ratio':>6} {'redirect MB/s':>14}"
+                f" {'ratio':>6} {'API CPU s/GB':>13} {'API peak RSS':>13}"
             )
             http = urllib3.PoolManager()
             for size_mb in args.sizes:
                 name, size = f"blob-{size_mb}mb.bin", size_mb * 1_000_000
                 storage.put_bytes(prefix + name, os.urandom(size), "application/octet-stream")
                 api_url = f"{url}/jobs/{job_id}/result?file={name}"
-                s3_times, api_times = [], []
-                cpu_before = cpu_seconds(pid)  # the API idles during the direct downloads
-                for _ in range(args.repeat):  # alternated, so drift in the machine hits both alike
+                s3_times, api_times, redirect_times, api_cpu = [], [], [], 0.0
+                for _ in range(args.repeat):  # alternated, so drift in the machine hits all alike
                     s3_times.append(timed(lambda n=name: via_s3(direct, prefix + n), size))
+                    cpu_before = cpu_seconds(pid)
                     api_times.append(timed(lambda u=api_url: via_api(http, u, auth), size))
-                cpu_per_gb = (cpu_seconds(pid) - cpu_before) / (size * args.repeat / 1e9)
+                    api_cpu += cpu_seconds(pid) - cpu_before
+                    redirect_times.append(timed(lambda u=api_url: via_redirect(http, u, auth), size))
+                cpu_per_gb = api_cpu / (size * args.repeat / 1e9)
                 s3_t, api_t = statistics.median(s3_times), statistics.median(api_times)
+                redirect_t = statistics.median(redirect_times)
                 print(
                     f"{size_mb:4d}MB {size_mb / s3_t:12.0f} {size_mb / api_t:9.0f} {s3_t / api_t:6.2f}"
+                    f" {size_mb / redirect_t:14.0f} {s3_t / redirect_t:6.2f}"
                     f" {cpu_per_gb:13.2f} {peak_rss_mib(pid):9.0f} MiB"
                 )
     finally:

@@ -56,9 +56,11 @@ bearer = HTTPBearer(auto_error=False, description="the access_token from POST /a
 
 
 async def get_current_user(
-    accounts: AccountsDep,
-    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)],
+    request: Request, credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)]
 ) -> User:
+    # The service is read from the request, not through AccountsDep: every dependency FastAPI
+    # resolves costs a status poll about as much as the token check (benchmarks/api_load.py).
+    accounts: Accounts = request.app.state.service.accounts
     if credentials is None:
         raise unauthorized("Sign in first and send the token as 'Authorization: Bearer <token>'.")
     try:
@@ -74,8 +76,9 @@ async def get_current_user(
 CurrentUser = Annotated[User, Depends(get_current_user)]
 
 
-async def get_owned_job(job_id: str, user: CurrentUser, engine: EngineDep) -> Job:
+async def get_owned_job(job_id: str, user: CurrentUser, request: Request) -> Job:
     """The caller's job; someone else's is a 404 exactly like a missing one."""
+    engine: Engine = request.app.state.service.engine
     job = await db.in_thread(engine, lambda s: crud.get_job(s, job_id=job_id, owner=user.username))
     if job is None:
         raise job_not_found(job_id)

@@ -7,6 +7,7 @@ means rewriting this file only.
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import re
@@ -27,6 +28,7 @@ SECRET_FILE = "jwt_secret"
 # header.payload.signature in unpadded base64url, as issue_token makes them. python-jose's decoder
 # skips characters outside the alphabet, so without this check `<token>é` would be accepted too.
 TOKEN_SHAPE = re.compile(r"[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+")
+VERIFIED_TOKENS = 4096  # tokens remembered as verified (~1 MiB): far more than users signed in at once
 _GENERATED_BYTES = 48  # secrets.token_urlsafe(48): 64 characters, 384 bits of entropy
 
 # Every claim is checked, and the three the service relies on must be present.
@@ -123,16 +125,29 @@ def issue_token(subject: str, secret: str, ttl_seconds: int, now: datetime | Non
     return jose_jwt.encode({"sub": subject, "iat": iat, "exp": exp}, secret, algorithm=ALGORITHM)
 
 
-def token_subject(token: str, secret: str) -> str:
+def token_subject(token: str, secret: str, now: float | None = None) -> str:
     """The subject of a valid token; `TokenError` for anything else.
 
     Only HS256 is accepted, so `alg: none`, other HMAC sizes and public-key algorithms (the
     RS256-with-the-HMAC-secret confusion) are all refused by the algorithm allow-list.
+    A token verified before is not verified again (every status poll sends the same one, and
+    the check is most of a poll's work): its subject and expiry are remembered, and only the
+    expiry is compared with the clock again.
     """
     if not isinstance(token, str) or not TOKEN_SHAPE.fullmatch(token):
         raise TokenError("the token is invalid")
     if not isinstance(secret, str) or not secret:
         raise TokenError("the token is invalid")
+    subject, expires = _verified(token, secret)
+    if (time.time() if now is None else now) > expires:  # python-jose's rule: expired once past exp
+        raise TokenError("the token has expired")
+    return subject
+
+
+@functools.lru_cache(maxsize=VERIFIED_TOKENS)
+def _verified(token: str, secret: str) -> tuple[str, float]:
+    """(subject, exp) of a token whose signature and claims check out; raises TokenError (a
+    failure is not cached: lru_cache keeps only returned values)."""
     try:
         claims = jose_jwt.decode(token, secret, algorithms=[ALGORITHM], options=_DECODE_OPTIONS)
     except ExpiredSignatureError as exc:
@@ -146,4 +161,4 @@ def token_subject(token: str, secret: str) -> str:
     subject = claims.get("sub") if isinstance(claims, dict) else None
     if not isinstance(subject, str) or not subject:
         raise TokenError("the token has no subject")
-    return subject
+    return subject, float(claims["exp"])

@@ -221,3 +221,20 @@ def test_concurrent_first_starts_agree_on_one_secret(tmp_path: Path) -> None:
         secrets = set(pool.map(lambda _: start(), range(8)))
     assert secrets == {(tmp_path / "data" / "jwt_secret").read_text()}
 
+
+
+def test_a_token_verified_before_still_expires_on_time() -> None:
+    """Tokens are verified once and remembered; the expiry is still checked on every use."""
+    token = issue_token("alice", SECRET, ttl_seconds=60)
+    assert token_subject(token, SECRET) == "alice"
+    exp = jose_claims(token)["exp"]
+    assert token_subject(token, SECRET, now=exp) == "alice"  # the last second it is valid
+    with pytest.raises(TokenError, match="expired"):
+        token_subject(token, SECRET, now=exp + 1)
+    with pytest.raises(TokenError, match="invalid"):  # the remembered token does not open other secrets
+        token_subject(token, "another-" + SECRET)
+
+
+def jose_claims(token: str) -> dict[str, int]:
+    payload = token.split(".")[1]
+    return json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))

@@ -175,9 +175,12 @@ def test_progress_and_cancellation_come_live(page: tuple[Page, Console], live_se
     sign_up(page, new_name())
     shown_job(page)
     headers = {"Authorization": f"Bearer {token_of(page)}"}
-    slots = [httpx.post(f"{live_service}/jobs", json=LONG, headers=headers).json()["job_id"] for _ in "ab"]
+    # two different renders (an equal one would follow the first and take no slot: the result cache)
+    bodies = [{**LONG, "colormap": colours} for colours in ("fire", "ice")]
+    slots = [httpx.post(f"{live_service}/jobs", json=b, headers=headers).json()["job_id"] for b in bodies]
     try:
         gallery = page.get_by_test_id("gallery")
+        page.get_by_test_id("max-iter").fill("510")  # a new render: the shown one's view would be reused
         page.get_by_role("button", name="Render").click()
         # the scheduling fields, shown as the service sends them
         expect(page.get_by_test_id("progress")).to_have_text(re.compile(r"^queued · #\d+ in the queue"))

@@ -9,7 +9,7 @@ from collections.abc import Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import bindparam, delete, func, update
+from sqlalchemy import Connection, bindparam, delete, func, update
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, col, select
 
@@ -54,6 +54,19 @@ def get_job(session: Session, *, job_id: str, owner: str) -> Job | None:
     """The owner's job; another user's job is None, exactly like a missing one."""
     job = session.get(Job, job_id)
     return job if job is not None and job.owner == owner else None
+
+
+_OWNED_JOB = select(Job.__table__).where(  # type: ignore[attr-defined]
+    Job.__table__.c.id == bindparam("job_id"), Job.__table__.c.owner == bindparam("owner")  # type: ignore[attr-defined]
+)
+
+
+def read_owned_job(connection: Connection, *, job_id: str, owner: str) -> Job | None:
+    """`get_job` for the hot path (every status poll): one Core query on a bare connection and
+    the row as a detached Job, without an ORM session (its set-up, identity map and close
+    cost three times the query)."""
+    row = connection.execute(_OWNED_JOB, {"job_id": job_id, "owner": owner}).mappings().first()
+    return Job.model_construct(**row) if row is not None else None
 
 
 def list_jobs(

@@ -79,7 +79,8 @@ CurrentUser = Annotated[User, Depends(get_current_user)]
 async def get_owned_job(job_id: str, user: CurrentUser, request: Request) -> Job:
     """The caller's job; someone else's is a 404 exactly like a missing one."""
     engine: Engine = request.app.state.service.engine
-    job = await db.in_thread(engine, lambda s: crud.get_job(s, job_id=job_id, owner=user.username))
+    owner = user.username
+    job = await db.read_in_thread(engine, lambda c: crud.read_owned_job(c, job_id=job_id, owner=owner))
     if job is None:
         raise job_not_found(job_id)
     return job

@@ -17,6 +17,7 @@ from pathlib import Path
 import pytest
 
 from tests.scheduler.conftest import LONG
+from tests.scheduler.test_reconciler import UNENDING
 
 ROOT = Path(__file__).resolve().parents[2]
 TINY = ["--width", "48", "--height", "32", "--max-iter", "40", "--device", "cpu"]
@@ -253,7 +254,7 @@ def test_logs_follow_prints_the_log_as_it_grows_until_the_end(ctl: Run, user: st
 
 
 def test_ctrl_c_while_waiting_says_the_job_keeps_running(ctl: Run, env: dict[str, str], user: str) -> None:
-    long = [f"--{k.replace('_', '-')}={v}" for k, v in LONG.items()]
+    long = [f"--{k.replace('_', '-')}={v}" for k, v in UNENDING.items()]  # minutes: it outlasts the wait
     job_id = json.loads(ctl("-o", "json", "render", *long).stdout)["job_id"]
     waiting = subprocess.Popen([sys.executable, "-m", "fractalctl", "wait", job_id], cwd=ROOT, env=env,
                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)

@@ -90,7 +90,7 @@ function signOut() {
   state.images?.clear();
   Object.assign(state, { api: new Api(), shown: null, target: null });
   $("gallery").replaceChildren();
-  $("view").hidden = $("progress").hidden = $("offline").hidden = true;
+  $("view").hidden = $("progress").hidden = $("offline").hidden = $("download").hidden = true;
   $("placeholder").hidden = false;
   $("who").hidden = $("sign-out").hidden = $("explorer").hidden = true;
   $("auth").hidden = false;
@@ -150,10 +150,17 @@ function controls() {
   return { kind: form.kind.value, colormap: form.colormap.value };
 }
 
-// The iterations for a view at `zoom`: the form's when the user set them, else the rule's.
+// The iterations for a view at `zoom`: the form's when the user set them, else the rule's. Out of
+// the field's range is the page's own sentence (the form is novalidate: no browser tooltip).
 function iterations(zoom) {
-  const set = $("controls").max_iter.value;
-  return set === "" ? autoIterations(zoom) : Number(set);
+  const input = $("controls").max_iter;
+  if (input.value === "" && !input.validity.badInput) return autoIterations(zoom);
+  const value = Number(input.value);
+  const [min, max] = [Number(input.min), Number(input.max)];
+  if (!Number.isInteger(value) || value < min || value > max) {
+    throw new ApiError(0, `Iterations must be a whole number from ${min} to ${max}, or empty for auto.`);
+  }
+  return value;
 }
 
 // The form as `params` left it; iterations that follow the rule leave the field empty (auto).
@@ -210,6 +217,7 @@ async function open(jobId, history = "push") {
 function track(job) {
   state.target = job && !isFinished(job) ? job.job_id : null;
   showProgress(state.target ? job : null);
+  if (state.target) showFacts(job);  // what is coming, not the picture it replaces
   if (!job || state.target) return;
   if (job.status === "succeeded") attempt(() => show(job));
   else if (job.status === "failed") showError(`The render failed: ${job.error ?? "no reason was given"}`);
@@ -226,6 +234,7 @@ async function show(job) {
   view.hidden = false;
   $("placeholder").hidden = true;
   state.shown = job;
+  $("download").hidden = false;
   showFacts(job);
   state.gallery.markActive(job.job_id);
   state.api.resultFile(job.job_id, "result.json").then((used) => {
@@ -271,6 +280,16 @@ async function followAddress() {
   }
   if (view) await goTo(view);
   return Boolean(view);
+}
+
+// Saves the shown PNG (already fetched with the token, so no second download).
+async function download() {
+  const job = state.shown;
+  if (!job) return;
+  const link = document.createElement("a");
+  link.href = await state.images.url(job);
+  link.download = `${job.params.kind}-${job.job_id}.png`;
+  link.click();
 }
 
 async function cancel() {
@@ -332,6 +351,7 @@ function wire() {
   $("sign-out").addEventListener("click", signOut);
   $("view").addEventListener("click", (event) => attempt(() => zoomAtClick(event)));
   $("cancel").addEventListener("click", () => attempt(cancel));
+  $("download").addEventListener("click", () => attempt(download));
   const form = $("controls");
   const current = () => (state.shown ? viewOf(state.shown.params) : defaultView(form.kind.value));
   form.addEventListener("submit", (event) => {

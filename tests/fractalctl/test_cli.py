@@ -17,7 +17,6 @@ from pathlib import Path
 import pytest
 
 from tests.scheduler.conftest import LONG
-from tests.scheduler.test_reconciler import UNENDING
 
 ROOT = Path(__file__).resolve().parents[2]
 TINY = ["--width", "48", "--height", "32", "--max-iter", "40", "--device", "cpu"]
@@ -238,14 +237,6 @@ def test_wait_and_download_finish_a_job_started_elsewhere(ctl: Run, user: str, t
     assert not (tmp_path / "x").exists() and not (tmp_path / "x.part").exists()
 
 
-def test_wait_for_a_job_that_did_not_succeed_exits_1(ctl: Run, user: str) -> None:
-    long = [f"--{k.replace('_', '-')}={v}" for k, v in LONG.items()]
-    job_id = json.loads(ctl("-o", "json", "render", *long).stdout)["job_id"]
-    assert ctl("cancel", job_id).returncode == 0
-    waited = ctl("wait", job_id)
-    assert waited.returncode == 1 and one_line(waited.stderr) == f"fractalctl: Job {job_id} cancelled."
-
-
 def test_logs_follow_prints_the_log_as_it_grows_until_the_end(ctl: Run, user: str) -> None:
     job_id = json.loads(ctl("-o", "json", "render", *TINY, "--max-iter", "41").stdout)["job_id"]
     followed = ctl("logs", "-f", job_id)  # from before it started to after it ended
@@ -253,22 +244,40 @@ def test_logs_follow_prints_the_log_as_it_grows_until_the_end(ctl: Run, user: st
     assert followed.stdout == ctl("logs", job_id).stdout and "progress 100%" in followed.stdout
 
 
-def test_ctrl_c_while_waiting_says_the_job_keeps_running(ctl: Run, env: dict[str, str], user: str) -> None:
-    long = [f"--{k.replace('_', '-')}={v}" for k, v in UNENDING.items()]  # minutes: it outlasts the wait
-    job_id = json.loads(ctl("-o", "json", "render", *long).stdout)["job_id"]
-    waiting = subprocess.Popen([sys.executable, "-m", "fractalctl", "wait", job_id], cwd=ROOT, env=env,
-                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    try:
-        assert waiting.stdout.readline().startswith(job_id)  # it follows the job now
-        waiting.send_signal(signal.SIGINT)
-        _out, err = waiting.communicate(timeout=60)
-    finally:
-        waiting.kill()
-    assert waiting.returncode == 130
-    assert one_line(err) == (f"fractalctl: Stopped waiting; job {job_id} keeps running "
-                             f"(fractalctl cancel {job_id} stops it).")
-    assert json.loads(ctl("-o", "json", "get", job_id).stdout)["status"] in ("queued", "pending", "running")
-    assert ctl("cancel", job_id).returncode == 0
+def test_ctrl_c_while_waiting_says_the_job_keeps_running_and_a_cancelled_job_is_1(tmp_path: Path) -> None:
+    from tests.scheduler.test_http_e2e import serve
+
+    # a service with no slot: the job stays queued, so the wait is still waiting when interrupted
+    with serve(tmp_path / "data", tmp_path / "opencl-cache", LOCAL_MAX_CONCURRENT="0") as (http, _proc):
+        run, env = ctl_for(str(http.base_url), tmp_path)
+        assert run("signup", "--username", "alice", "--password-stdin", stdin=PASSWORD).returncode == 0
+        job_id = json.loads(run("-o", "json", "render", *TINY).stdout)["job_id"]
+        waiting = subprocess.Popen([sys.executable, "-m", "fractalctl", "wait", job_id], cwd=ROOT, env=env,
+                                   stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        try:
+            assert waiting.stdout.readline().startswith(f"{job_id} queued")  # it follows the job now
+            waiting.send_signal(signal.SIGINT)
+            _out, err = waiting.communicate(timeout=60)
+        finally:
+            waiting.kill()
+        assert waiting.returncode == 130
+        assert one_line(err) == (f"fractalctl: Stopped waiting; job {job_id} keeps running "
+                                 f"(fractalctl cancel {job_id} stops it).")
+        assert json.loads(run("-o", "json", "get", job_id).stdout)["status"] == "queued"
+        assert run("cancel", job_id).returncode == 0
+        waited = run("wait", job_id)  # as --wait: a job that did not succeed is exit 1
+        assert waited.returncode == 1 and one_line(waited.stderr) == f"fractalctl: Job {job_id} cancelled."
+
+
+def ctl_for(server: str, tmp_path: Path) -> tuple[Run, dict[str, str]]:
+    """`python -m fractalctl` against `server`, with a config dir of its own; and its env."""
+    env = {**os.environ, "XDG_CONFIG_HOME": str(tmp_path / "config"), "FRACTAL_SERVER": server}
+
+    def run(*args: str, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([sys.executable, "-m", "fractalctl", *args], cwd=ROOT, env=env, input=stdin,
+                              capture_output=True, text=True, timeout=120)
+
+    return run, env
 
 
 def test_an_unreachable_server_is_exit_4_signed_in_or_not(ctl: Run) -> None:
@@ -282,13 +291,7 @@ def test_download_takes_the_presigned_redirect_on_s3(tmp_path: Path, minio_env: 
     from tests.scheduler.test_http_e2e import serve
 
     with serve(tmp_path / "data", tmp_path / "opencl-cache", **minio_env) as (http, _proc):
-        server = str(http.base_url)
-        env = {**os.environ, "XDG_CONFIG_HOME": str(tmp_path / "config"), "FRACTAL_SERVER": server}
-
-        def run(*args: str, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
-            return subprocess.run([sys.executable, "-m", "fractalctl", *args], cwd=ROOT, env=env, input=stdin,
-                                  capture_output=True, text=True, timeout=120)
-
+        run, _env = ctl_for(str(http.base_url), tmp_path)
         assert run("signup", "--username", "alice", "--password-stdin", stdin=PASSWORD).returncode == 0
         out = tmp_path / "direct.png"
         done = run("render", *TINY, "--out", str(out))

@@ -7,6 +7,7 @@ import math
 import re
 import uuid
 from decimal import Decimal
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -14,6 +15,7 @@ import pytest
 from playwright.sync_api import Page, expect
 
 from tests.scheduler.conftest import LONG
+from tests.scheduler.test_reconciler import UNENDING
 from tests.web.conftest import Console
 
 PASSWORD = "correct-horse"
@@ -197,6 +199,61 @@ def test_progress_and_cancellation_come_live(page: tuple[Page, Console], live_se
         assert httpx.post(f"{live_service}/jobs/{job_id}/cancel", headers=headers).status_code == 200
         expect(page.get_by_test_id("error")).to_have_text("The render was cancelled.")
         expect(gallery.locator("button.thumb").first).to_have_attribute("data-status", "cancelled")
+    finally:
+        for slot in slots:
+            httpx.post(f"{live_service}/jobs/{slot}/cancel", headers=headers)
+    assert console == []
+
+
+def test_download_the_iteration_sentence_and_back_to_a_stored_view(
+    page: tuple[Page, Console], live_service: str
+) -> None:
+    page, console = page
+    sign_up(page, new_name())
+    first_id = shown_job(page)
+    headers = {"Authorization": f"Bearer {token_of(page)}"}
+    with page.expect_download() as caught:
+        page.get_by_test_id("download").click()
+    assert caught.value.suggested_filename == f"mandelbrot-{first_id}.png"
+    png = httpx.get(f"{live_service}/jobs/{first_id}/result", headers=headers).content
+    assert Path(caught.value.path()).read_bytes() == png
+
+    thumbs = page.get_by_test_id("gallery").locator("button.thumb")
+    expect(thumbs).to_have_count(1)
+    page.get_by_test_id("max-iter").fill("5")
+    page.get_by_role("button", name="Render").click()  # the page's sentence, not the browser's tooltip
+    expect(page.get_by_test_id("error")).to_have_text(
+        "Iterations must be a whole number from 10 to 100000, or empty for auto."
+    )
+    expect(thumbs).to_have_count(1)  # nothing was sent
+    page.get_by_test_id("max-iter").fill("")
+
+    view = page.get_by_test_id("view")
+    view.click(position={"x": 40, "y": 30})
+    expect(view).not_to_have_attribute("data-job-id", first_id)
+    zoomed_id = shown_job(page)
+    page.go_back()  # the stored render, at once: no new job
+    expect(view).to_have_attribute("data-job-id", first_id)
+    page.go_forward()
+    expect(view).to_have_attribute("data-job-id", zoomed_id)
+    expect(thumbs).to_have_count(2)
+    assert console == []
+
+
+def test_while_a_new_kind_waits_the_facts_name_it(page: tuple[Page, Console], live_service: str) -> None:
+    page, console = page
+    sign_up(page, new_name())
+    shown_job(page)
+    facts = page.locator("#facts")
+    expect(facts).to_contain_text("Mandelbrot")
+    headers = {"Authorization": f"Bearer {token_of(page)}"}
+    bodies = [{**UNENDING, "colormap": colours} for colours in ("fire", "ice")]  # both slots, for minutes
+    slots = [httpx.post(f"{live_service}/jobs", json=b, headers=headers).json()["job_id"] for b in bodies]
+    try:
+        page.get_by_test_id("kind").select_option("julia")
+        expect(page.get_by_test_id("progress")).to_contain_text("queued")
+        expect(facts).to_contain_text("Julia")
+        expect(facts).not_to_contain_text("Mandelbrot")
     finally:
         for slot in slots:
             httpx.post(f"{live_service}/jobs/{slot}/cancel", headers=headers)

@@ -252,8 +252,11 @@ def test_ctrl_c_while_waiting_says_the_job_keeps_running_and_a_cancelled_job_is_
         run, env = ctl_for(str(http.base_url), tmp_path)
         assert run("signup", "--username", "alice", "--password-stdin", stdin=PASSWORD).returncode == 0
         job_id = json.loads(run("-o", "json", "render", *TINY).stdout)["job_id"]
+        # SIGINT as a terminal's Ctrl-C sends it, even where this test runs in the background (whose
+        # children inherit SIGINT ignored, and Python then installs no KeyboardInterrupt)
         waiting = subprocess.Popen([sys.executable, "-m", "fractalctl", "wait", job_id], cwd=ROOT, env=env,
-                                   stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                                   stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                                   preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
         try:
             assert waiting.stdout.readline().startswith(f"{job_id} queued")  # it follows the job now
             waiting.send_signal(signal.SIGINT)

@@ -10,7 +10,7 @@ from typing import Any
 
 import httpx
 
-from fractalctl.sse import Event, parse_events
+from fractalctl.sse import Event, parse_events, split_lines
 
 USER_AGENT = "fractalctl"
 TIMEOUT = httpx.Timeout(30.0, connect=5.0)
@@ -150,7 +150,7 @@ class Api:
                 if response.is_error:
                     response.read()
                     raise ApiError(response.status_code, error_detail(response))
-                yield parse_events(response.iter_lines())
+                yield parse_events(split_lines(response.iter_text()))
         except httpx.TransportError as exc:
             reason = exc or type(exc).__name__
             raise Unreachable(f"Lost the event stream from {self.server}: {reason}.") from exc

@@ -112,13 +112,31 @@ export class Api {
   }
 }
 
+// Lines ended by CR, LF or CRLF (the WHATWG event-stream rule), from text that arrives in chunks
+// split anywhere: a chunk may end between CR and LF, and that LF must not end a second line.
+export function lineSplitter() {
+  let rest = "";
+  let afterCR = false;  // the previous chunk ended with CR: an LF that starts this one belongs to it
+  return (chunk) => {
+    if (afterCR && chunk.startsWith("\n")) {
+      chunk = chunk.slice(1);
+      afterCR = false;
+    }
+    if (!chunk) return [];
+    afterCR = chunk.endsWith("\r");
+    const lines = (rest + chunk).split(/\r\n|\r|\n/);
+    rest = lines.pop();  // a partial line waits for the rest
+    return lines;
+  };
+}
+
 // Server-Sent Events from a byte stream, per the WHATWG "event stream interpretation" rules:
 // comments skipped, multi-line data joined, the last id carried on.
 export async function* parseEvents(body, signal) {
   const reader = body.pipeThrough(new TextDecoderStream()).getReader();
   const onAbort = () => reader.cancel().catch(() => {});
   signal?.addEventListener("abort", onAbort, { once: true });
-  let buffer = "";
+  const split = lineSplitter();
   let data = [];
   let type = "";
   let id = null;
@@ -126,10 +144,7 @@ export async function* parseEvents(body, signal) {
     for (;;) {
       const { value, done } = await reader.read();
       if (done) return;
-      buffer += value;
-      const lines = buffer.split(/\r\n|\r|\n/);
-      buffer = lines.pop();  // a partial line waits for the rest
-      for (const line of lines) {
+      for (const line of split(value)) {
         if (line === "") {
           if (data.length) yield { data: data.join("\n"), event: type || "message", id };
           data = [];

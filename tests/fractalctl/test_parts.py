@@ -17,7 +17,7 @@ from fractalctl import cli, credentials
 from fractalctl.api import Api, ApiError, Unreachable
 from fractalctl.follow import LineDisplay, NoDisplay, describe, follow
 from fractalctl.output import age, job_details, jobs_table, progress_text
-from fractalctl.sse import Event, parse_events
+from fractalctl.sse import Event, parse_events, split_lines
 from job_image import params
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -49,6 +49,37 @@ def test_sse_parsing_follows_the_standard() -> None:
         Event(data="x", id="7"),  # the last id carries on; the space after ':' is optional
         Event(data="", id="7"),  # a field name alone is an empty value
     ]
+
+
+# CR, LF and CRLF line ends; the first chunk ends between the CR and LF after `event: deleted`
+SPLIT_STREAM = [
+    "id: 1\r\nevent: deleted\r", '\ndata: {"job_id": "x"}\r\n\r', "\n", "id: 2\rdata: a\r\rdata: b\n\n",
+    ": ping\r\n\r\n", "data: c\u2028d\x1cf\n", "\n",
+]
+SPLIT_EVENTS = [
+    Event(data='{"job_id": "x"}', event="deleted", id="1"),
+    Event(data="a", id="2"),
+    Event(data="b", id="2"),
+    Event(data="c\u2028d\x1cf", id="2"),  # only CR and LF end a line (not str.splitlines' others)
+]
+
+
+def test_sse_lines_end_at_cr_lf_or_crlf_wherever_the_chunks_split() -> None:
+    assert list(parse_events(split_lines(SPLIT_STREAM))) == SPLIT_EVENTS
+    whole = "".join(SPLIT_STREAM)
+    for cut in range(len(whole) + 1):  # every split into two chunks
+        assert list(parse_events(split_lines([whole[:cut], whole[cut:]]))) == SPLIT_EVENTS, cut
+    assert list(parse_events(split_lines(whole))) == SPLIT_EVENTS  # one character at a time
+
+
+def test_the_event_stream_is_parsed_from_the_response_as_it_arrives() -> None:
+    def server(request: httpx.Request) -> httpx.Response:
+        chunks = [chunk.encode() for chunk in SPLIT_STREAM]
+        return httpx.Response(200, headers={"Content-Type": "text/event-stream"}, content=iter(chunks))
+
+    with Api("http://fractal.test", "t", transport=httpx.MockTransport(server)) as api, \
+            api.events("a" * 32) as events:
+        assert list(events) == SPLIT_EVENTS
 
 
 def test_an_event_without_a_blank_line_after_it_is_not_delivered() -> None:

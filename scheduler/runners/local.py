@@ -277,11 +277,13 @@ class LocalRunner:
     # --- one process ----------------------------------------------------------------------------
 
     async def _supervise(self, job: _Running) -> None:
-        """Follow one process from start to exit, then save its log and report its end."""
+        """Follow one process from start to exit, then save its log and report its end. The end
+        is reported whatever becomes of the log (a full disk fails its writes and its close)."""
         job_id, process, timeout = job.spec.job_id, job.process, self.settings.job_timeout_seconds
         await self._emit(StatusReport(job_id, "running", started_at=job.started_at))
         readers = asyncio.gather(
-            self._pump(job, process.stdout, is_stderr=False), self._pump(job, process.stderr, is_stderr=True)
+            self._pump(job, process.stdout, is_stderr=False), self._pump(job, process.stderr, is_stderr=True),
+            return_exceptions=True,  # a reader's failure must not cost the exit
         )
         try:
             try:
@@ -297,7 +299,8 @@ class LocalRunner:
             if process.returncode is None:  # this task was cancelled: never leave a process behind
                 _signal_group(process.pid, signal.SIGKILL)
             readers.cancel()
-            job.log_file.close()
+            with contextlib.suppress(OSError, ValueError):  # flushing what a full disk refused
+                job.log_file.close()
             with contextlib.suppress(OSError):  # a read-only or full disk must not lose the end
                 self._pid_path(job_id).unlink(missing_ok=True)
             self.jobs.pop(job_id, None)  # the slot is free before the end is reported

@@ -1,9 +1,10 @@
 """The dispatcher: each cycle, admission decides which queued jobs start and where, and the
 dispatcher hands those to the runner.
 
-A cycle (in a worker thread, `decide`) reads the ledger's generation, then the queued,
-admitted and recently finished jobs, takes the runner's capacity snapshot, and runs the pure
-plan (scheduler/admission). The picks are admitted in one transaction conditional on that
+A cycle takes the runner's view on the event loop (immutable: the loop goes on changing the
+runner meanwhile), then in a worker thread (`decide`) reads the ledger's generation, the queued,
+admitted and recently finished jobs, computes the capacity snapshot from that view, and runs
+the pure plan (scheduler/admission). The picks are admitted in one transaction conditional on that
 generation, so two replicas planning on the same state cannot both spend a slot; the loser
 plans again. Every job left waiting gets its queue position, estimates and reason stored.
 
@@ -32,7 +33,7 @@ from scheduler.admission.assign import HISTORY_HALF_LIVES, Admitted, Plan, plan
 from scheduler.admission.queue import Waiting
 from scheduler.admission.throughput import DeviceClass, Method, Throughput
 from scheduler.models import Job, as_utc, utcnow
-from scheduler.runners.base import JobSpec, Runner, RunnerUnavailable, StatusReport
+from scheduler.runners.base import JobSpec, Runner, RunnerUnavailable, RunnerView, StatusReport
 from scheduler.tracker import Tracker
 
 log = logging.getLogger(__name__)
@@ -138,7 +139,7 @@ class Dispatcher:
     async def dispatch(self) -> None:
         """Admit what fits and submit it; raises RunnerUnavailable to back off."""
         for _ in range(RACES_PER_CYCLE):
-            jobs = await asyncio.to_thread(self.decide)
+            jobs = await asyncio.to_thread(self.decide, self.runner.view())
             if jobs is not None:
                 for job in jobs:
                     self.on_admitted(job)
@@ -147,16 +148,16 @@ class Dispatcher:
                 return
             log.info("another replica admitted jobs meanwhile; planning again")
 
-    def decide(self, now: datetime | None = None) -> list[Job] | None:
-        """One admission cycle (blocking: DB and CPU). The jobs admitted, or None when another
-        replica admitted since this cycle read the state (nothing was changed then)."""
+    def decide(self, view: RunnerView, now: datetime | None = None) -> list[Job] | None:
+        """One admission cycle (blocking: DB and CPU) with the runner's `view`. The jobs admitted,
+        or None when another replica admitted since this cycle read the state (nothing changed)."""
         now = now or utcnow()
         since = now - timedelta(seconds=HISTORY_HALF_LIVES * self.half_life)
         with Session(self.engine, expire_on_commit=False) as session:
             generation = job_status.ledger_generation(session)  # first: see job_status.admit
             queued, active, history = crud.admission_view(session, since=since)
         in_use = Counter(placement_of(job) for job in active)
-        snapshot = self.runner.snapshot(in_use)
+        snapshot = view.snapshot(in_use)
         t = self.throughput
         decided = plan([waiting(j) for j in queued], [admitted(j, t) for j in active], snapshot, t, now,
                        history=[admitted(j, t) for j in history], half_life=self.half_life)

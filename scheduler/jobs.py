@@ -88,7 +88,7 @@ class Jobs:
         succeeded needs no estimate (it is not run), one still active is followed. Raises
         NoSuchDevice, TooManyActiveJobs, QueueFull, PricingBusy or TooExpensive."""
         settings, params = self.settings, request.params()
-        check_device(params, self.runner.snapshot({}))
+        check_device(params, self.runner.view().snapshot({}))
         bounds = {
             "max_active": settings.max_active_jobs_per_user,
             "max_queued": settings.max_queued_jobs,

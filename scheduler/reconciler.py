@@ -1,9 +1,10 @@
 """Nothing stays active for ever: a pending or running record that no runner follows any more
 (its end was lost, its process vanished) is ended, with the reason, after a grace period.
 
-The runner says what it follows (`live()`); a runner that cannot tell (no `live`) keeps to its
-own bookkeeping. Ends the tracker is still retrying to write are not lost. The grace covers a job
-claimed a moment ago that the dispatcher has not handed to the runner yet.
+The runner says what it follows (`live()`: the local runner's processes, the Kubernetes runner's
+Jobs); while it cannot tell (None), nothing is ended. Ends the tracker is still retrying to write
+are not lost. The grace covers a job claimed a moment ago that the dispatcher has not handed to
+the runner yet, and a Job the watch has not shown yet.
 """
 
 from __future__ import annotations
@@ -21,9 +22,12 @@ from scheduler.tracker import Tracker
 log = logging.getLogger(__name__)
 
 
-def lost_reason(grace: float) -> str:
+WORKER = {"local": "process", "kubernetes": "Kubernetes Job"}  # what a runner runs a job as
+
+
+def lost_reason(grace: float, runner: str) -> str:
     return (
-        "the job's process was gone and its end was not recorded "
+        f"the job's {WORKER.get(runner, 'worker')} was gone and its end was not recorded "
         f"(no runner followed it for {grace:g} seconds)"
     )
 
@@ -47,13 +51,18 @@ class Reconciler:
     async def reconcile(self) -> list[str]:
         """One round: note the active records no runner follows; end those unfollowed for the
         whole grace period. Returns the ids it ended."""
+        live = self.runner.live()
+        if live is None:  # the runner cannot tell yet: no job is unfollowed for now
+            self._unseen.clear()
+            return []
         active = await db.in_thread(self.engine, lambda s: crud.jobs_with_status(s, statuses=WITH_RUNNER))
-        followed = set(self.runner.live()) | set(self.tracker.unwritten)  # type: ignore[attr-defined]
+        followed = set(live) | set(self.tracker.unwritten)
         now = asyncio.get_running_loop().time()
         self._unseen = {j.id: self._unseen.get(j.id, now) for j in active if j.id not in followed}
         ended = [job_id for job_id, since in self._unseen.items() if now - since >= self.grace]
         for job_id in ended:
             log.warning("job %s: active in the database, followed by no runner: ending it", job_id)
-            await self.tracker.report(StatusReport(job_id, "failed", error=lost_reason(self.grace)))
+            error = lost_reason(self.grace, self.runner.name)
+            await self.tracker.report(StatusReport(job_id, "failed", error=error))
             del self._unseen[job_id]
         return ended

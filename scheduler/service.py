@@ -113,9 +113,8 @@ class Service:
             "event-feed": self.events.run,
             "callbacks": self.callbacks.run,
             "dispatcher": self.dispatcher.run,
+            "reconciler": self.reconciler.run,
         }
-        if getattr(self.runner, "live", None) is not None:
-            loops["reconciler"] = self.reconciler.run
         self.loops.start(loops)
         self.dispatcher.wake()
 

@@ -27,7 +27,7 @@ indexes 0..total-1 (a plain render: one task, index 0). Admission admits tasks, 
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Collection, Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Protocol
@@ -105,6 +105,16 @@ class RunnerUnavailable(Exception):
     """The runner cannot take a job right now (e.g. API server down); the job stays queued."""
 
 
+class RunnerView(Protocol):
+    """What a runner holds, captured on the event loop (`Runner.view`) and immutable: the
+    dispatcher's worker thread reads it while the loop goes on changing the runner's own state."""
+
+    def snapshot(self, in_use: Mapping[DeviceClass, int]) -> Snapshot:
+        """What each device class may still take now, in tasks. `in_use`: the admitted (pending
+        or running) tasks per class the database knows, of every replica. The dispatcher admits
+        only what fits; the rest stays queued with the snapshot's reason."""
+
+
 class Runner(Protocol):
     name: str
 
@@ -115,10 +125,13 @@ class Runner(Protocol):
     async def stop(self) -> None:
         """Stop tracking (service shutdown). Running jobs are left alone where possible."""
 
-    def snapshot(self, in_use: Mapping[DeviceClass, int]) -> Snapshot:
-        """What each device class may still take now, in tasks. `in_use`: the admitted (pending
-        or running) tasks per class the database knows, of every replica. The dispatcher admits
-        only what fits; the rest stays queued with the snapshot's reason."""
+    def view(self) -> RunnerView:
+        """The runner's state as an immutable snapshot; called on the event loop only."""
+
+    def live(self) -> Collection[str] | None:
+        """The jobs this runner follows now (its processes or Jobs, and ends not yet reported),
+        or None while it cannot tell (the Kubernetes runner before its first lists). The
+        reconciler ends an active record that no runner follows (scheduler/reconciler.py)."""
 
     async def submit(self, job: JobSpec) -> None:
         """Start the tasks `job.tasks` of the job (more tasks of a job already started are

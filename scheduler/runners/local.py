@@ -101,6 +101,17 @@ def _now() -> datetime:
     return datetime.now(UTC)
 
 
+@dataclass(frozen=True)
+class LocalView:
+    """The local runner's capacity as settings and the host fix it (see base.RunnerView)."""
+
+    max_concurrent: int
+    gpus: int
+
+    def snapshot(self, in_use: Mapping[DeviceClass, int]) -> Snapshot:
+        return local_snapshot(max_concurrent=self.max_concurrent, gpus=self.gpus, in_use=in_use)
+
+
 @dataclass
 class _Running:
     """One live job process and what has been read from it."""
@@ -200,9 +211,8 @@ class LocalRunner:
         busy = sum(1 for job in self.jobs.values() if job.spec.placement == placement)
         return max(0, self.slots(placement) - busy)
 
-    def snapshot(self, in_use: Mapping[DeviceClass, int]) -> Snapshot:
-        cpus = self.settings.local_max_concurrent
-        return local_snapshot(max_concurrent=cpus, gpus=self.gpus, in_use=in_use)
+    def view(self) -> LocalView:
+        return LocalView(self.settings.local_max_concurrent, self.gpus)
 
     async def submit(self, job: JobSpec) -> None:
         """Spawn the job; RunnerUnavailable keeps it queued when no slot is free or spawning fails."""

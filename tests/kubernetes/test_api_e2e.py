@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from fastapi.testclient import TestClient
+from sqlalchemy import text
 
 from scheduler.core.config import Settings
 from scheduler.main import create_app
@@ -101,6 +102,25 @@ def test_a_forbidden_cancel_is_a_503_and_leaves_no_mark(
         )
         go.touch()
         assert poll_until(client, job_id, auth, FINISHED)["status"] == "succeeded"
+
+
+def test_an_active_record_whose_job_vanished_is_ended_with_the_reason(
+    settings: Settings, apiserver: FakeApiServer
+) -> None:
+    """A record left `running` with no Job behind it (its end was never recorded) is ended by
+    the reconciler with RUNNER=kubernetes too, once the runner's first lists are in."""
+    settings = settings.model_copy(update={
+        "jwt_secret": "x" * 48, "bcrypt_rounds": 4, "kube_max_active_jobs": 0,  # nothing is created
+        "reconcile_interval_seconds": 0.1, "job_lost_after_seconds": 0.5,
+    })
+    with TestClient(create_app(settings)) as client:
+        auth = sign_up_and_in(client, "alice")
+        job_id = client.post("/jobs", json={"width": 8, "height": 8}, headers=auth).json()["job_id"]
+        with client.app.state.service.engine.begin() as conn:  # what a lost end leaves behind
+            conn.execute(text("UPDATE job SET status = 'running' WHERE id = :id"), {"id": job_id})
+        doc = poll_until(client, job_id, auth, FINISHED)
+        assert doc["status"] == "failed" and "Kubernetes Job was gone" in doc["error"], doc
+        assert apiserver.job(job_id) is None
 
 
 FINISHED = ("succeeded", "failed", "cancelled")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import sys
 import time
@@ -14,7 +15,7 @@ import pytest
 from job_image.storage import MinioStorage
 from scheduler.core.config import Settings
 from scheduler.runners.base import RunnerUnavailable, StatusReport
-from scheduler.runners.kubernetes import objects
+from scheduler.runners.kubernetes import objects, tracking
 from scheduler.runners.kubernetes.errors import Forbidden
 from scheduler.runners.kubernetes.runner import KubernetesRunner
 from tests.kubernetes.apiserver import FakeApiServer, load_rules
@@ -193,8 +194,9 @@ def test_a_job_a_full_quota_refuses_waits_past_the_pending_deadline_and_runs_whe
     async def scenario() -> None:
         runner = make_runner(settings, recorder)
         await runner.start([])
-        await until(lambda: runner.snapshot({}).free_jobs("cpu") == 0, what="the quota seen by the watch")
-        assert runner.snapshot({}).reason("cpu") == "0 of 0 in use (pods of ResourceQuota fractal-quota)"
+        await until(lambda: runner.view().snapshot({}).free_jobs("cpu") == 0, what="the quota seen")
+        snap = runner.view().snapshot({})
+        assert snap.reason("cpu") == "0 of 0 in use (pods of ResourceQuota fractal-quota)"
         await runner.submit(make_spec(job_id))
         waiting = await recorder.wait_for(lambda r: r.job_id == job_id and expected in (r.message or ""))
         assert waiting.status == "pending" and waiting.message.startswith("waiting for room in the cluster: ")
@@ -205,7 +207,7 @@ def test_a_job_a_full_quota_refuses_waits_past_the_pending_deadline_and_runs_whe
         assert "failed" not in recorder.statuses(job_id)
         quota(apiserver, pods="1")  # room again
         await recorder.wait(job_id, "succeeded", timeout=20)
-        await until(lambda: runner.snapshot({}).free_jobs("cpu") == 1, what="the pod's room given back")
+        await until(lambda: runner.view().snapshot({}).free_jobs("cpu") == 1, what="the room given back")
         await runner.stop()
 
     started = time.monotonic()
@@ -233,7 +235,7 @@ def test_a_full_quota_whose_scopes_miss_our_pods_leaves_them_room(
         await runner.start([])
         await until(lambda: runner.watches.quotas_listed() and len(runner.watches.quotas()) == 2,
                     what="the quotas seen by the watch")
-        assert runner.snapshot({}).free_jobs("cpu") == 2  # KUBE_MAX_ACTIVE_JOBS decides
+        assert runner.view().snapshot({}).free_jobs("cpu") == 2  # KUBE_MAX_ACTIVE_JOBS decides
         await runner.submit(make_spec(job_id))
         await recorder.wait(job_id, "succeeded", timeout=20)
         await runner.stop()
@@ -759,6 +761,47 @@ def test_a_wrong_token_is_unauthorized(
             await runner.check()
         with pytest.raises(RunnerUnavailable, match="HTTP 401"):
             await runner.submit(make_spec(new_id()))
+        await runner.stop()
+
+    run(scenario())
+
+
+def test_the_dispatchers_thread_plans_with_a_view_the_loop_no_longer_changes(
+    make_runner: MakeRunner, settings: Settings, recorder: Recorder
+) -> None:
+    """The loop adds and drops jobs while worker threads compute snapshots (as the dispatcher's
+    does): each snapshot is that of its view, taken on the loop, and no thread iterates the
+    runner's own dict (one the loop resizes meanwhile: "dictionary changed size during iteration")."""
+    settings = settings.model_copy(update={"kube_max_active_jobs": 1_000_000})
+
+    async def scenario() -> None:
+        runner = make_runner(settings, recorder)
+        await runner.start([])
+        await until(runner.watches.quotas_listed, what="the quota watch's first list")
+        churning = True
+
+        async def churn() -> None:  # the loop's side: jobs claimed and dropped, as submits and ends do
+            n = 0
+            while churning:
+                for _ in range(500):
+                    job_id = f"{n:032x}"
+                    runner.states[job_id] = tracking.submitted(job_id, f"alice/{job_id}/", None)
+                    n += 1
+                for job_id in list(runner.states)[:400]:
+                    del runner.states[job_id]
+                await asyncio.sleep(0)
+
+        churner = asyncio.create_task(churn())
+        for _ in range(100):
+            view = runner.view()
+            snap = await asyncio.to_thread(view.snapshot, {})
+            assert snap.free_jobs("cpu") == settings.kube_max_active_jobs - view.held
+        churning = False
+        await churner
+        assert view.held > 0
+        with pytest.raises(dataclasses.FrozenInstanceError):
+            view.held = 0  # type: ignore[misc]
+        runner.states.clear()
         await runner.stop()
 
     run(scenario())

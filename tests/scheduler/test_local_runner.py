@@ -299,7 +299,7 @@ def test_gpu_slots_are_the_gpus_found(make_settings: Callable[..., Settings]) ->
     """No OpenCL GPU here: the local runner has no GPU class, and a GPU job is refused."""
     async def scenario(h: Harness) -> None:
         assert h.runner.gpus == 0 and h.runner.capacity("gpu") == 0
-        snap = h.runner.snapshot({"cpu": 1})
+        snap = h.runner.view().snapshot({"cpu": 1})
         assert not snap.exists("gpu") and snap.free_jobs("cpu") == h.settings.local_max_concurrent - 1
         with pytest.raises(RunnerUnavailable, match="all 0 local gpu job slots are busy"):
             await h.runner.submit(spec({**TINY, "device": "gpu"}))

@@ -205,7 +205,8 @@ def test_replicas_never_over_admit(database_url: str, tmp_path: Path) -> None:
         def cycles(dispatcher: Dispatcher) -> None:
             for _ in range(rounds):
                 start.wait(timeout=30)
-                dispatcher.decide()  # None when another replica won this cycle: nothing changed
+                # None when another replica won this cycle: nothing changed
+                dispatcher.decide(dispatcher.runner.view())
 
         with ThreadPoolExecutor(workers) as pool:
             list(pool.map(cycles, dispatchers))

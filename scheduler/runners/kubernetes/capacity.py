@@ -1,14 +1,18 @@
-"""The Kubernetes runner's capacity snapshot, in tasks (pods): the namespace's ResourceQuotas as
-the watch holds them, and the tasks of ours a quota cannot count yet
-(scheduler/admission/capacity.py does the arithmetic). Called from the dispatcher's worker
-thread: it only reads copies."""
+"""The Kubernetes runner's capacity, in tasks (pods): the namespace's ResourceQuotas as the watch
+holds them, and the tasks of ours a quota cannot count yet (scheduler/admission/capacity.py does
+the arithmetic).
+
+`capture` runs on the event loop, where the runner's states change, and returns an immutable
+`KubeView`; the dispatcher's worker thread computes the snapshot from that view alone."""
 
 from __future__ import annotations
 
 from collections.abc import Mapping
+from dataclasses import dataclass
 from decimal import Decimal
+from typing import Any
 
-from scheduler.admission.capacity import Pool, Snapshot, kube_snapshot
+from scheduler.admission.capacity import JobShape, Pool, Snapshot, kube_snapshot
 from scheduler.admission.throughput import DeviceClass
 from scheduler.core.config import Settings
 from scheduler.runners.kubernetes import objects, reasons, tracking
@@ -34,18 +38,42 @@ def uncounted(
     return out
 
 
-def snapshot(settings: Settings, watches: Watches, *, in_use: Mapping[DeviceClass, int], held: int,
-             states: Mapping[str, JobState], placements: Mapping[str, DeviceClass]) -> Snapshot:
-    """What the quotas leave free, capped by KUBE_MAX_ACTIVE_JOBS; KUBE_GPU_CAPACITY where no
-    quota bounds GPUs. `in_use`: admitted jobs in the DB; `held`: Jobs this runner holds (it
-    may know of some the DB does not count yet). Before the quota watch has listed, nothing
-    fits and nothing is refused."""
-    if not watches.quotas_listed():
-        return Snapshot({"watch": NOT_LISTED}, {c: {"watch": Decimal(1)} for c in ("cpu", "gpu")})
-    counted = dict(in_use)
-    counted["cpu"] = counted.get("cpu", 0) + max(0, held - sum(in_use.values()))  # class unknown here
-    return kube_snapshot(
-        watches.quotas(), shape=objects.job_shape(settings), in_use=counted,
-        uncounted=uncounted(states, placements, watches), max_active_jobs=settings.kube_max_active_jobs,
+@dataclass(frozen=True)
+class KubeView:
+    """What the runner holds, as `capture` found it on the loop. The quotas are the watch's
+    objects, which it replaces on each event and never changes in place."""
+
+    quotas_listed: bool
+    quotas: tuple[Any, ...]
+    held: int  # Jobs of ours holding a slot, capped at KUBE_MAX_ACTIVE_JOBS
+    uncounted: tuple[tuple[DeviceClass, int], ...]
+    shape: JobShape
+    max_active_jobs: int
+    gpu_capacity: int
+
+    def snapshot(self, in_use: Mapping[DeviceClass, int]) -> Snapshot:
+        """What the quotas leave free, capped by KUBE_MAX_ACTIVE_JOBS; KUBE_GPU_CAPACITY where no
+        quota bounds GPUs. `in_use`: admitted jobs in the DB; `held` may count some the DB does
+        not yet. Before the quota watch has listed, nothing fits and nothing is refused."""
+        if not self.quotas_listed:
+            return Snapshot({"watch": NOT_LISTED}, {c: {"watch": Decimal(1)} for c in ("cpu", "gpu")})
+        counted = dict(in_use)
+        counted["cpu"] = counted.get("cpu", 0) + max(0, self.held - sum(in_use.values()))  # class unknown
+        return kube_snapshot(
+            self.quotas, shape=self.shape, in_use=counted, uncounted=dict(self.uncounted),
+            max_active_jobs=self.max_active_jobs, gpu_capacity=self.gpu_capacity,
+        )
+
+
+def capture(settings: Settings, watches: Watches, *, held: int, states: Mapping[str, JobState],
+            placements: Mapping[str, DeviceClass]) -> KubeView:
+    """On the event loop: the view the dispatcher's thread plans with."""
+    return KubeView(
+        quotas_listed=watches.quotas_listed(),
+        quotas=tuple(watches.quotas()),
+        held=held,
+        uncounted=tuple(sorted(uncounted(states, placements, watches).items())),
+        shape=objects.job_shape(settings),
+        max_active_jobs=settings.kube_max_active_jobs,
         gpu_capacity=settings.kube_gpu_capacity,
     )

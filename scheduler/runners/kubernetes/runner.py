@@ -20,14 +20,13 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable, Coroutine, Mapping
+from collections.abc import Callable, Coroutine
 from datetime import UTC, datetime
 from typing import Any
 
 from kubernetes import client as k
 
 from job_image.storage import Storage, StorageError
-from scheduler.admission.capacity import Snapshot
 from scheduler.admission.throughput import DeviceClass
 from scheduler.core.config import Settings
 from scheduler.runners.base import JobSpec, Report, RunnerUnavailable, StatusReport
@@ -114,11 +113,15 @@ class KubernetesRunner:
         held = sum(tracking.slots_held(s) for s in self.states.values())
         return max(0, self.settings.kube_max_active_jobs - held)
 
-    def snapshot(self, in_use: Mapping[DeviceClass, int]) -> Snapshot:
-        """See capacity.py (read from the dispatcher's thread: copies only)."""
+    def view(self) -> capacity.KubeView:
+        """On the event loop: an immutable view for the dispatcher's thread (capacity.py)."""
         held = self.settings.kube_max_active_jobs - self.capacity()
-        return capacity.snapshot(self.settings, self.watches, in_use=in_use, held=held,
-                                 states=self.states.copy(), placements=self.placements.copy())
+        return capacity.capture(self.settings, self.watches, held=held, states=self.states,
+                                placements=self.placements)
+
+    def live(self) -> set[str] | None:
+        """The jobs this runner follows; None until the first lists are in (it cannot tell yet)."""
+        return set(self.states) if self.adopted else None
 
     async def submit(self, job: JobSpec) -> None:
         """Start the tasks `job.tasks`: create the job's Job with them as its parallelism, or

@@ -18,6 +18,7 @@ from scheduler.accounts import Accounts
 from scheduler.admission.throughput import Throughput
 from scheduler.core import files, security
 from scheduler.core.config import Settings
+from scheduler.core.lock import DataDirLock
 from scheduler.deliveries import CallbackDeliveries
 from scheduler.dispatcher import Dispatcher, job_spec
 from scheduler.events import EventFeed
@@ -39,6 +40,16 @@ log = logging.getLogger(__name__)
 class Service:
     def __init__(self, settings: Settings, storage: Storage | None = None) -> None:
         self.settings = settings
+        # first of all: a second service on this DATA_DIR refuses here, having touched nothing
+        self.lock = DataDirLock(Path(settings.data_dir))
+        self.lock.acquire()
+        try:
+            self._wire(settings, storage)
+        except BaseException:
+            self.lock.release()
+            raise
+
+    def _wire(self, settings: Settings, storage: Storage | None) -> None:
         files.private_dir(Path(settings.data_dir))  # before anything is written into it
         if not settings.minio_endpoint and settings.storage_dir is not None:
             files.private_dir(Path(settings.storage_dir))
@@ -100,6 +111,7 @@ class Service:
 
     async def start(self) -> None:
         """Create tables, let the runner re-adopt what was running, then start queued jobs."""
+        self.lock.acquire()  # held since __init__, unless this service was stopped and starts again
         await asyncio.to_thread(db.init_db, self.engine)
         await security.prepare(self.settings.bcrypt_rounds)
         active = await db.in_thread(self.engine, lambda s: crud.jobs_with_status(s, statuses=WITH_RUNNER))
@@ -126,6 +138,7 @@ class Service:
         await self.callbacks.close()
         self.pricer.close()
         self.engine.dispose()
+        self.lock.release()
 
     # --- hooks: what follows a job's change -----------------------------------------------------
 

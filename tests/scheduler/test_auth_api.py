@@ -180,6 +180,7 @@ def test_short_or_empty_jwt_secret_refuses_to_start(make_client: Client, secret:
 def test_generated_secret_is_kept_across_restarts(make_client: Client) -> None:
     first = make_client(jwt_secret=None)  # unset: generated into DATA_DIR
     auth = sign_up_and_in(first, "alice")
+    first.__exit__(None, None, None)  # one service per DATA_DIR at a time
     second = make_client(jwt_secret=None)
     assert second.get("/jobs", headers=auth).status_code == 200
 

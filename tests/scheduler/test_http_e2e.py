@@ -18,8 +18,19 @@ import pytest
 from tests.conftest import free_port
 from tests.scheduler.conftest import LONG, TINY
 from tests.scheduler.openapi import answer_of, undeclared
+from tests.scheduler.test_reconciler import UNENDING
 
 ROOT = Path(__file__).resolve().parents[2]
+
+
+def service_env(data_dir: Path, opencl_cache: Path, **settings: str) -> dict[str, str]:
+    return {
+        **{k: v for k, v in os.environ.items() if not k.startswith(("MINIO_", "JWT_", "DATABASE_"))},
+        "DATA_DIR": str(data_dir),
+        "BCRYPT_ROUNDS": "4",
+        "OPENCL_CACHE_DIR": str(opencl_cache),
+        **settings,
+    }
 
 
 @contextlib.contextmanager
@@ -27,13 +38,7 @@ def serve(
     data_dir: Path, opencl_cache: Path, **settings: str
 ) -> Iterator[tuple[httpx.Client, subprocess.Popen[bytes]]]:
     port = free_port()
-    env = {
-        **{k: v for k, v in os.environ.items() if not k.startswith(("MINIO_", "JWT_", "DATABASE_"))},
-        "DATA_DIR": str(data_dir),
-        "BCRYPT_ROUNDS": "4",
-        "OPENCL_CACHE_DIR": str(opencl_cache),
-        **settings,
-    }
+    env = service_env(data_dir, opencl_cache, **settings)
     log = open(data_dir.parent / f"server-{port}.log", "wb")  # noqa: SIM115 - closed below
     proc = subprocess.Popen(
         [sys.executable, "-m", "scheduler", "--port", str(port)], cwd=ROOT, env=env, stdout=log, stderr=log
@@ -173,3 +178,44 @@ def test_service_killed_mid_render_reruns_the_job(tmp_path: Path, opencl_cache: 
         if orphan is not None:
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(orphan, signal.SIGKILL)
+
+
+def start_refused(env: dict[str, str], port: int) -> subprocess.CompletedProcess[str]:
+    """`python -m scheduler` expected to refuse to start: its exit and what it printed."""
+    return subprocess.run([sys.executable, "-m", "scheduler", "--port", str(port)],
+                          cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
+
+
+def test_a_second_service_on_the_same_data_dir_refuses_and_touches_nothing(
+    tmp_path: Path, opencl_cache: Path
+) -> None:
+    data = tmp_path / "data"
+    with serve(data, opencl_cache) as (client, proc):
+        auth = sign_in(client)
+        job_id = client.post("/jobs", json=UNENDING, headers=auth).json()["job_id"]
+        wait_status(client, job_id, auth, ("running",))
+        job_pid = int((data / "local-jobs" / f"{job_id}.pid").read_text())
+
+        second = start_refused(service_env(data, opencl_cache), free_port())
+        assert second.returncode == 2, second.stderr
+        assert f"another fractal-scheduler (PID {proc.pid}) is using DATA_DIR {data}" in second.stderr
+        assert len(second.stderr.splitlines()) == 1, second.stderr  # one sentence, no recovery's logs
+        assert running(job_pid)
+        assert client.get(f"/jobs/{job_id}", headers=auth).json()["status"] == "running"
+
+        # Another DATA_DIR on the first's port: refused before its recovery, which would stop the
+        # process its pid file names (here a stand-in carrying a job's JOB_ID).
+        other, leftover_id = tmp_path / "other", "e" * 32
+        (other / "local-jobs").mkdir(parents=True)
+        stand_in = subprocess.Popen(["sleep", "120"], env={"JOB_ID": leftover_id})
+        try:
+            (other / "local-jobs" / f"{leftover_id}.pid").write_text(f"{stand_in.pid}\n")
+            third = start_refused(service_env(other, opencl_cache), client.base_url.port or 0)
+            assert third.returncode == 3, third.stderr
+            assert f"127.0.0.1:{client.base_url.port} cannot be served" in third.stderr
+            assert stand_in.poll() is None, "the refused service stopped a process it had no business with"
+        finally:
+            stand_in.kill()
+            stand_in.wait()
+        doc = client.get(f"/jobs/{job_id}", headers=auth).json()  # ran on undisturbed (or ended well)
+        assert doc["status"] in ("running", "succeeded"), doc

@@ -112,10 +112,11 @@ def test_another_users_job_is_404_and_their_events_never_show(tmp_path: Path, op
 
 
 def test_a_second_replica_streams_changes_made_by_the_first(tmp_path: Path, opencl_cache: Path) -> None:
-    """Two services on one database: the stream on B shows the job A runs (B reads the log)."""
-    data = tmp_path / "data"
-    database = {"DATABASE_URL": f"sqlite:///{data / 'shared.db'}", "JWT_SECRET": "s" * 40}
-    with serve(data, opencl_cache, **database) as (a, _pa), serve(data, opencl_cache, **database) as (b, _pb):
+    """Two services on one database, each with its DATA_DIR: the stream on B shows the job A runs
+    (B reads the log)."""
+    database = {"DATABASE_URL": f"sqlite:///{tmp_path / 'shared.db'}", "JWT_SECRET": "s" * 40}
+    with serve(tmp_path / "a", opencl_cache, **database) as (a, _pa), \
+            serve(tmp_path / "b", opencl_cache, **database) as (b, _pb):
         auth = sign_in(a)
         job_id = submit(a, auth)
         events, ended = collect(b, f"/jobs/{job_id}/events", auth, last_event_id="0")

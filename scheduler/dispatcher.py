@@ -98,12 +98,13 @@ def _moved(old: datetime | None, new: datetime | None) -> bool:
 
 class Dispatcher:
     def __init__(self, engine: Engine, runner: Runner, tracker: Tracker, *, retry_max_seconds: float,
-                 throughput: Throughput, half_life: float,
+                 throughput: Throughput, half_life: float, replica: str | None = None,
                  on_admitted: Callable[[Job], None] = lambda job: None) -> None:
         self.engine, self.runner, self.tracker = engine, runner, tracker
         self.retry_max_seconds = retry_max_seconds
         self.throughput, self.half_life = throughput, half_life
         self.on_admitted = on_admitted
+        self.replica = replica  # recorded on the jobs it admits (their owner), see replicas.py
         self.queue_lengths: dict[str, int] = {}  # per class, as the latest plan saw them
         self._wake = asyncio.Event()
 
@@ -164,7 +165,8 @@ class Dispatcher:
         self.queue_lengths = dict(Counter(e.placement for e in decided.waiting.values() if e.placement))
         picks = [job_status.Pick(w.job_id, c, t.seconds(c, w.iterations, w.method)) for w, c in decided.admit]
         with Session(self.engine, expire_on_commit=False) as session:
-            jobs = job_status.admit(session, picks, generation=generation, now=now) if picks else []
+            jobs = job_status.admit(session, picks, generation=generation, now=now,
+                                    replica=self.replica) if picks else []
             if jobs is None:
                 return None
             seen = generation + 1 if picks else generation  # our own admission moved it by one

@@ -184,7 +184,8 @@ class Pick(NamedTuple):
 
 
 def admit(
-    session: Session, picks: Sequence[Pick], *, generation: int, now: datetime | None = None
+    session: Session, picks: Sequence[Pick], *, generation: int, now: datetime | None = None,
+    replica: str | None = None,
 ) -> list[Job] | None:
     """Mark the picked queued jobs `pending` in their class, all in one transaction; None when
     another replica admitted first (then nothing changed).
@@ -195,7 +196,8 @@ def admit(
     again on fresh state, so two replicas can never both spend the same free slot. (In
     PostgreSQL the second update waits for the first transaction's row lock, then finds the
     generation moved; SQLite runs one writer at a time.) Each job's update is also conditional
-    on it still being queued (it may have been deleted meanwhile).
+    on it still being queued (it may have been deleted meanwhile). `replica`: the admitting
+    replica, recorded as the job's owner when its runner's jobs are its own (local processes).
     """
     now = now or utcnow()
     advanced = session.execute(
@@ -213,7 +215,7 @@ def admit(
             .where(col(Job.id) == pick.job_id, col(Job.status) == "queued")
             .values(status="pending", placement=pick.placement, admitted_at=now, message="starting",
                     attempts=Job.attempts + 1, queue_position=None, estimated_start_at=None,
-                    estimated_finish_at=now + timedelta(seconds=pick.seconds))
+                    estimated_finish_at=now + timedelta(seconds=pick.seconds), replica=replica)
         )
         if claimed.rowcount == 1:
             admitted.append(pick.job_id)

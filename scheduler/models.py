@@ -128,6 +128,8 @@ class Job(sqlmodel.SQLModel, table=True):
     queue_position: int | None = None
     estimated_start_at: datetime | None = None
     estimated_finish_at: datetime | None = None
+    # the replica whose local process runs it (scheduler/replicas.py); None: any replica's to follow
+    replica: str | None = sqlmodel.Field(default=None, max_length=32)
     # the result cache (scheduler/result_cache.py): the render's key; where its objects are
     # (another job's prefix when served from its render); the active job it waits on
     cache_key: str | None = sqlmodel.Field(default=None, index=True, max_length=64)
@@ -177,6 +179,15 @@ class CallbackPublic(BaseModel):
     state: CallbackState = Field(description="pending until delivered or given up")
     attempts: int
     last_error: str | None
+
+
+class Replica(sqlmodel.SQLModel, table=True):
+    """One running service sharing the database, alive while its heartbeat is recent."""
+
+    id: str = sqlmodel.Field(primary_key=True, max_length=32)
+    host: str = sqlmodel.Field(max_length=255)
+    pid: int
+    heartbeat_at: datetime
 
 
 class AdmissionLedger(sqlmodel.SQLModel, table=True):

@@ -4,7 +4,9 @@
 The runner says what it follows (`live()`: the local runner's processes, the Kubernetes runner's
 Jobs); while it cannot tell (None), nothing is ended. Ends the tracker is still retrying to write
 are not lost. The grace covers a job claimed a moment ago that the dispatcher has not handed to
-the runner yet, and a Job the watch has not shown yet.
+the runner yet, and a Job the watch has not shown yet. Another live replica's local jobs are left
+to it; those of a replica gone silent are re-queued, to run again here or elsewhere
+(scheduler/replicas.py).
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ import logging
 from sqlalchemy import Engine
 
 from scheduler import crud, db
+from scheduler.replicas import Replicas
 from scheduler.runners.base import Runner, StatusReport
 from scheduler.statuses import WITH_RUNNER
 from scheduler.tracker import Tracker
@@ -23,6 +26,10 @@ log = logging.getLogger(__name__)
 
 
 WORKER = {"local": "process", "kubernetes": "Kubernetes Job"}  # what a runner runs a job as
+
+
+def orphaned_message(lost_after: float) -> str:
+    return f"the replica that ran it stopped answering (no heartbeat for {lost_after:g} s); it runs again"
 
 
 def lost_reason(grace: float, runner: str) -> str:
@@ -34,9 +41,10 @@ def lost_reason(grace: float, runner: str) -> str:
 
 class Reconciler:
     def __init__(
-        self, engine: Engine, runner: Runner, tracker: Tracker, *, interval: float, grace: float
+        self, engine: Engine, runner: Runner, tracker: Tracker, replicas: Replicas, *, interval: float,
+        grace: float,
     ) -> None:
-        self.engine, self.runner, self.tracker = engine, runner, tracker
+        self.engine, self.runner, self.tracker, self.replicas = engine, runner, tracker, replicas
         self.interval, self.grace = interval, grace
         self._unseen: dict[str, float] = {}  # job id -> when it was first found unfollowed
 
@@ -55,14 +63,22 @@ class Reconciler:
         if live is None:  # the runner cannot tell yet: no job is unfollowed for now
             self._unseen.clear()
             return []
-        active = await db.in_thread(self.engine, lambda s: crud.jobs_with_status(s, statuses=WITH_RUNNER))
+        active = await db.in_thread(
+            self.engine, lambda s: self.replicas.ours(s, crud.jobs_with_status(s, statuses=WITH_RUNNER))
+        )
         followed = set(live) | set(self.tracker.unwritten)
         now = asyncio.get_running_loop().time()
-        self._unseen = {j.id: self._unseen.get(j.id, now) for j in active if j.id not in followed}
+        replica_of = {j.id: j.replica for j in active if j.id not in followed}
+        self._unseen = {job_id: self._unseen.get(job_id, now) for job_id in replica_of}
         ended = [job_id for job_id, since in self._unseen.items() if now - since >= self.grace]
         for job_id in ended:
-            log.warning("job %s: active in the database, followed by no runner: ending it", job_id)
-            error = lost_reason(self.grace, self.runner.name)
-            await self.tracker.report(StatusReport(job_id, "failed", error=error))
+            if replica_of[job_id] not in (None, self.replicas.id):
+                log.warning("job %s: its replica %s is gone: re-queueing it", job_id, replica_of[job_id])
+                message = orphaned_message(self.replicas.lost_after)
+                await self.tracker.report(StatusReport(job_id, "queued", message=message))
+            else:
+                log.warning("job %s: active in the database, followed by no runner: ending it", job_id)
+                error = lost_reason(self.grace, self.runner.name)
+                await self.tracker.report(StatusReport(job_id, "failed", error=error))
             del self._unseen[job_id]
         return ended

@@ -30,6 +30,7 @@ from scheduler.models import Job
 from scheduler.pricing import Pricer
 from scheduler.readiness import Readiness
 from scheduler.reconciler import Reconciler
+from scheduler.replicas import Replicas, load_id
 from scheduler.runners import make_runner
 from scheduler.statuses import WITH_RUNNER
 from scheduler.tracker import Tracker, seconds_between
@@ -54,6 +55,12 @@ class Service:
         if not settings.minio_endpoint and settings.storage_dir is not None:
             files.private_dir(Path(settings.storage_dir))
         self.engine = db.make_engine(settings.database_url)
+        self.replicas = Replicas(
+            self.engine,
+            load_id(Path(settings.data_dir)),
+            heartbeat_seconds=settings.replica_heartbeat_seconds,
+            lost_after=settings.replica_lost_after_seconds,
+        )
         self.accounts = Accounts(settings, self.engine)
         self.storage = storage or storage_from_env(
             settings.storage_env(),
@@ -89,12 +96,13 @@ class Service:
         self.dispatcher = Dispatcher(
             self.engine, self.runner, self.tracker, retry_max_seconds=settings.dispatch_retry_max_seconds,
             throughput=self.throughput, half_life=settings.fair_share_half_life_seconds,
-            on_admitted=self._admitted,
+            replica=self.replicas.id if self.runner.per_replica else None, on_admitted=self._admitted,
         )
         self.reconciler = Reconciler(
             self.engine,
             self.runner,
             self.tracker,
+            self.replicas,
             interval=settings.reconcile_interval_seconds,
             grace=settings.job_lost_after_seconds,
         )
@@ -114,12 +122,16 @@ class Service:
         self.lock.acquire()  # held since __init__, unless this service was stopped and starts again
         await asyncio.to_thread(db.init_db, self.engine)
         await security.prepare(self.settings.bcrypt_rounds)
-        active = await db.in_thread(self.engine, lambda s: crud.jobs_with_status(s, statuses=WITH_RUNNER))
-        if active:
+        await self.replicas.beat()  # registered before recovery: others see this replica alive
+        active = await db.in_thread(
+            self.engine, lambda s: self.replicas.ours(s, crud.jobs_with_status(s, statuses=WITH_RUNNER))
+        )
+        if active:  # another replica's jobs are its own (until its heartbeat stops)
             log.info("%d jobs were active when the service stopped; handing them to the runner", len(active))
         await self.runner.start([job_spec(job) for job in active])
         await self.learning.prime()
         loops = {
+            "heartbeat": self.replicas.run,
             "long-poll-recheck": self.tracker.recheck_waiters,
             "report-retry": self.tracker.retry_unwritten,
             "event-feed": self.events.run,

@@ -147,6 +147,15 @@ class Settings(BaseSettings):
         description="an active record no runner follows for this long is ended as failed, with the reason; "
         "well over the moment between a claim and the runner taking the job",
     )
+    replica_heartbeat_seconds: float = Field(
+        5.0, gt=0, description="how often a replica writes its heartbeat row (replicas sharing a database)"
+    )
+    replica_lost_after_seconds: float = Field(
+        60.0,
+        gt=0,
+        description="a replica whose heartbeat is older than this is taken for gone: any other may then "
+        "re-queue, fail or clean up its local jobs; well over REPLICA_HEARTBEAT_SECONDS",
+    )
     opencl_cache_dir: Path | None = None  # default: <data_dir>/opencl-cache (PoCL kernel cache)
 
     # --- kubernetes runner -------------------------------------------------------------------

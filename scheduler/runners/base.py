@@ -117,6 +117,9 @@ class RunnerView(Protocol):
 
 class Runner(Protocol):
     name: str
+    # True: its jobs are processes of the replica that started them, theirs alone to re-queue,
+    # fail or clean up (scheduler/replicas.py); False: every replica follows every job
+    per_replica: bool
 
     async def start(self, active: list[JobSpec]) -> None:
         """Begin tracking. `active` are the jobs the DB believes were pending or running when

@@ -128,6 +128,7 @@ class _Running:
 
 class LocalRunner:
     name = "local"
+    per_replica = True
 
     def __init__(self, settings: Settings, report: Report, storage: Storage) -> None:
         self.settings = settings

@@ -279,3 +279,39 @@ def test_restart_keeps_accounts_tokens_and_queued_jobs(make_pg_client: Client, t
         assert second.get(f"/jobs/{job_id}/result", headers=alice).status_code == 200
     stored = jobs_in_db(engine_of(second))
     assert (stored[queued].attempts, stored[interrupted].attempts) == (1, 2)
+
+
+def test_replicas_act_only_on_their_own_jobs(make_pg_client: Client, tmp_path: Path) -> None:
+    """Three replicas on one database: a long job runs on `a`; `b` starts meanwhile (its start-up
+    recovery) and `c` reconciles with a short grace. Nothing of `a`'s is failed or re-queued
+    while `a` beats. Once `a` is gone (its process ended with it, its heartbeat stopped), its job
+    is re-queued and runs again on another replica."""
+    fast = {
+        "reconcile_interval_seconds": 0.1, "job_lost_after_seconds": 0.5, "replica_heartbeat_seconds": 0.1,
+        "replica_lost_after_seconds": 2, "storage_dir": tmp_path / "results",
+    }
+    long_job = tmp_path / "long-job"  # a's "interpreter": a job process that runs until stopped
+    long_job.write_text('#!/bin/sh\necho "progress 0%"\nexec sleep 600\n')
+    long_job.chmod(0o700)
+    a = make_pg_client(data_dir=tmp_path / "a", job_python=str(long_job), **fast)
+    alice = sign_up_and_in(a, "alice")
+    job_id = submit(a, alice)["job_id"]
+    wait_for(a, job_id, alice, ("running",))
+    pid = int((tmp_path / "a" / "local-jobs" / f"{job_id}.pid").read_text())
+
+    b = make_pg_client(data_dir=tmp_path / "b", **fast)
+    c = make_pg_client(data_dir=tmp_path / "c", **fast)
+    # a long-poll through c outlasting many of its reconciler's rounds, and a's heartbeat limit
+    doc = c.get(f"/jobs/{job_id}", params={"wait": 8}, headers=alice).json()
+    assert doc["status"] == "running", doc
+    job = jobs_in_db(engine_of(c))[job_id]
+    a_id = (tmp_path / "a" / "replica_id").read_text().strip()
+    assert (job.status, job.attempts, job.replica) == ("running", 1, a_id)
+    assert Path(f"/proc/{pid}").exists()  # a's process, untouched
+
+    a.__exit__(None, None, None)  # a stops: its job's process with it, and its heartbeat
+    doc = wait_for(c, job_id, alice, timeout=120)
+    assert doc["status"] == "succeeded", doc
+    job = jobs_in_db(engine_of(c))[job_id]
+    assert job.attempts == 2 and job.replica not in (None, a_id), job  # re-queued once, run by b or c
+    assert b.get(f"/jobs/{job_id}/result", headers=alice).status_code == 200

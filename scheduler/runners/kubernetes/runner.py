@@ -53,6 +53,7 @@ def _job_id(obj: Any) -> str | None:
 
 class KubernetesRunner:
     name = "kubernetes"
+    per_replica = False  # every replica's watches see every Job
 
     def __init__(self, settings: Settings, report: Report, storage: Storage) -> None:
         self.settings, self.report, self.storage = settings, report, storage

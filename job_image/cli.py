@@ -20,6 +20,7 @@ from typing import Any, Literal, NoReturn, TextIO, get_args, get_origin
 
 from pydantic import ValidationError
 
+from . import sigterm, worker
 from .errors import InvalidParams, JobError, StorageFailed
 from .params import FractalParams, Limits, describe_error, parse_params
 from .settings import JobSettings, configure_opencl_cache
@@ -121,6 +122,8 @@ def run(argv: Sequence[str] | None = None, env: dict[str, str] | None = None) ->
     args = build_parser().parse_args(argv)
     params = gather_params(args, env)
     job_id = args.job_id or env.get("JOB_ID") or uuid.uuid4().hex
+    who = worker.describe(job_id, env)
+    sigterm.first_line_pending(f"{who}, device not chosen yet")  # what a stop before it prints
     try:
         settings = JobSettings.from_env(dict(env))
     except ValueError as exc:
@@ -142,8 +145,12 @@ def run(argv: Sequence[str] | None = None, env: dict[str, str] | None = None) ->
     configure_opencl_cache(settings.opencl_cache_dir)
     from . import job, output
 
+    def first_line(chosen: Any) -> None:  # the log's first line names the worker and the device
+        print(f"{who}, device {chosen.name}", flush=True)
+        sigterm.first_line_said()
+
     rendered = job.render(params, settings, _progress(args.quiet), env=dict(env),
-                          keep_counts=args.counts is not None)
+                          keep_counts=args.counts is not None, on_device=first_line)
     doc = output.result_document(job_id, params, rendered)
     counts = output.npy_bytes(rendered.counts) if rendered.counts is not None else None
     written = [output.write_file(args.counts, counts)] if args.counts and counts is not None else []

@@ -59,9 +59,11 @@ def _perturbation_kernel(chosen: device.Chosen, deltas: str, cache_dir: Path | N
 
 
 def render(p: FractalParams, settings: JobSettings, progress: Callable[[int], None] | None = None,
-           env: dict[str, str] | None = None, keep_counts: bool = False) -> Rendered:
-    """Render `p`; `progress(percent)` is called after each band. Raises NoDevice (exit 3).
-    The escape counts are kept (`Rendered.counts`) when `keep_counts` or `p.counts`."""
+           env: dict[str, str] | None = None, keep_counts: bool = False,
+           on_device: Callable[[device.Chosen], None] | None = None) -> Rendered:
+    """Render `p`; `on_device(chosen)` once the device is chosen, `progress(percent)` after
+    each band. Raises NoDevice (exit 3). The escape counts are kept (`Rendered.counts`) when
+    `keep_counts` or `p.counts`."""
     cache = configure_opencl_cache(settings.opencl_cache_dir)
     try:
         chosen = device.choose(p.device, env)
@@ -72,6 +74,8 @@ def render(p: FractalParams, settings: JobSettings, progress: Callable[[int], No
                 f"nor a temp dir), which PoCL needs: set OPENCL_CACHE_DIR; {exc}"
             ) from exc
         raise
+    if on_device is not None:
+        on_device(chosen)
     plan = p.plan()
     if plan.precision != "float32":
         device.require_fp64(chosen)

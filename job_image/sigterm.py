@@ -16,6 +16,18 @@ import threading
 
 EXIT_CODE = 128 + signal.SIGTERM  # 143, as a shell reports a process ended by SIGTERM
 MESSAGE = b"error: stopped by SIGTERM\n"
+_unsaid = b""  # the log's first line while it is not printed yet: a stop before it says it then
+
+
+def first_line_pending(line: str) -> None:
+    """`line` is printed once known in full (cli.py); stopped before that, the job says this."""
+    global _unsaid
+    _unsaid = f"{line}\n".encode()
+
+
+def first_line_said() -> None:
+    global _unsaid
+    _unsaid = b""
 
 
 def stop_on_sigterm() -> None:
@@ -26,5 +38,5 @@ def stop_on_sigterm() -> None:
 
 def _wait_and_exit() -> None:
     signal.sigwait({signal.SIGTERM})
-    os.write(2, MESSAGE)  # the job's one stderr line: the scheduler shows it as the error
+    os.write(2, _unsaid + MESSAGE)  # MESSAGE last: the scheduler shows the last stderr line as the error
     os._exit(EXIT_CODE)

@@ -211,7 +211,8 @@ def test_sigterm_ends_the_job_with_143_writing_nothing(tmp_path: Path, pid1: boo
     env = job_env(FRACTAL_BAND_SAMPLES="65536")
     proc = subprocess.Popen(argv, env=env, cwd=REPO, stdout=subprocess.PIPE, text=True)
     try:
-        assert proc.stdout is not None and proc.stdout.readline().startswith("progress")  # rendering
+        assert proc.stdout is not None and proc.stdout.readline().startswith("job ")  # the worker line
+        assert proc.stdout.readline().startswith("progress")  # rendering
         target = proc.pid
         if pid1:  # unshare's child is the namespace's PID 1
             target = int(Path(f"/proc/{proc.pid}/task/{proc.pid}/children").read_text().split()[0])

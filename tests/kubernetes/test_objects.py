@@ -14,6 +14,10 @@ from tests.kubernetes.conftest import make_spec
 
 K8S_VERSION = "1.37.0"  # the schema set kubernetes-validate ships for the kubernetes==37 client
 JOB_ID = "0123456789abcdef0123456789abcdef"
+WHERE = [  # the downward API's names for the log's first line (job_image/worker.py)
+    {"name": "POD_NAME", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}},
+    {"name": "NODE_NAME", "valueFrom": {"fieldRef": {"fieldPath": "spec.nodeName"}}},
+]
 LABELS = {
     "app.kubernetes.io/name": "fractal-job",
     "app.kubernetes.io/managed-by": "fractal-scheduler",
@@ -80,6 +84,7 @@ def expected_job(device: str) -> dict:
                                 {"name": "MAX_ZOOM", "value": "1E+1000"},
                                 {"name": "OPENCL_CACHE_DIR", "value": "/tmp/opencl-cache"},
                                 {"name": "POCL_CACHE_DIR", "value": "/tmp/opencl-cache"},
+                                *WHERE,
                             ],
                             "envFrom": [
                                 {"configMapRef": {"name": "minio-config"}},
@@ -126,7 +131,7 @@ def expected_array(tasks: int, parallelism: int) -> dict:
     want = expected_job("cpu")
     want["spec"].update(completions=tasks, parallelism=parallelism, backoffLimit=2 * tasks)
     env = want["spec"]["template"]["spec"]["containers"][0]["env"]
-    env.insert(-1, {"name": "RENDER_ARRAY", "value": '{"split":256}'})
+    env.insert(-1 - len(WHERE), {"name": "RENDER_ARRAY", "value": '{"split":256}'})  # before POCL_CACHE_DIR
     return want
 
 

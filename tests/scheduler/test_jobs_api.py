@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
+import socket
 import time
 from decimal import Decimal
 from typing import Any
@@ -42,6 +44,10 @@ def test_submit_render_and_download(client: TestClient, alice: dict[str, str]) -
 
     logs = client.get(f"/jobs/{job_id}/logs", headers=alice)
     assert logs.status_code == 200 and "progress 100%" in logs.text
+    # the first line names the worker and the device (docs/design.md, /logs)
+    host = re.escape(socket.gethostname())
+    assert re.fullmatch(rf"job {job_id} on host {host}, pid \d+, device {re.escape(meta['device'])}",
+                        logs.text.splitlines()[0])
 
 
 def test_conditional_and_range_downloads(client: TestClient, alice: dict[str, str]) -> None:
@@ -222,13 +228,19 @@ def test_cancel_a_running_job(client: TestClient, alice: dict[str, str]) -> None
 def test_cancel_keeps_the_job_its_logs_and_files(client: TestClient, alice: dict[str, str]) -> None:
     job_id = submit(client, alice, **LONG)["job_id"]
     wait_for(client, job_id, alice, ("running",))
+    deadline = time.monotonic() + 60  # until it renders: its log has begun
+    while "progress" not in client.get(f"/jobs/{job_id}/logs", headers=alice).text:
+        assert time.monotonic() < deadline, "the job printed no progress"
+        time.sleep(0.05)
     cancelled = client.post(f"/jobs/{job_id}/cancel", headers=alice)
     assert cancelled.status_code == 200, cancelled.text
     assert cancelled.json()["status"] == "cancelled" and cancelled.json()["finished_at"]
     assert client.get(f"/jobs/{job_id}", headers=alice).json()["status"] == "cancelled"
     listed = client.get("/jobs?status=cancelled", headers=alice).json()["data"]
     assert [j["job_id"] for j in listed] == [job_id]
-    assert client.get(f"/jobs/{job_id}/logs", headers=alice).status_code == 200  # kept (perhaps empty)
+    logs = client.get(f"/jobs/{job_id}/logs", headers=alice)  # kept, naming the worker
+    assert logs.text.startswith(f"job {job_id} on host {socket.gethostname()}, pid "), logs.text
+    assert logs.text.splitlines()[-1] == "error: stopped by SIGTERM"
     files = client.get(f"/jobs/{job_id}/result/list", headers=alice).json()["files"]
     assert "job.log" in [f["name"] for f in files]
     again = client.post(f"/jobs/{job_id}/cancel", headers=alice)

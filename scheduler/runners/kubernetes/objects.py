@@ -63,7 +63,14 @@ def job_env(spec: JobSpec, settings: Settings) -> list[k.V1EnvVar]:
     """Per-job variables; storage variables come from the ConfigMap/Secret via envFrom."""
     # The root filesystem may be read-only; PoCL caches compiled kernels in /tmp.
     env = spec.env(settings, opencl_cache_dir=OPENCL_CACHE) | {"POCL_CACHE_DIR": OPENCL_CACHE}
-    return [k.V1EnvVar(name=name, value=value) for name, value in env.items()]
+    # The log's first line names the pod and its node (job_image/worker.py): the downward API.
+    # Not HOSTNAME: an Indexed Job's pod is named <job>-<index>-<suffix> but its hostname <job>-<index>.
+    # https://kubernetes.io/docs/concepts/workloads/pods/downward-api/
+    where = {"POD_NAME": "metadata.name", "NODE_NAME": "spec.nodeName"}
+    return [k.V1EnvVar(name=name, value=value) for name, value in env.items()] + [
+        k.V1EnvVar(name=name, value_from=k.V1EnvVarSource(field_ref=k.V1ObjectFieldSelector(field_path=path)))
+        for name, path in where.items()
+    ]
 
 
 def _resources(spec: JobSpec, settings: Settings) -> k.V1ResourceRequirements:

@@ -25,18 +25,21 @@ if TYPE_CHECKING:
     from .server import FakeApiServer
 
 
-def _field(meta: Obj, path: str) -> str:
+def _field(pod: Obj, path: str) -> str:
     """A downward API fieldRef: metadata.name, metadata.namespace, metadata.labels['k'],
-    metadata.annotations['k']."""
+    metadata.annotations['k'], spec.nodeName (the pod is bound before its container starts)."""
+    meta = pod.get("metadata") or {}
     match = re.fullmatch(r"metadata\.(labels|annotations)\['([^']+)'\]", path)
     if match:
         return (meta.get(match.group(1)) or {}).get(match.group(2), "")
+    if path.startswith("spec."):
+        return str((pod.get("spec") or {}).get(path.removeprefix("spec."), ""))
     return str(meta.get(path.removeprefix("metadata."), ""))
 
 
-def resolve_env(store: Store, ns: str, container: Obj, meta: Obj | None = None) -> dict[str, str]:
-    """What the kubelet gives the process: envFrom first, then env (env wins); `meta` (the
-    pod's metadata) answers fieldRefs."""
+def resolve_env(store: Store, ns: str, container: Obj, pod: Obj | None = None) -> dict[str, str]:
+    """What the kubelet gives the process: envFrom first, then env (env wins); `pod` answers
+    fieldRefs."""
     env = {
         "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
         "HOME": "/tmp",
@@ -64,7 +67,7 @@ def resolve_env(store: Store, ns: str, container: Obj, meta: Obj | None = None) 
             env.update((obj or {}).get("stringData") or {})
     for var in container.get("env") or []:
         ref = (var.get("valueFrom") or {}).get("fieldRef")
-        env[var["name"]] = _field(meta or {}, ref["fieldPath"]) if ref else var.get("value", "")
+        env[var["name"]] = _field(pod or {}, ref["fieldPath"]) if ref else var.get("value", "")
     return env
 
 

@@ -204,7 +204,8 @@ class Kubelet:
         """The container's environment, or None after a CreateContainerConfigError (a Secret or
         ConfigMap, or a key in one, that does not exist)."""
         try:
-            return resolve_env(self.store, ns, pod["spec"]["containers"][0], pod["metadata"])
+            bound = self.store.get("pods", ns, pod["metadata"]["name"]) or pod  # with its nodeName
+            return resolve_env(self.store, ns, pod["spec"]["containers"][0], bound)
         except KeyError as exc:
             message = str(exc.args[0])
             self._set_pod(

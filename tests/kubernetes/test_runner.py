@@ -44,8 +44,8 @@ async def running_runner(
     return runner
 
 
-def run(coro) -> None:  # noqa: ANN001 - a coroutine
-    asyncio.run(asyncio.wait_for(coro, 60))
+def run(coro, seconds: float = 60) -> None:  # noqa: ANN001 - a coroutine
+    asyncio.run(asyncio.wait_for(coro, seconds))
 
 
 def names(storage: MinioStorage, prefix: str) -> set[str]:

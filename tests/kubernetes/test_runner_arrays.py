@@ -180,13 +180,13 @@ def test_exit_2_fails_every_task_at_once_and_cancel_stops_them_all(
         assert failed.error == "error: width: Input should be greater than or equal to 1 (exit code 2)"
         await runner.submit(make_spec(held, split=3, tasks=(0, 1, 2)))
         await until(lambda: sum(r.status == "running" for r in recorder.of(held) if r.task is not None) == 3,
-                    what="three tasks running")
+                    timeout=60, what="three tasks running")  # three Python processes start: slow under load
         await runner.cancel(held)
         await job_end(recorder, held, "cancelled")
         await until(lambda: not apiserver.pods(held), what="every task's pod gone")
         await runner.stop()
 
-    run(scenario())
+    run(scenario(), seconds=150)
     conditions = {c["type"]: c["reason"] for c in apiserver.job(invalid)["status"]["conditions"]}
     assert conditions["Failed"] == "PodFailurePolicy"
     pods = indexes(apiserver, invalid)

@@ -18,7 +18,7 @@ import numpy as np
 from . import colour, device, png
 from .errors import NoDevice
 from .params import FractalParams
-from .perturbation import PerturbationKernel
+from .perturbation import PerturbationKernel, kernel_shape
 from .render import FractalKernel, KernelShape, uses_periodicity
 from .settings import JobSettings, configure_opencl_cache
 
@@ -54,8 +54,9 @@ def _kernel(chosen: device.Chosen, kind: str, precision: str, shape: KernelShape
 
 
 @lru_cache(maxsize=4)
-def _perturbation_kernel(chosen: device.Chosen, deltas: str, cache_dir: Path | None) -> PerturbationKernel:
-    return PerturbationKernel(chosen, deltas, cache_dir)
+def _perturbation_kernel(chosen: device.Chosen, deltas: str, shape: KernelShape,
+                         cache_dir: Path | None) -> PerturbationKernel:
+    return PerturbationKernel(chosen, deltas, cache_dir, shape=shape)
 
 
 def render(p: FractalParams, settings: JobSettings, progress: Callable[[int], None] | None = None,
@@ -82,8 +83,8 @@ def render(p: FractalParams, settings: JobSettings, progress: Callable[[int], No
     t_build = time.perf_counter()
     kernel: FractalKernel | PerturbationKernel
     if plan.deltas:
-        kernel = _perturbation_kernel(chosen, plan.deltas, cache)
-        shape = KernelShape(1, 1, tile=1)
+        shape = kernel_shape(chosen, plan.deltas, settings.vector_width, settings.in_flight)
+        kernel = _perturbation_kernel(chosen, plan.deltas, shape, cache)
     else:
         shape = KernelShape.for_device(chosen, plan.precision, settings.vector_width, settings.in_flight)
         kernel = _kernel(chosen, p.kind, plan.precision, shape, cache, uses_periodicity(p))

@@ -25,10 +25,9 @@ from .device import Chosen
 from .orbit import Orbit, precision_bits, reference_orbit
 from .params import FractalParams, exact
 from .precision import spacing_log2
-from .render import Band
+from .render import Band, KernelShape
 
 KERNEL_SOURCE = (Path(__file__).parent / "kernels" / "perturbation.cl").read_text()
-LOCAL_SIZE = 64  # samples per work-group
 
 
 @dataclass
@@ -66,17 +65,45 @@ def sample_step(zoom: str, samples_wide: int) -> tuple[float, int]:
     return float(m), int(e)
 
 
+# Samples per work-item on a CPU: a run of the band's rows that the lanes share out (a long
+# one keeps short the tail where lanes run out of samples while one still iterates).
+CPU_TILE = 1024
+# Vectors in flight per work-item on a CPU: two hide most of the latency of the step's chain
+# (the lanes' gathers and BLA lookups already interleave work).
+CPU_IN_FLIGHT = 2
+
+
+def kernel_shape(chosen: Chosen, deltas: str, vector_width: int = 0, in_flight: int = 0) -> KernelShape:
+    """The work-item layout of the perturbation kernel (see kernels/perturbation.cl). Double
+    deltas: one SIMD register of doubles per vector on a CPU, one sample per work-item on a
+    GPU; floatexp deltas: one sample at a time. The overrides (FRACTAL_VECTOR_WIDTH,
+    FRACTAL_IN_FLIGHT) are capped at the 8 lanes the kernel builds."""
+    if chosen.is_gpu:
+        return KernelShape(1, 1, tile=1)
+    if deltas == "floatexp":
+        return KernelShape(1, 1, tile=64)
+    vw = min(vector_width or max(chosen.native_vector_width("float64"), 1), 8)
+    inf = in_flight or CPU_IN_FLIGHT
+    if vw not in (1, 2, 4, 8) or inf not in (1, 2, 4):
+        raise ValueError(f"perturbation: vector width {vw} / in-flight {inf} unsupported (1-8 / 1, 2, 4)")
+    return KernelShape(vw, inf, tile=CPU_TILE)
+
+
 class PerturbationKernel:
     """A built perturbation kernel for one device and delta type; keep it for several frames."""
 
     def __init__(self, chosen: Chosen, deltas: str, cache_dir: Path | None = None,
-                 correct: bool = True, use_bla: bool = True) -> None:
+                 correct: bool = True, use_bla: bool = True, shape: KernelShape | None = None) -> None:
         """`correct=False` turns glitch correction (rebasing) off: glitches are only flagged;
-        `use_bla=False` iterates every step (for tests and benchmarks)."""
+        `use_bla=False` iterates every step (for tests and benchmarks); `shape` defaults to
+        `kernel_shape(chosen, deltas)`."""
         self.chosen, self.deltas, self.correct, self.use_bla = chosen, deltas, correct, use_bla
+        self.shape = shape or kernel_shape(chosen, deltas)
         self.ctx = cl.Context([chosen.device])
         self.queue = cl.CommandQueue(self.ctx, properties=cl.command_queue_properties.PROFILING_ENABLE)
-        options = [f"-DFLOATEXP={int(deltas == 'floatexp')}", f"-DCORRECT={int(correct)}"]
+        shape = self.shape
+        options = [f"-DFLOATEXP={int(deltas == 'floatexp')}", f"-DCORRECT={int(correct)}",
+                   f"-DVW={shape.vector_width}", f"-DIF={shape.in_flight}", f"-DTILE={shape.tile}"]
         t0 = time.perf_counter()
         program = cl.Program(self.ctx, KERNEL_SOURCE).build(
             options, cache_dir=str(cache_dir) if cache_dir else None
@@ -87,18 +114,57 @@ class PerturbationKernel:
         self.kernel_seconds = 0.0
         self.stats = DeepStats(deltas)
 
+    def _local_size(self) -> tuple[int] | None:
+        # As FractalKernel's: one work-item per work-group on a CPU (each takes a whole tile,
+        # and PoCL compiles once per work-group size); a GPU driver picks its own.
+        return None if self.chosen.is_gpu else (1,)
+
     def _warm_up(self) -> None:
         """Launch once on no rows: PoCL finishes compiling at the first launch, which belongs
         to the build, not to the first band's kernel time."""
-        buf = cl.Buffer(self.ctx, cl.mem_flags.READ_WRITE, 16)
+        buf = cl.Buffer(self.ctx, cl.mem_flags.READ_WRITE, 64)
         one, zero = np.int32(1), np.int32(0)
-        self.kernel(self.queue, (LOCAL_SIZE,), (LOCAL_SIZE,), buf, one, *[buf] * 6, one,  # orbit, BLA
+        self.kernel(self.queue, (1,), self._local_size(), buf, buf, one, *[buf] * 5, one,  # orbit, BLA
                     np.float64(0.5), zero, one, one, zero, zero,  # step, wn, hn, row0, nrows = 0
                     one, np.float32(1), *[buf] * 4).wait()
 
     @property
     def name(self) -> str:
-        return f"mandelbrot/perturbation/{self.deltas}"
+        return f"mandelbrot/perturbation/{self.deltas}/vw{self.shape.vector_width}x{self.shape.in_flight}"
+
+    def _tables(self, orbit: Orbit, table: bla.BlaTable) -> list[np.ndarray]:
+        """The orbit and BLA arrays as the kernel takes them: the orbit's real and imaginary
+        parts apart; the BLA levels padded to P, P/2, P/4, ... entries (P a power of two), so
+        level k starts at 2P - 2P/2^k, which the kernel computes instead of looking it up;
+        each entry's A and B mantissas together (re a, im a, re b, im b). For double deltas
+        A, B and R are plain doubles, for floatexp deltas mantissas, exponents and log2 R.
+        Padding entries are never valid (R = 0, log2 R = -inf)."""
+        a, a_exp, b, b_exp, r = table.a, table.a_exp, table.b, table.b_exp, table.r_log2
+        if self.deltas != "floatexp":
+            # Entries whose A or B leave double's normal range are never valid; R stays
+            # non-increasing with the level at each m, which the kernel's search relies on.
+            normal = (np.abs(a_exp) < 1000) & (np.abs(b_exp) < 1000)
+            a_exp, b_exp = np.where(normal, a_exp, 0), np.where(normal, b_exp, 0)
+            a = np.ldexp(a.real, a_exp) + 1j * np.ldexp(a.imag, a_exp)
+            b = np.ldexp(b.real, b_exp) + 1j * np.ldexp(b.imag, b_exp)
+            r = np.where(normal, np.exp2(r), 0.0)
+            for k in range(1, table.levels):
+                below, level = r[table.level(k - 1)], r[table.level(k)]
+                np.minimum(level, below[: 2 * level.size : 2], out=level)
+            a_exp, b_exp = np.zeros_like(a_exp), np.zeros_like(b_exp)
+        top = 1 << max(int(table.offsets[1]) - 1, 0).bit_length()  # P
+        offsets = np.array([2 * top - (2 * top >> k) for k in range(table.levels + 1)], np.int32)
+
+        def padded(values: np.ndarray, fill: float) -> np.ndarray:
+            out = np.full(2 * top, fill, values.dtype)
+            for k in range(table.levels):
+                level = values[table.level(k)]
+                out[offsets[k]:offsets[k] + level.size] = level
+            return out
+
+        ab = np.stack([padded(a.real, 0), padded(a.imag, 0), padded(b.real, 0), padded(b.imag, 0)], axis=1)
+        none = -np.inf if self.deltas == "floatexp" else 0.0
+        return [orbit.z.real, orbit.z.imag, ab, padded(a_exp, 0), padded(b_exp, 0), padded(r, none), offsets]
 
     def bands(self, p: FractalParams, band_samples: int) -> Iterator[Band]:
         """Render `p` band by band, as FractalKernel.bands does; `stats` holds the figures."""
@@ -118,7 +184,6 @@ class PerturbationKernel:
         table = bla.build(orbit.z, spacing_log2(zoom, wn) + math.log2(math.hypot(wn, hn) / 2))
         stats.bla_levels, stats.bla_seconds = table.levels, time.perf_counter() - t0
         step_m, step_e = sample_step(str(zoom), wn)
-        radius = table.r_log2 if self.deltas == "floatexp" else np.exp2(table.r_log2)
 
         flags = cl.mem_flags
 
@@ -127,10 +192,9 @@ class PerturbationKernel:
             return cl.Buffer(self.ctx, flags.READ_ONLY | flags.COPY_HOST_PTR, hostbuf=host)
 
         rows = min(hn, max(n, band_samples // wn // n * n))  # whole pixel rows per band
+        ref_r, ref_i, *bla_arrays = (buffer(a) for a in self._tables(orbit, table))
         frame = [  # the arguments every band shares (kept here: the kernel call holds no references)
-            buffer(orbit.z), np.int32(orbit.iterations),
-            buffer(table.a), buffer(table.a_exp), buffer(table.b), buffer(table.b_exp),
-            buffer(radius.astype(np.float64)), buffer(table.offsets),
+            ref_r, ref_i, np.int32(orbit.iterations), *bla_arrays,
             np.int32(table.levels if self.use_bla else 1),  # level 1 up: none
             np.float64(step_m), np.int32(step_e), np.int32(wn), np.int32(hn),
         ]
@@ -138,9 +202,9 @@ class PerturbationKernel:
         hosts = [np.empty((rows, wn), dt) for dt in (np.uint32, np.uint8, np.uint32, np.uint8)]
         for row0 in range(0, hn, rows):
             band_rows = min(rows, hn - row0)
-            size = -(-band_rows * wn // LOCAL_SIZE) * LOCAL_SIZE
-            evt = self.kernel(self.queue, (size,), (LOCAL_SIZE,), *frame, np.int32(row0), np.int32(band_rows),
-                              np.int32(p.max_iter), np.float32(1.0 / p.max_iter), *outs)
+            tiles = -(-band_rows * wn // self.shape.tile)
+            evt = self.kernel(self.queue, (tiles,), self._local_size(), *frame, np.int32(row0),
+                              np.int32(band_rows), np.int32(p.max_iter), np.float32(1.0 / p.max_iter), *outs)
             for host, buf in zip(hosts, outs, strict=True):
                 cl.enqueue_copy(self.queue, host[:band_rows], buf)
             self.kernel_seconds += (evt.profile.end - evt.profile.start) * 1e-9

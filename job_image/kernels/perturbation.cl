@@ -2,7 +2,7 @@
  *
  * Every sample c = C + dc iterates its delta dz from the reference orbit Z (computed in
  * arbitrary precision on the host, rounded to double):
- *     z_n = Z_m + dz,   dz' = 2 Z_m dz + dz^2 + dc,   m' = m + 1,
+ *     z_n = Z_m + dz,   dz' = 2 Z_m dz + dz^2 + dc = (2 Z_m + dz) dz + dc,   m' = m + 1,
  * counting n as brute force does: the first n with |z_n|^2 > 4, capped at max_iter.
  * - Rebasing (Zhuoran, 2021): when |Z_m + dz| < |dz| the delta has become larger than the
  *   orbit it follows, the situation where a single reference "glitches" (its deltas lose the
@@ -11,19 +11,85 @@
  *   With CORRECT off, there is no rebasing on |z| < |dz|: glitches are only detected, by
  *   Pauldelbrot's criterion |z|^2 < 1e-6 |Z_m|^2, and flagged per sample (for tests).
  * - BLA (job_image/bla.py): where |dz| < R of a table entry at m, 2^k steps are one
- *   dz := A dz + B dc.
+ *   dz := A dz + B dc. Level k's entry for m exists where 2^k divides m - 1; R shrinks with
+ *   the level, so the valid levels at m are 1 .. some k, found by going up until one fails.
  *
  * Build-time defines:
  *   FLOATEXP  0: deltas are double (zoom to ~1e287); 1: deltas are a double mantissa pair with
  *             a shared int exponent, for spacings below double's range (zoom past ~1e300)
  *   CORRECT   1: rebase on |z| < |dz|; 0: only detect glitches (Pauldelbrot)
+ *   VW, IF    double deltas: samples per vector (1, 2, 4, 8; 1 on GPUs) and vectors in
+ *             flight per work-item; floatexp deltas: both 1 (one sample at a time)
+ *   TILE      samples per work-item, a run of the band's rows (1 on GPUs)
  *
- * One sample per work-item. Same count semantics and colouring as fractal.cl.
+ * Double deltas: each of the VW * IF lanes of a work-item iterates its own sample, with its
+ * own reference index m, BLA level and count; the orbit and table entries are gathered per
+ * lane. A lane that finishes (escaped, or max_iter) writes its sample and takes the tile's
+ * next one, so vectors stay full until the tile runs out. Contraction into FMA is allowed:
+ * the deltas only have to be right to float64's rounding, not reproduce a host's bit for bit.
+ *
+ * Same count semantics and colouring as fractal.cl.
  */
+#if FLOATEXP
 #pragma OPENCL FP_CONTRACT OFF
+#else
+#pragma OPENCL FP_CONTRACT ON
+#endif
 #pragma OPENCL EXTENSION cl_khr_fp64 : enable
 
 #define GLITCH_TOLERANCE 1e-6 /* Pauldelbrot: |z|^2 < tol |Z|^2 */
+#define SQRT2 1.4142135623730951
+
+/* log2 for positive normal floats, twin of fractal.cl's fast_log2 (and colour.py's) */
+inline float fast_log2(float x) {
+    int bits = as_int(x);
+    float e = (float)(((bits >> 23) & 0xff) - 127);
+    float f = as_float((bits & 0x007fffff) | 0x3f800000) - 1.0f;
+    return e + f * (1.4208645f + f * (-0.57725065f + f * 0.15638611f));
+}
+
+/* palette index, twin of fractal.cl's shade for one sample */
+inline uchar shade(int n, double mag, int max_iter, float inv_max_iter) {
+    if (n >= max_iter) return 0;
+    float nu = (float)n + 1.0f - fast_log2(fast_log2((float)mag) * 0.5f);
+    float t = sqrt(clamp(nu * inv_max_iter, 0.0f, 1.0f));
+    return (uchar)((int)(t * 254.0f) + 1);
+}
+
+/* The offset of sample `s` of the band from the frame's centre, in sample spacings. */
+inline double2 sample_offset(int s, int wn, int hn, int row0) {
+    const int row = s / wn, col = s - row * wn;
+    return (double2)((double)col + 0.5 - 0.5 * (double)wn,
+                     -((double)(row0 + row) + 0.5 - 0.5 * (double)hn));
+}
+
+inline void store(int s, uint n, double mag, uint skip, uchar glitch, int max_iter, float inv_max_iter,
+                  __global uint *counts, __global uchar *shades, __global uint *skipped,
+                  __global uchar *glitched) {
+    counts[s] = n;
+    shades[s] = shade((int)n, mag, max_iter, inv_max_iter);
+    skipped[s] = skip;
+    glitched[s] = glitch;
+}
+
+#define KERNEL_ARGS                                                                              \
+    __global const double *ref_r, __global const double *ref_i, /* Z_0 .. Z_N */                 \
+    const int ref_n,                                            /* N */                          \
+    /* BLA entries: A = a 2^ae, B = b 2^be, entry j's a and b at bla_ab[4j .. 4j+3] (re a,    \
+     * im a, re b, im b; the exponents are 0 for double deltas), R as log2 R (floatexp) or R;   \
+     * level k is [bla_off[k], bla_off[k+1]) */                                                  \
+    __global const double *bla_ab, __global const int *bla_ae, __global const int *bla_be,       \
+    __global const double *bla_r, __global const int *bla_off, const int levels,                 \
+    const double step_m, const int step_e, /* sample spacing = step_m * 2^step_e */              \
+    const int wn, const int hn,            /* samples across / down the whole frame */           \
+    const int row0, const int nrows,       /* the band: first frame row, rows */                 \
+    const int max_iter, const float inv_max_iter,                                                \
+    __global uint *counts,    /* band rows x wn */                                               \
+    __global uchar *shades,                                                                      \
+    __global uint *skipped,   /* per sample: iterations BLA skipped */                           \
+    __global uchar *glitched  /* per sample: Pauldelbrot fired */
+
+#if FLOATEXP
 
 inline double2 cmul(double2 a, double2 b) {
     return (double2)(a.x * b.x - a.y * b.y, a.x * b.y + a.y * b.x);
@@ -31,7 +97,6 @@ inline double2 cmul(double2 a, double2 b) {
 
 inline double cnorm(double2 a) { return a.x * a.x + a.y * a.y; }
 
-#if FLOATEXP
 /* A complex number m * 2^e with max(|m.x|, |m.y|) in [0.5, 1), or m = 0. */
 typedef struct { double2 m; int e; } D;
 #define ZERO_EXP (-0x3fffffff / 2)
@@ -71,131 +136,270 @@ inline bool d_less(D a, D b) {
     return ldexp(cnorm(a.m), 2 * clamp(a.e - b.e, -2000, 2000)) < cnorm(b.m);
 }
 
-/* an upper bound of log2 |a| */
-inline double d_log2_bound(D a) { return (double)a.e + 0.5; }
-
+/* One sample with floatexp deltas, one step (or BLA step) at a time. */
+__kernel void perturb(KERNEL_ARGS) {
+    const int t0 = get_global_id(0) * TILE, t1 = min(t0 + TILE, nrows * wn);
+    for (int s = t0; s < t1; s++) {
+        const D dc = d_norm(sample_offset(s, wn, hn, row0) * step_m, step_e);
+        D dz = d_of((double2)(0.0));
+        int n = 0, m = 0;
+        uint skip = 0;
+        uchar glitch = 0;
+        double mag = 0.0;
+        while (n < max_iter) {
+            /* BLA: the largest level whose entry at m is valid for this |dz| */
+            int best = -1, bj = 0;
+            if (m > 0) {
+                const double lg = (double)dz.e + 0.5; /* an upper bound of log2 |dz| */
+                for (int k = 1; k < levels; k++) {
+                    const int len = 1 << k;
+                    if (((m - 1) & (len - 1)) != 0 || n + len > max_iter) break;
+                    const int j = bla_off[k] + ((m - 1) >> k);
+                    if (j >= bla_off[k + 1] || !(lg < bla_r[j])) break;
+                    best = k;
+                    bj = j;
+                }
+            }
+            if (best > 0) {
+                /* dz := A dz + B dc */
+                const D ad = d_norm(cmul(vload2(2 * bj, bla_ab), dz.m), dz.e + bla_ae[bj]);
+                const D bd = d_norm(cmul(vload2(2 * bj + 1, bla_ab), dc.m), dc.e + bla_be[bj]);
+                dz = d_add(ad, bd);
+                m += 1 << best;
+                n += 1 << best;
+                skip += 1 << best;
+            } else {
+                /* dz := 2 Z_m dz + dz^2 + dc */
+                const double2 zm = (double2)(ref_r[m], ref_i[m]);
+                dz = d_add(d_add(d_mul_c(2.0 * zm, dz), d_mul(dz, dz)), dc);
+                m++;
+                n++;
+            }
+            const double2 zm = (double2)(ref_r[m], ref_i[m]);
+            const D zd = d_add(d_of(zm), dz);
+            const double2 z = d_double(zd);
+            mag = cnorm(z);
+            if (mag > 4.0) break;
+#if CORRECT
+            if (m == ref_n || d_less(zd, dz)) {
+                dz = zd;
+                m = 0;
+            }
 #else
-typedef double2 D;
-#define d_of(m) (m)
-#define d_add(a, b) ((a) + (b))
-#define d_mul(a, b) cmul(a, b)
-#define d_mul_c(a, b) cmul(a, b)
-#define d_double(a) (a)
-#define d_less(a, b) (cnorm(a) < cnorm(b))
+            if (mag < GLITCH_TOLERANCE * cnorm(zm)) glitch = 1;
+            if (m == ref_n) {
+                dz = zd;
+                m = 0;
+            }
 #endif
-
-/* log2 for positive normal floats, twin of fractal.cl's fast_log2 (and colour.py's) */
-inline float fast_log2(float x) {
-    int bits = as_int(x);
-    float e = (float)(((bits >> 23) & 0xff) - 127);
-    float f = as_float((bits & 0x007fffff) | 0x3f800000) - 1.0f;
-    return e + f * (1.4208645f + f * (-0.57725065f + f * 0.15638611f));
+        }
+        store(s, (uint)min(n, max_iter), mag, skip, glitch, max_iter, inv_max_iter,
+              counts, shades, skipped, glitched);
+    }
 }
 
-/* palette index, twin of fractal.cl's shade for one sample */
-inline uchar shade(int n, double mag, int max_iter, float inv_max_iter) {
-    if (n >= max_iter) return 0;
-    float nu = (float)n + 1.0f - fast_log2(fast_log2((float)mag) * 0.5f);
-    float t = sqrt(clamp(nu * inv_max_iter, 0.0f, 1.0f));
-    return (uchar)((int)(t * 254.0f) + 1);
-}
+#else /* double deltas, vectorised */
 
-__kernel void perturb(__global const double2 *ref,   /* Z_0 .. Z_N */
-                      const int ref_n,               /* N */
-                      __global const double2 *bla_a, __global const int *bla_ae,
-                      __global const double2 *bla_b, __global const int *bla_be,
-                      __global const double *bla_r,  /* log2 R (FLOATEXP) or R */
-                      __global const int *bla_off,   /* level k: [bla_off[k], bla_off[k+1]) */
-                      const int levels,
-                      const double step_m,           /* sample spacing = step_m * 2^step_e */
-                      const int step_e,
-                      const int wn, const int hn,    /* samples across / down the whole frame */
-                      const int row0,                /* first frame row of this band */
-                      const int nrows,
-                      const int max_iter,
-                      const float inv_max_iter,
-                      __global uint *counts,         /* band rows x wn */
-                      __global uchar *shades,
-                      __global uint *skipped,        /* per sample: iterations BLA skipped */
-                      __global uchar *glitched)      /* per sample: Pauldelbrot fired */
-{
-    const int i = get_global_id(0);
-    if (i >= nrows * wn) return;
-    const int row = i / wn, col = i - row * wn;
-    const double2 offset = (double2)((double)col + 0.5 - 0.5 * (double)wn,
-                                     -((double)(row0 + row) + 0.5 - 0.5 * (double)hn));
-#if FLOATEXP
-    const D dc = d_norm(offset * step_m, step_e);
+#define CAT_(a, b) a##b
+#define CAT(a, b) CAT_(a, b)
+
+/* RV: double vector; IV: long vector of the same width (masks, indices, counts). Masks are
+ * 0 / -1 per lane. GATHER(T, p, i): p[i] per lane as a T (OpenCL C has no gather; the
+ * compiler maps this to the target's). */
+#if VW == 1
+typedef double RV;
+typedef long IV;
+#define MASK(c) (-(IV)(c)) /* scalar compares give 1, vector compares give -1 */
+#define CONVERT_RV(x) ((double)(x))
+#define AS_IV(x) as_long(x)
+#define SHR(a, b) ((IV)((ulong)(a) >> (ulong)(b)))
+#define OR_LANES(v) (v)
+#define LANE_BITS ((IV)1)
+#define GATHER(T, p, i) ((T)(p)[i])
+#define LOADV(i, p) ((p)[i])
+#define STOREV(v, i, p) ((p)[i] = (v))
 #else
-    const D dc = ldexp(offset * step_m, (int2)(step_e));
+typedef CAT(double, VW) RV;
+typedef CAT(long, VW) IV;
+#define MASK(c) (c)
+#define CONVERT_RV(x) CAT(convert_double, VW)(x)
+#define AS_IV(x) CAT(as_long, VW)(x)
+/* a >> b for a >= 0: as unsigned, which AVX2 shifts per lane (not signed 64-bit) */
+#define SHR(a, b) AS_IV(CAT(as_ulong, VW)(a) >> CAT(as_ulong, VW)(b))
+#define LOADV(i, p) CAT(vload, VW)(i, p)
+#define STOREV(v, i, p) CAT(vstore, VW)(v, i, p)
+#if VW == 2
+#define OR_LANES(v) ((v).s0 | (v).s1)
+#define LANE_BITS ((IV)(1, 2))
+#define GATHER(T, p, i) ((T)((p)[(i).s0], (p)[(i).s1]))
+#elif VW == 4
+#define OR_LANES(v) or_tree4(v)
+#define LANE_BITS ((IV)(1, 2, 4, 8))
+#define GATHER(T, p, i) ((T)((p)[(i).s0], (p)[(i).s1], (p)[(i).s2], (p)[(i).s3]))
+#elif VW == 8
+#define OR_LANES(v) or_tree4((v).lo | (v).hi)
+#define LANE_BITS ((IV)(1, 2, 4, 8, 16, 32, 64, 128))
+#define GATHER(T, p, i) ((T)((p)[(i).s0], (p)[(i).s1], (p)[(i).s2], (p)[(i).s3], \
+                              (p)[(i).s4], (p)[(i).s5], (p)[(i).s6], (p)[(i).s7]))
 #endif
-    D dz = d_of((double2)(0.0));
-    int n = 0, m = 0;
-    uint skip = 0;
-    uchar glitch = 0;
-    double mag = 0.0;
-    while (n < max_iter) {
-        /* BLA: the largest level whose entry at m is valid for this |dz| */
-        int best = -1, bj = 0;
-        if (m > 0) {
-#if FLOATEXP
-            const double lg = d_log2_bound(dz);
-#else
-            const double lg = fmax(fabs(dz.x), fabs(dz.y)) * 1.4142135623730951;
 #endif
-            for (int k = 1; k < levels; k++) {
-                const int len = 1 << k;
-                if (((m - 1) & (len - 1)) != 0 || n + len > max_iter) break;
-                const int j = bla_off[k] + ((m - 1) >> k);
-                if (j >= bla_off[k + 1] || !(lg < bla_r[j])) break;
-                best = k;
-                bj = j;
+#define ANY(v) (OR_LANES(v) != 0)
+
+#if VW >= 4
+/* OR of all lanes as a tree: PoCL's any() tests lane by lane with a branch each. */
+long or_tree4(long4 v) { long2 a = v.lo | v.hi; return a.s0 | a.s1; }
+#endif
+
+#define PER_ITEM (VW * IF)
+#define FOR_K _Pragma("unroll") for (int k = 0; k < IF; k++)
+/* Index of the lowest set bit of a non-zero ulong (popcount is OpenCL 1.2; ctz is 2.0). */
+#define LOWEST_BIT(d) ((int)popcount(((d) & (~(d) + 1)) - 1))
+/* A 0/-1 lane mask as bits (lane l of vector k is bit k*VW + l), and back. */
+#define TO_BITS(mask, k) ((ulong)OR_LANES((mask) & LANE_BITS) << ((k) * VW))
+#define FROM_BITS(bits, k) MASK(((IV)(long)((bits) >> ((k) * VW)) & LANE_BITS) != (IV)0)
+
+__kernel void perturb(KERNEL_ARGS) {
+    const int t0 = get_global_id(0) * TILE, t1 = min(t0 + TILE, nrows * wn);
+    /* per lane: dz, dc, Z_m (the orbit at the lane's m, Z_0 = 0 after a rebase), m, n */
+    RV dzr[IF], dzi[IF], dcr[IF], dci[IF], zr[IF], zi[IF], mag[IF];
+    IV m[IF], n[IF], skip[IF], glitch[IF];
+    /* lanes' state through private memory, for the refill's scalar work */
+    double l_mag[PER_ITEM], l_dcr[PER_ITEM], l_dci[PER_ITEM];
+    long l_n[PER_ITEM], l_skip[PER_ITEM], l_glitch[PER_ITEM];
+    int at[PER_ITEM];  /* each lane's sample */
+    FOR_K {
+        dzr[k] = dzi[k] = dcr[k] = dci[k] = zr[k] = zi[k] = mag[k] = (RV)0;
+        m[k] = n[k] = skip[k] = glitch[k] = (IV)0;
+    }
+    int next = t0;
+    ulong busy = 0;                                     /* lanes holding a sample */
+    ulong fin = ((ulong)1 << (PER_ITEM - 1) << 1) - 1;  /* first pass: every lane takes one */
+    for (;;) {
+        if (fin) {
+            /* Finished lanes write their sample and take the tile's next; lanes left without
+             * one iterate dz = dc = 0 (harmless) until the tile is done. */
+            FOR_K {
+                STOREV(mag[k], k, l_mag);
+                STOREV(n[k], k, l_n);
+                STOREV(skip[k], k, l_skip);
+                STOREV(glitch[k], k, l_glitch);
+            }
+            ulong fresh = 0;
+            for (ulong d = fin; d; d &= d - 1) {
+                const int l = LOWEST_BIT(d);
+                if ((busy >> l) & 1)
+                    store(at[l], (uint)min(l_n[l], (long)max_iter), l_mag[l], (uint)l_skip[l],
+                          (uchar)(l_glitch[l] != 0), max_iter, inv_max_iter, counts, shades, skipped,
+                          glitched);
+                double2 dc = (double2)(0.0);
+                if (next < t1) {
+                    at[l] = next;
+                    dc = ldexp(sample_offset(next++, wn, hn, row0) * step_m, (int2)(step_e));
+                    fresh |= (ulong)1 << l;
+                }
+                l_dcr[l] = dc.x;
+                l_dci[l] = dc.y;
+            }
+            busy = (busy & ~fin) | fresh;
+            if (!busy) break;
+            FOR_K {
+                const IV f = FROM_BITS(fin, k);
+                dcr[k] = select(dcr[k], LOADV(k, l_dcr), f);
+                dci[k] = select(dci[k], LOADV(k, l_dci), f);
+                dzr[k] = select(dzr[k], (RV)0, f);
+                dzi[k] = select(dzi[k], (RV)0, f);
+                zr[k] = select(zr[k], (RV)0, f);
+                zi[k] = select(zi[k], (RV)0, f);
+                m[k] = select(m[k], (IV)0, f);
+                n[k] = select(n[k], (IV)0, f);
+                skip[k] = select(skip[k], (IV)0, f);
+                glitch[k] = select(glitch[k], (IV)0, f);
             }
         }
-        if (best > 0) {
-            /* dz := A dz + B dc, A = a 2^ae, B = b 2^be */
-#if FLOATEXP
-            D ad = dz, bd = dc;
-            ad.m = cmul(bla_a[bj], dz.m);
-            ad.e = dz.e + bla_ae[bj];
-            bd.m = cmul(bla_b[bj], dc.m);
-            bd.e = dc.e + bla_be[bj];
-            dz = d_add(d_norm(ad.m, ad.e), d_norm(bd.m, bd.e));
-#else
-            dz = ldexp(cmul(bla_a[bj], dz), (int2)(bla_ae[bj])) + ldexp(cmul(bla_b[bj], dc), (int2)(bla_be[bj]));
-#endif
-            m += 1 << best;
-            n += 1 << best;
-            skip += 1 << best;
-        } else {
-            /* dz := 2 Z_m dz + dz^2 + dc */
-            const double2 zm = ref[m];
-            dz = d_add(d_add(d_mul_c(2.0 * zm, dz), d_mul(dz, dz)), dc);
-            m++;
-            n++;
+
+        /* BLA: per lane the largest level k whose entry at m is valid for this |dz| (0: none).
+         * Entries exist where 2^k divides m - 1, m + 2^k <= N, n + 2^k <= max_iter; among
+         * those, R shrinks with k (bla.py), so a binary search finds k: a few gathers of R
+         * for any mix of lanes. Level k starts at 2P - 2P/2^k (P = bla_off[1], the host pads
+         * the levels to powers of two). */
+        IV level[IF], entry[IF];
+        FOR_K level[k] = entry[k] = (IV)0;
+        if (levels > 1) {
+            const IV two_p = (IV)(2L * bla_off[1]);
+            IV hi[IF], any = (IV)0;
+            RV bound[IF];  /* an upper bound of |dz| */
+            FOR_K {
+                const IV a = m[k] - (IV)1;
+                const IV aligned = popcount((a & -a) - (IV)1);  /* 2^aligned divides a */
+                const IV room = min((IV)ref_n - m[k], (IV)max_iter - n[k]);
+                const IV fits = (AS_IV(CONVERT_RV(max(room, (IV)1))) >> 52) - (IV)1023;  /* log2 */
+                hi[k] = select((IV)0, min(min(aligned, fits), (IV)(levels - 1)),
+                               MASK(m[k] > (IV)0) & MASK(room > (IV)0));
+                bound[k] = fmax(fabs(dzr[k]), fabs(dzi[k])) * SQRT2;
+                any |= hi[k];
+            }
+            while (ANY(any)) {
+                any = (IV)0;
+                FOR_K {
+                    const IV open = MASK(level[k] < hi[k]);
+                    const IV mid = (level[k] + hi[k] + (IV)1) >> (IV)1;
+                    const IV j = two_p - SHR(two_p, mid) + SHR(m[k] - (IV)1, mid);
+                    const IV ok = open & MASK(bound[k] < GATHER(RV, bla_r, select((IV)0, j, open)));
+                    level[k] = select(level[k], mid, ok);
+                    entry[k] = select(entry[k], j, ok);
+                    hi[k] = select(hi[k], mid - (IV)1, open & ~ok);
+                    any |= MASK(level[k] < hi[k]);
+                }
+            }
         }
-        const double2 zm = ref[m];
-        const D zd = d_add(d_of(zm), dz);
-        const double2 z = d_double(zd);
-        mag = cnorm(z);
-        if (mag > 4.0) break;
+
+        IV done = (IV)0;
+        FOR_K {
+            /* one step: dz := (2 Z_m + dz) dz + dc */
+            const RV tr = (RV)2 * zr[k] + dzr[k], ti = (RV)2 * zi[k] + dzi[k];
+            RV nr = tr * dzr[k] - ti * dzi[k] + dcr[k];
+            RV ni = tr * dzi[k] + ti * dzr[k] + dci[k];
+            IV steps = (IV)1;
+            if (levels > 1) {
+                /* or 2^level steps: dz := A dz + B dc */
+                const IV j = entry[k] * (IV)4, use = MASK(level[k] > (IV)0);
+                const RV ar = GATHER(RV, bla_ab, j), ai = GATHER(RV, bla_ab, j + (IV)1);
+                const RV br = GATHER(RV, bla_ab, j + (IV)2), bi = GATHER(RV, bla_ab, j + (IV)3);
+                nr = select(nr, ar * dzr[k] - ai * dzi[k] + (br * dcr[k] - bi * dci[k]), use);
+                ni = select(ni, ar * dzi[k] + ai * dzr[k] + (br * dci[k] + bi * dcr[k]), use);
+                steps = (IV)1 << level[k];
+                skip[k] += steps & use;
+            }
+            dzr[k] = nr;
+            dzi[k] = ni;
+            m[k] += steps;
+            n[k] += steps;
+            zr[k] = GATHER(RV, ref_r, m[k]);
+            zi[k] = GATHER(RV, ref_i, m[k]);
+            const RV xr = zr[k] + dzr[k], xi = zi[k] + dzi[k];  /* z_n */
+            mag[k] = xr * xr + xi * xi;
+            done |= MASK(mag[k] > (RV)4) | MASK(n[k] >= (IV)max_iter);
 #if CORRECT
-        if (m == ref_n || d_less(zd, dz)) {
-            dz = zd;
-            m = 0;
-        }
+            const IV rebase = MASK(m[k] == (IV)ref_n) | MASK(mag[k] < dzr[k] * dzr[k] + dzi[k] * dzi[k]);
 #else
-        if (mag < GLITCH_TOLERANCE * cnorm(zm)) glitch = 1;
-        if (m == ref_n) {
-            dz = zd;
-            m = 0;
-        }
+            glitch[k] |= MASK(mag[k] < (RV)GLITCH_TOLERANCE * (zr[k] * zr[k] + zi[k] * zi[k]));
+            const IV rebase = MASK(m[k] == (IV)ref_n);
 #endif
+            dzr[k] = select(dzr[k], xr, rebase);
+            dzi[k] = select(dzi[k], xi, rebase);
+            zr[k] = select(zr[k], (RV)0, rebase);
+            zi[k] = select(zi[k], (RV)0, rebase);
+            m[k] = select(m[k], (IV)0, rebase);
+        }
+        fin = 0;
+        if (ANY(done)) {
+            FOR_K {
+                const IV d = MASK(mag[k] > (RV)4) | MASK(n[k] >= (IV)max_iter);
+                fin |= TO_BITS(d, k);
+            }
+            fin &= busy;
+        }
     }
-    if (n > max_iter) n = max_iter;
-    const int at = row * wn + col;
-    counts[at] = (uint)n;
-    shades[at] = shade(n, mag, max_iter, inv_max_iter);
-    skipped[at] = skip;
-    glitched[at] = glitch;
 }
+
+#endif

@@ -17,6 +17,7 @@ import pytest
 from job_image import device, job
 from job_image.params import FractalParams
 from job_image.perturbation import PerturbationKernel
+from job_image.render import KernelShape
 from job_image.settings import JobSettings
 
 from .brute import brute_counts
@@ -83,7 +84,7 @@ def agreement(got: np.ndarray, want: np.ndarray) -> tuple[float, float]:
     return float(np.mean(got == want)), float(np.mean(close))
 
 
-def render_counts(p: FractalParams, **kernel: bool) -> tuple[np.ndarray, PerturbationKernel]:
+def render_counts(p: FractalParams, **kernel: object) -> tuple[np.ndarray, PerturbationKernel]:
     chosen = device.choose("cpu")
     k = PerturbationKernel(chosen, p.plan().deltas or "", **kernel)
     counts = np.vstack([band.counts.copy() for band in k.bands(p, band_samples=5 * p.width)])
@@ -129,3 +130,17 @@ def test_bands_supersampling_and_bla_do_not_change_counts() -> None:
     plain, k = render_counts(p, use_bla=False)
     assert k.stats.bla_skipped_iterations == 0
     assert agreement(plain, want)[0] >= 0.99 and np.count_nonzero(plain != whole) <= 2
+
+
+LAYOUTS = {"gpu": KernelShape(1, 1, tile=1), "vw2": KernelShape(2, 1, tile=64),
+           "vw4x4": KernelShape(4, 4, tile=256)}
+
+
+@pytest.mark.parametrize("shape", LAYOUTS.values(), ids=LAYOUTS.keys())
+def test_every_kernel_layout_counts_the_same(shape: KernelShape) -> None:
+    """One sample per work-item (a GPU's layout), and lanes that share out tiles of samples
+    shorter and longer than a row, all against the brute force."""
+    p = FRAMES["minibrot 1e14"]
+    counts, _ = render_counts(p, shape=shape)
+    exact, close = agreement(counts, brute_counts(p))
+    assert exact >= 0.99 and close >= 0.999, f"{exact:.2%} exact, {close:.2%} within 1 %"

@@ -43,6 +43,7 @@ class DeepStats:
     bla_seconds: float = 0.0
     bla_skipped_iterations: int = 0
     glitched_samples: int = 0  # flagged by Pauldelbrot's criterion (with correction off only)
+    returned_samples: int = 0  # floatexp frames: times a sample went back from double deltas
 
     def document(self) -> dict[str, object]:
         return {
@@ -71,17 +72,17 @@ CPU_TILE = 1024
 # Vectors in flight per work-item on a CPU: two hide most of the latency of the step's chain
 # (the lanes' gathers and BLA lookups already interleave work).
 CPU_IN_FLIGHT = 2
+# Samples per work-item of the floatexp stage (one at a time; most leave it within a few steps).
+FLOATEXP_TILE = 64
 
 
 def kernel_shape(chosen: Chosen, deltas: str, vector_width: int = 0, in_flight: int = 0) -> KernelShape:
-    """The work-item layout of the perturbation kernel (see kernels/perturbation.cl). Double
-    deltas: one SIMD register of doubles per vector on a CPU, one sample per work-item on a
-    GPU; floatexp deltas: one sample at a time. The overrides (FRACTAL_VECTOR_WIDTH,
-    FRACTAL_IN_FLIGHT) are capped at the 8 lanes the kernel builds."""
+    """The work-item layout of the perturbation kernel's double deltas (see
+    kernels/perturbation.cl; floatexp frames use it after their floatexp stage): one SIMD
+    register of doubles per vector on a CPU, one sample per work-item on a GPU. The overrides
+    (FRACTAL_VECTOR_WIDTH, FRACTAL_IN_FLIGHT) are capped at the 8 lanes the kernel builds."""
     if chosen.is_gpu:
         return KernelShape(1, 1, tile=1)
-    if deltas == "floatexp":
-        return KernelShape(1, 1, tile=64)
     vw = min(vector_width or max(chosen.native_vector_width("float64"), 1), 8)
     inf = in_flight or CPU_IN_FLIGHT
     if vw not in (1, 2, 4, 8) or inf not in (1, 2, 4):
@@ -102,13 +103,16 @@ class PerturbationKernel:
         self.ctx = cl.Context([chosen.device])
         self.queue = cl.CommandQueue(self.ctx, properties=cl.command_queue_properties.PROFILING_ENABLE)
         shape = self.shape
+        self.fx_tile = 1 if chosen.is_gpu else FLOATEXP_TILE
         options = [f"-DFLOATEXP={int(deltas == 'floatexp')}", f"-DCORRECT={int(correct)}",
-                   f"-DVW={shape.vector_width}", f"-DIF={shape.in_flight}", f"-DTILE={shape.tile}"]
+                   f"-DVW={shape.vector_width}", f"-DIF={shape.in_flight}", f"-DTILE={shape.tile}",
+                   f"-DFX_TILE={self.fx_tile}"]
         t0 = time.perf_counter()
         program = cl.Program(self.ctx, KERNEL_SOURCE).build(
             options, cache_dir=str(cache_dir) if cache_dir else None
         )
         self.kernel = program.perturb
+        self.floatexp_kernel = program.perturb_floatexp if deltas == "floatexp" else None
         self._warm_up()
         self.build_seconds = time.perf_counter() - t0
         self.kernel_seconds = 0.0
@@ -124,26 +128,33 @@ class PerturbationKernel:
         to the build, not to the first band's kernel time."""
         buf = cl.Buffer(self.ctx, cl.mem_flags.READ_WRITE, 64)
         one, zero = np.int32(1), np.int32(0)
-        self.kernel(self.queue, (1,), self._local_size(), buf, buf, one, *[buf] * 5, one,  # orbit, BLA
-                    np.float64(0.5), zero, one, one, zero, zero,  # step, wn, hn, row0, nrows = 0
-                    one, np.float32(1), *[buf] * 4).wait()
+        for kernel in filter(None, (self.kernel, self.floatexp_kernel)):
+            kernel(self.queue, (1,), self._local_size(), buf, buf, one, *[buf] * 5, one,  # orbit, BLA
+                   np.float64(0.5), zero, one, one, zero, zero,  # step, wn, hn, row0, nrows = 0
+                   one, np.float32(1), *[buf] * 7).wait()
 
     @property
     def name(self) -> str:
         return f"mandelbrot/perturbation/{self.deltas}/vw{self.shape.vector_width}x{self.shape.in_flight}"
 
-    def _tables(self, orbit: Orbit, table: bla.BlaTable) -> list[np.ndarray]:
+    @staticmethod
+    def _tables(orbit: Orbit, table: bla.BlaTable, deltas: str,
+                dropped_dc_log2: float | None = None) -> list[np.ndarray]:
         """The orbit and BLA arrays as the kernel takes them: the orbit's real and imaginary
         parts apart; the BLA levels padded to P, P/2, P/4, ... entries (P a power of two), so
         level k starts at 2P - 2P/2^k, which the kernel computes instead of looking it up;
         each entry's A and B mantissas together (re a, im a, re b, im b). For double deltas
         A, B and R are plain doubles, for floatexp deltas mantissas, exponents and log2 R.
-        Padding entries are never valid (R = 0, log2 R = -inf)."""
+        Padding entries are never valid (R = 0, log2 R = -inf). Double deltas in a floatexp
+        frame drop dc, of at most 2^dropped_dc_log2 (see the kernel): there entries are valid
+        only where B dc is below 2^-500 of A dz for every |dz| > 2^-440."""
         a, a_exp, b, b_exp, r = table.a, table.a_exp, table.b, table.b_exp, table.r_log2
-        if self.deltas != "floatexp":
+        if deltas != "floatexp":
             # Entries whose A or B leave double's normal range are never valid; R stays
             # non-increasing with the level at each m, which the kernel's search relies on.
             normal = (np.abs(a_exp) < 1000) & (np.abs(b_exp) < 1000)
+            if dropped_dc_log2 is not None:  # |B| < 2^b_exp, |A| >= 2^(a_exp - 1)
+                normal &= b_exp + dropped_dc_log2 < a_exp - 1 - 440 - 500
             a_exp, b_exp = np.where(normal, a_exp, 0), np.where(normal, b_exp, 0)
             a = np.ldexp(a.real, a_exp) + 1j * np.ldexp(a.imag, a_exp)
             b = np.ldexp(b.real, b_exp) + 1j * np.ldexp(b.imag, b_exp)
@@ -163,7 +174,7 @@ class PerturbationKernel:
             return out
 
         ab = np.stack([padded(a.real, 0), padded(a.imag, 0), padded(b.real, 0), padded(b.imag, 0)], axis=1)
-        none = -np.inf if self.deltas == "floatexp" else 0.0
+        none = -np.inf if deltas == "floatexp" else 0.0
         return [orbit.z.real, orbit.z.imag, ab, padded(a_exp, 0), padded(b_exp, 0), padded(r, none), offsets]
 
     def bands(self, p: FractalParams, band_samples: int) -> Iterator[Band]:
@@ -181,7 +192,8 @@ class PerturbationKernel:
         stats.reference_iterations, stats.reference_bits = orbit.iterations, orbit.bits
         stats.reference_seconds = orbit.seconds
         t0 = time.perf_counter()
-        table = bla.build(orbit.z, spacing_log2(zoom, wn) + math.log2(math.hypot(wn, hn) / 2))
+        dc_max_log2 = spacing_log2(zoom, wn) + math.log2(math.hypot(wn, hn) / 2)
+        table = bla.build(orbit.z, dc_max_log2)
         stats.bla_levels, stats.bla_seconds = table.levels, time.perf_counter() - t0
         step_m, step_e = sample_step(str(zoom), wn)
 
@@ -192,22 +204,49 @@ class PerturbationKernel:
             return cl.Buffer(self.ctx, flags.READ_ONLY | flags.COPY_HOST_PTR, hostbuf=host)
 
         rows = min(hn, max(n, band_samples // wn // n * n))  # whole pixel rows per band
-        ref_r, ref_i, *bla_arrays = (buffer(a) for a in self._tables(orbit, table))
-        frame = [  # the arguments every band shares (kept here: the kernel call holds no references)
-            ref_r, ref_i, np.int32(orbit.iterations), *bla_arrays,
-            np.int32(table.levels if self.use_bla else 1),  # level 1 up: none
-            np.float64(step_m), np.int32(step_e), np.int32(wn), np.int32(hn),
-        ]
-        outs = [cl.Buffer(self.ctx, flags.WRITE_ONLY, rows * wn * size) for size in (4, 1, 4, 1)]
+        levels = np.int32(table.levels if self.use_bla else 1)  # level 1 up: none
+        shared = [np.float64(step_m), np.int32(step_e), np.int32(wn), np.int32(hn)]
+
+        def arguments(deltas: str) -> list[object]:
+            """The arguments every band shares (kept here: the kernel call holds no references)."""
+            dropped = dc_max_log2 if self.floatexp_kernel and deltas == "float64" else None
+            ref_r, ref_i, *tables = (buffer(a) for a in self._tables(orbit, table, deltas, dropped))
+            return [ref_r, ref_i, np.int32(orbit.iterations), *tables, levels, *shared]
+
+        frame = arguments("float64")
+        floatexp_frame = arguments("floatexp") if self.floatexp_kernel else []
+        samples = rows * wn if self.floatexp_kernel else 1
+        outs = [cl.Buffer(self.ctx, flags.READ_WRITE, rows * wn * size) for size in (4, 1, 4, 1)]
+        states = [cl.Buffer(self.ctx, flags.READ_WRITE, samples * size) for size in (16, 4, 1)]
+        status = np.empty((rows, wn) if self.floatexp_kernel else 1, np.uint8)
         hosts = [np.empty((rows, wn), dt) for dt in (np.uint32, np.uint8, np.uint32, np.uint8)]
+        local = self._local_size()
+
+        def run(kernel: cl.Kernel, items: int, args: list[object]) -> None:
+            evt = kernel(self.queue, (items,), local, *args)
+            evt.wait()
+            self.kernel_seconds += (evt.profile.end - evt.profile.start) * 1e-9
+
         for row0 in range(0, hn, rows):
             band_rows = min(rows, hn - row0)
+            band = [np.int32(row0), np.int32(band_rows), np.int32(p.max_iter), np.float32(1.0 / p.max_iter),
+                    *outs, *states]
             tiles = -(-band_rows * wn // self.shape.tile)
-            evt = self.kernel(self.queue, (tiles,), self._local_size(), *frame, np.int32(row0),
-                              np.int32(band_rows), np.int32(p.max_iter), np.float32(1.0 / p.max_iter), *outs)
+            if self.floatexp_kernel:
+                # floatexp until |dz| suits double deltas, then double, in turn until no sample
+                # went back to floatexp (see the kernel)
+                cl.enqueue_fill_buffer(self.queue, states[2], np.uint8(0), 0, band_rows * wn)
+                returned = -1
+                while returned:
+                    run(self.floatexp_kernel, -(-band_rows * wn // self.fx_tile), floatexp_frame + band)
+                    run(self.kernel, tiles, frame + band)
+                    cl.enqueue_copy(self.queue, status[:band_rows], states[2])
+                    returned = int(np.count_nonzero(status[:band_rows] == 2))
+                    stats.returned_samples += returned
+            else:
+                run(self.kernel, tiles, frame + band)
             for host, buf in zip(hosts, outs, strict=True):
                 cl.enqueue_copy(self.queue, host[:band_rows], buf)
-            self.kernel_seconds += (evt.profile.end - evt.profile.start) * 1e-9
             counts, shades, skipped, glitched = (h[:band_rows] for h in hosts)
             stats.bla_skipped_iterations += int(skipped.sum(dtype=np.uint64))
             stats.glitched_samples += int(np.count_nonzero(glitched))

@@ -15,12 +15,21 @@
  *   the level, so the valid levels at m are 1 .. some k, found by going up until one fails.
  *
  * Build-time defines:
- *   FLOATEXP  0: deltas are double (zoom to ~1e287); 1: deltas are a double mantissa pair with
- *             a shared int exponent, for spacings below double's range (zoom past ~1e300)
+ *   FLOATEXP  0: deltas are double (zoom to ~1e287); 1: a sample starts with floatexp deltas
+ *             (perturb_floatexp: a double mantissa pair with a shared int exponent, for
+ *             spacings below double's range) and continues with double deltas (perturb) while
+ *             |dz| > 2^-440: there dz^2 is a normal double, and dc (below 2^-940) changes no
+ *             step by more than 2^-500 of dz, so perturb drops it (dc = 0 in double) and the
+ *             host marks invalid the BLA entries whose B dc would matter. A sample whose |dz|
+ *             falls below 2^-440 goes back, and comes again above 2^-401. The host runs the two kernels in turn until no sample is
+ *             left to either: st_status says where each sample is (0 not started, 1 for
+ *             perturb, 2 for perturb_floatexp, 3 done), st_dz and st_m where it stopped,
+ *             counts, skipped and glitched hold its n, skipped iterations and flag meanwhile.
  *   CORRECT   1: rebase on |z| < |dz|; 0: only detect glitches (Pauldelbrot)
  *   VW, IF    double deltas: samples per vector (1, 2, 4, 8; 1 on GPUs) and vectors in
- *             flight per work-item; floatexp deltas: both 1 (one sample at a time)
- *   TILE      samples per work-item, a run of the band's rows (1 on GPUs)
+ *             flight per work-item
+ *   TILE      samples per work-item of perturb, a run of the band's rows (1 on GPUs);
+ *             FX_TILE the same for perturb_floatexp, one sample at a time
  *
  * Double deltas: each of the VW * IF lanes of a work-item iterates its own sample, with its
  * own reference index m, BLA level and count; the orbit and table entries are gathered per
@@ -30,11 +39,6 @@
  *
  * Same count semantics and colouring as fractal.cl.
  */
-#if FLOATEXP
-#pragma OPENCL FP_CONTRACT OFF
-#else
-#pragma OPENCL FP_CONTRACT ON
-#endif
 #pragma OPENCL EXTENSION cl_khr_fp64 : enable
 
 #define GLITCH_TOLERANCE 1e-6 /* Pauldelbrot: |z|^2 < tol |Z|^2 */
@@ -87,9 +91,15 @@ inline void store(int s, uint n, double mag, uint skip, uchar glitch, int max_it
     __global uint *counts,    /* band rows x wn */                                               \
     __global uchar *shades,                                                                      \
     __global uint *skipped,   /* per sample: iterations BLA skipped */                           \
-    __global uchar *glitched  /* per sample: Pauldelbrot fired */
+    __global uchar *glitched, /* per sample: Pauldelbrot fired */                                \
+    /* FLOATEXP only (see above): per sample dz (re, im), m and where it is */                  \
+    __global double *st_dz, __global int *st_m, __global uchar *st_status
+
+#define HANDOFF_EXP (-400) /* floatexp -> double deltas above 2^-401 */
+#define HANDBACK 0x1p-440  /* double -> floatexp deltas below */
 
 #if FLOATEXP
+#pragma OPENCL FP_CONTRACT OFF
 
 inline double2 cmul(double2 a, double2 b) {
     return (double2)(a.x * b.x - a.y * b.y, a.x * b.y + a.y * b.x);
@@ -101,16 +111,26 @@ inline double cnorm(double2 a) { return a.x * a.x + a.y * a.y; }
 typedef struct { double2 m; int e; } D;
 #define ZERO_EXP (-0x3fffffff / 2)
 
+/* 2^e, for -1022 <= e <= 1023: scaling by it is ldexp's result, without the library call */
+inline double pow2(int e) { return as_double((long)(e + 1023) << 52); }
+
 inline D d_norm(double2 m, int e) {
     D r;
-    double big = fmax(fabs(m.x), fabs(m.y));
-    if (big == 0.0) {
-        r.m = (double2)(0.0);
-        r.e = ZERO_EXP;
+    const double big = fmax(fabs(m.x), fabs(m.y));
+    const int biased = (int)(as_long(big) >> 52);  /* big = f 2^(biased - 1023), f in [1, 2) */
+    if (biased == 0 || biased > 2000) {  /* 0, subnormal, huge or not finite: rare */
+        if (big == 0.0) {
+            r.m = (double2)(0.0);
+            r.e = ZERO_EXP;
+            return r;
+        }
+        const int k = ilogb(big) + 1;
+        r.m = ldexp(m, (int2)(-k));
+        r.e = e + k;
         return r;
     }
-    int k = ilogb(big) + 1;
-    r.m = ldexp(m, (int2)(-k));
+    const int k = biased - 1022;
+    r.m = m * pow2(-k);
     r.e = e + k;
     return r;
 }
@@ -121,31 +141,49 @@ inline D d_of(double2 m) { return d_norm(m, 0); }
  * far below the larger's rounding). */
 inline D d_add(D a, D b) {
     if (a.e < b.e) { D t = a; a = b; b = t; }
-    int shift = max(b.e - a.e, -2000);
-    return d_norm(a.m + ldexp(b.m, (int2)(shift)), a.e);
+    const int shift = b.e - a.e;
+    const double2 bm = shift >= -1022 ? b.m * pow2(shift) : ldexp(b.m, (int2)(max(shift, -2000)));
+    return d_norm(a.m + bm, a.e);
 }
 
 inline D d_mul(D a, D b) { return d_norm(cmul(a.m, b.m), a.e + b.e); }
 
 inline D d_mul_c(double2 a, D b) { return d_norm(cmul(a, b.m), b.e); }
 
-inline double2 d_double(D a) { return ldexp(a.m, (int2)(max(a.e, -2000))); }
-
-/* |a| < |b| (a zero mantissa has the lowest exponent) */
-inline bool d_less(D a, D b) {
-    return ldexp(cnorm(a.m), 2 * clamp(a.e - b.e, -2000, 2000)) < cnorm(b.m);
+inline double2 d_double(D a) {
+    return a.e >= -1022 && a.e <= 1023 ? a.m * pow2(a.e) : ldexp(a.m, (int2)(max(a.e, -2000)));
 }
 
-/* One sample with floatexp deltas, one step (or BLA step) at a time. */
-__kernel void perturb(KERNEL_ARGS) {
-    const int t0 = get_global_id(0) * TILE, t1 = min(t0 + TILE, nrows * wn);
+/* |a| < |b|: with mantissas of max-norm in [0.5, 1), |a| is in [0.5, 1.42) 2^a.e, so the
+ * exponents decide unless they are within 1 (a zero mantissa has the lowest exponent) */
+inline bool d_less(D a, D b) {
+    const int d = a.e - b.e;
+    if (d < -1) return true;
+    if (d > 1) return false;
+    return cnorm(a.m) * pow2(2 * d) < cnorm(b.m);
+}
+
+/* Samples with floatexp deltas, one step (or BLA step) at a time, until they finish or |dz|
+ * is large enough for double deltas. */
+__kernel void perturb_floatexp(KERNEL_ARGS) {
+    const int t0 = get_global_id(0) * FX_TILE, t1 = min(t0 + FX_TILE, nrows * wn);
     for (int s = t0; s < t1; s++) {
+        const uchar status = st_status[s];
+        if (status == 1 || status == 3) continue;
         const D dc = d_norm(sample_offset(s, wn, hn, row0) * step_m, step_e);
         D dz = d_of((double2)(0.0));
         int n = 0, m = 0;
         uint skip = 0;
         uchar glitch = 0;
+        if (status == 2) {
+            dz = d_of(vload2(s, st_dz));
+            m = st_m[s];
+            n = (int)counts[s];
+            skip = skipped[s];
+            glitch = glitched[s];
+        }
         double mag = 0.0;
+        bool handed = false;
         while (n < max_iter) {
             /* BLA: the largest level whose entry at m is valid for this |dz| */
             int best = -1, bj = 0;
@@ -192,13 +230,30 @@ __kernel void perturb(KERNEL_ARGS) {
                 m = 0;
             }
 #endif
+            if (dz.e > HANDOFF_EXP && n < max_iter) {
+                handed = true;
+                break;
+            }
         }
-        store(s, (uint)min(n, max_iter), mag, skip, glitch, max_iter, inv_max_iter,
-              counts, shades, skipped, glitched);
+        if (handed) {
+            vstore2(d_double(dz), s, st_dz);
+            st_m[s] = m;
+            counts[s] = (uint)n;
+            skipped[s] = skip;
+            glitched[s] = glitch;
+            st_status[s] = 1;
+        } else {
+            store(s, (uint)min(n, max_iter), mag, skip, glitch, max_iter, inv_max_iter,
+                  counts, shades, skipped, glitched);
+            st_status[s] = 3;
+        }
     }
 }
 
-#else /* double deltas, vectorised */
+#endif
+
+/* Double deltas, vectorised */
+#pragma OPENCL FP_CONTRACT ON
 
 #define CAT_(a, b) a##b
 #define CAT(a, b) CAT_(a, b)
@@ -264,9 +319,11 @@ __kernel void perturb(KERNEL_ARGS) {
     RV dzr[IF], dzi[IF], dcr[IF], dci[IF], zr[IF], zi[IF], mag[IF];
     IV m[IF], n[IF], skip[IF], glitch[IF];
     /* lanes' state through private memory, for the refill's scalar work */
-    double l_mag[PER_ITEM], l_dcr[PER_ITEM], l_dci[PER_ITEM];
-    long l_n[PER_ITEM], l_skip[PER_ITEM], l_glitch[PER_ITEM];
+    double l_mag[PER_ITEM], l_dcr[PER_ITEM], l_dci[PER_ITEM], l_dzr[PER_ITEM], l_dzi[PER_ITEM];
+    double l_zr[PER_ITEM], l_zi[PER_ITEM];
+    long l_m[PER_ITEM], l_n[PER_ITEM], l_skip[PER_ITEM], l_glitch[PER_ITEM];
     int at[PER_ITEM];  /* each lane's sample */
+    ulong back = 0;    /* FLOATEXP: lanes whose |dz| fell below HANDBACK */
     FOR_K {
         dzr[k] = dzi[k] = dcr[k] = dci[k] = zr[k] = zi[k] = mag[k] = (RV)0;
         m[k] = n[k] = skip[k] = glitch[k] = (IV)0;
@@ -280,6 +337,9 @@ __kernel void perturb(KERNEL_ARGS) {
              * one iterate dz = dc = 0 (harmless) until the tile is done. */
             FOR_K {
                 STOREV(mag[k], k, l_mag);
+                STOREV(dzr[k], k, l_dzr);
+                STOREV(dzi[k], k, l_dzi);
+                STOREV(m[k], k, l_m);
                 STOREV(n[k], k, l_n);
                 STOREV(skip[k], k, l_skip);
                 STOREV(glitch[k], k, l_glitch);
@@ -287,33 +347,66 @@ __kernel void perturb(KERNEL_ARGS) {
             ulong fresh = 0;
             for (ulong d = fin; d; d &= d - 1) {
                 const int l = LOWEST_BIT(d);
-                if ((busy >> l) & 1)
+                if ((back >> l) & 1) {  /* to perturb_floatexp */
+                    vstore2((double2)(l_dzr[l], l_dzi[l]), at[l], st_dz);
+                    st_m[at[l]] = (int)l_m[l];
+                    counts[at[l]] = (uint)l_n[l];
+                    skipped[at[l]] = (uint)l_skip[l];
+                    glitched[at[l]] = (uchar)(l_glitch[l] != 0);
+                    st_status[at[l]] = 2;
+                } else if ((busy >> l) & 1) {
                     store(at[l], (uint)min(l_n[l], (long)max_iter), l_mag[l], (uint)l_skip[l],
                           (uchar)(l_glitch[l] != 0), max_iter, inv_max_iter, counts, shades, skipped,
                           glitched);
-                double2 dc = (double2)(0.0);
+#if FLOATEXP
+                    st_status[at[l]] = 3;
+#endif
+                }
+                double2 dc = (double2)(0.0), dz = (double2)(0.0);
+                int ms = 0;
+                long ns = 0, skips = 0, glitchs = 0;
+#if FLOATEXP
+                while (next < t1 && st_status[next] != 1) next++;  /* the samples left to this kernel */
+#endif
                 if (next < t1) {
                     at[l] = next;
-                    dc = ldexp(sample_offset(next++, wn, hn, row0) * step_m, (int2)(step_e));
+                    dc = ldexp(sample_offset(next, wn, hn, row0) * step_m, (int2)(step_e));
+#if FLOATEXP
+                    dz = vload2(next, st_dz);
+                    ms = st_m[next];
+                    ns = counts[next];
+                    skips = skipped[next];
+                    glitchs = glitched[next];
+#endif
+                    next++;
                     fresh |= (ulong)1 << l;
                 }
                 l_dcr[l] = dc.x;
                 l_dci[l] = dc.y;
+                l_dzr[l] = dz.x;
+                l_dzi[l] = dz.y;
+                l_zr[l] = ref_r[ms];
+                l_zi[l] = ref_i[ms];
+                l_m[l] = ms;
+                l_n[l] = ns;
+                l_skip[l] = skips;
+                l_glitch[l] = glitchs;
             }
             busy = (busy & ~fin) | fresh;
+            back = 0;
             if (!busy) break;
             FOR_K {
                 const IV f = FROM_BITS(fin, k);
                 dcr[k] = select(dcr[k], LOADV(k, l_dcr), f);
                 dci[k] = select(dci[k], LOADV(k, l_dci), f);
-                dzr[k] = select(dzr[k], (RV)0, f);
-                dzi[k] = select(dzi[k], (RV)0, f);
-                zr[k] = select(zr[k], (RV)0, f);
-                zi[k] = select(zi[k], (RV)0, f);
-                m[k] = select(m[k], (IV)0, f);
-                n[k] = select(n[k], (IV)0, f);
-                skip[k] = select(skip[k], (IV)0, f);
-                glitch[k] = select(glitch[k], (IV)0, f);
+                dzr[k] = select(dzr[k], LOADV(k, l_dzr), f);
+                dzi[k] = select(dzi[k], LOADV(k, l_dzi), f);
+                zr[k] = select(zr[k], LOADV(k, l_zr), f);
+                zi[k] = select(zi[k], LOADV(k, l_zi), f);
+                m[k] = select(m[k], LOADV(k, l_m), f);
+                n[k] = select(n[k], LOADV(k, l_n), f);
+                skip[k] = select(skip[k], LOADV(k, l_skip), f);
+                glitch[k] = select(glitch[k], LOADV(k, l_glitch), f);
             }
         }
 
@@ -390,16 +483,21 @@ __kernel void perturb(KERNEL_ARGS) {
             zr[k] = select(zr[k], (RV)0, rebase);
             zi[k] = select(zi[k], (RV)0, rebase);
             m[k] = select(m[k], (IV)0, rebase);
+#if FLOATEXP
+            done |= MASK(fmax(fabs(dzr[k]), fabs(dzi[k])) < (RV)HANDBACK);
+#endif
         }
         fin = 0;
         if (ANY(done)) {
             FOR_K {
                 const IV d = MASK(mag[k] > (RV)4) | MASK(n[k] >= (IV)max_iter);
                 fin |= TO_BITS(d, k);
+#if FLOATEXP
+                back |= TO_BITS(~d & MASK(fmax(fabs(dzr[k]), fabs(dzi[k])) < (RV)HANDBACK), k);
+#endif
             }
-            fin &= busy;
+            back &= busy;
+            fin = (fin | back) & busy;
         }
     }
 }
-
-#endif

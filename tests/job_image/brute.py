@@ -23,7 +23,11 @@ GUARD_BITS = 96  # fixed-point bits below the sample spacing
 def fraction_bits(p: FractalParams) -> int:
     """F: the sample spacing's binary order below 1, plus GUARD_BITS."""
     spacing = Fraction(3) / Fraction(exact(p.zoom)) / (p.width * p.supersample)
-    return max(64, -math.floor(math.log2(spacing)) + GUARD_BITS)
+    # floor(log2(spacing)), exactly (a float would underflow past zoom ~1e308)
+    order = spacing.numerator.bit_length() - spacing.denominator.bit_length()
+    if Fraction(2) ** order > spacing:
+        order -= 1
+    return max(64, -order + GUARD_BITS)
 
 
 def brute_counts(p: FractalParams) -> np.ndarray:

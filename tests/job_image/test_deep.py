@@ -22,7 +22,8 @@ from job_image.settings import JobSettings
 
 from .brute import brute_counts
 
-# Minibrot nuclei: period -> (re, im). Their radii: p21 2.7e-15, p153 1.2e-114, p406 2.2e-305.
+# Minibrot nuclei: period -> (re, im). Their radii: p21 2.7e-15, p153 1.2e-114, p406 2.2e-305,
+# p536 3.2e-403 (benchmarks/deep.py's).
 NUCLEI = {
     21: (
         '-4.006711782462323606640744605e-08',
@@ -50,6 +51,22 @@ NUCLEI = {
             "000000000000000000000000000000000000000000000000000000000000000060782173574236442064514019"
             "924524031558207948963192105829019946131118777410061768061949138280609198587335002244993873"
             "7737704412136098331677563538230328665636222083158e+00"
+        ),
+    ),
+    536: (
+        (
+            "9.1162921144428968203186147072416874729377623486637608018780391213772084294648090613558729"
+            "225111097139001306370956944245018358782008789330021594393576346400384298453808067594270362"
+            "617247037461079874957127419269390043991159583658807678743154680376453966978452145879342180"
+            "078299909193854102869233002721338877415968684945811497542726993970117618843088125253311125"
+            "374464789309595820308695113825710402450249774010625008896e-203"
+        ),
+        (
+            "1.0000000000000000000000000000000000000000000000000000000000000000000000000000000000000000"
+            "000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000"
+            "000000000000000000000009485583494598435393967855996622742515464407094297553325331064008701"
+            "713989312354887009124619829096004009895694722498449733387993007533074246200844166217202100"
+            "126997380677889594563708870783257367361359938114293190751e+00"
         ),
     ),
 }
@@ -143,4 +160,18 @@ def test_every_kernel_layout_counts_the_same(shape: KernelShape) -> None:
     p = FRAMES["minibrot 1e14"]
     counts, _ = render_counts(p, shape=shape)
     exact, close = agreement(counts, brute_counts(p))
+    assert exact >= 0.99 and close >= 0.999, f"{exact:.2%} exact, {close:.2%} within 1 %"
+
+
+@pytest.mark.parametrize("layout", ["default", "gpu"])
+def test_floatexp_deltas_turn_double_and_back_exactly(layout: str) -> None:
+    """Past 1e400 a sample near the minibrot starts with floatexp deltas, turns to double
+    deltas once |dz| has grown, and goes back to floatexp where |dz| shrinks near the
+    nucleus, every period: the counts stay those of the brute force."""
+    p = frame(536, "1e402", 16, 10, 6000)
+    want = brute_counts(p)
+    assert 0 < (want == p.max_iter).mean() < 0.5
+    counts, k = render_counts(p, shape=LAYOUTS.get(layout))
+    assert k.deltas == "floatexp" and k.stats.returned_samples > 0
+    exact, close = agreement(counts, want)
     assert exact >= 0.99 and close >= 0.999, f"{exact:.2%} exact, {close:.2%} within 1 %"

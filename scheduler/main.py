@@ -12,6 +12,7 @@ from scheduler.api import openapi
 from scheduler.api.errors import BodyLimitMiddleware, install_handlers
 from scheduler.api.headers import SecurityHeadersMiddleware
 from scheduler.api.routes import auth, docs, events, health, jobs, web
+from scheduler.api.status_reads import StatusReads
 from scheduler.core.config import Settings
 from scheduler.metrics import MetricsMiddleware
 from scheduler.service import Service
@@ -50,6 +51,7 @@ def create_app(settings: Settings | None = None, storage: Storage | None = None)
     web.install(app)
     docs.install(app)
     openapi.install(app)
+    app.add_middleware(StatusReads, service=service)  # innermost: after the body limit
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
     app.add_middleware(SecurityHeadersMiddleware)
     app.add_middleware(MetricsMiddleware, metrics=service.metrics)

@@ -60,7 +60,11 @@ async def get_current_user(
 ) -> User:
     # The service is read from the request, not through AccountsDep: every dependency FastAPI
     # resolves costs a status poll about as much as the token check (benchmarks/api_load.py).
-    accounts: Accounts = request.app.state.service.accounts
+    return await authenticate(request.app.state.service.accounts, credentials)
+
+
+async def authenticate(accounts: Accounts, credentials: HTTPAuthorizationCredentials | None) -> User:
+    """The user the bearer token names; a 401 for no token, a bad or expired one, or an unknown user."""
     if credentials is None:
         raise unauthorized("Sign in first and send the token as 'Authorization: Bearer <token>'.")
     try:
@@ -78,12 +82,14 @@ CurrentUser = Annotated[User, Depends(get_current_user)]
 
 async def get_owned_job(job_id: str, user: CurrentUser, request: Request) -> Job:
     """The caller's job; someone else's is a 404 exactly like a missing one."""
-    engine: Engine = request.app.state.service.engine
-    owner = user.username
-    job = await db.read_in_thread(engine, lambda c: crud.read_owned_job(c, job_id=job_id, owner=owner))
+    job = await read_owned_job(request.app.state.service.engine, job_id, user.username)
     if job is None:
         raise job_not_found(job_id)
     return job
+
+
+async def read_owned_job(engine: Engine, job_id: str, owner: str) -> Job | None:
+    return await db.read_in_thread(engine, lambda c: crud.read_owned_job(c, job_id=job_id, owner=owner))
 
 
 OwnedJob = Annotated[Job, Depends(get_owned_job)]

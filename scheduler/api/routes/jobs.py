@@ -178,7 +178,12 @@ async def get_job(
 ) -> Response:
     """The job document; ?wait=SECONDS blocks until the job has finished or the time is up.
     With If-None-Match naming its ETag, a 304 without a body: pollers skip what they have seen."""
-    doc = await finished_or_current(tracker, settings, job, wait)
+    return job_document(await finished_or_current(tracker, settings, job, wait), if_none_match)
+
+
+def job_document(doc: JobPublic, if_none_match: str | None) -> Response:
+    """The document with its ETag, or a 304 where If-None-Match names that ETag (also the
+    status poll's fast path's answer: api/status_reads.py)."""
     # serialised once, here: the model is already validated, so FastAPI's response_model pass is skipped
     body = doc.model_dump_json().encode()
     etag = f'"{hashlib.sha256(body).hexdigest()[:32]}"'

@@ -8,9 +8,9 @@
    benchmark with Newton's method on z_p(c) = 0 from seeds near the Misiurewicz point c = i
    (around which minibrots of period p lie at depth ~ 2^(-2.4 p)); their radii are from the
    usual size estimate 1 / |beta lambda^2| (mathr.co.uk, "Mandelbrot set size estimates").
-   Printed per frame: the whole render (orbit, BLA table, kernel, colour, PNG), G iterations/s
-   in brute-force equivalent (total_iterations / render time), the reference orbit's time and
-   the share of iterations BLA skipped.
+   Printed per frame: the whole render (orbit, BLA table, kernel, colour, PNG) and its kernel
+   time, G iterations/s in brute-force equivalent (total_iterations / render time), the
+   reference orbit's and the BLA table's times and the share of iterations BLA skipped.
 2. The perturbation kernel's iteration rate against the float64 kernel's on one shallow frame
    (seahorse valley, zoom 100, no interior): both iterate every step (BLA off; the float64
    kernel built without its interior and periodicity skips), so the ratio is per iteration.
@@ -95,6 +95,7 @@ def deep_frames(width: int, height: int, settings: JobSettings) -> None:
               f"render {r.render_seconds:6.2f} s (kernel {r.kernel_seconds:6.2f} s), "
               f"{r.total_iterations / r.render_seconds / 1e9:7.2f} G iter/s brute-force equivalent, "
               f"reference orbit {d['reference_seconds']:.3f} s ({d['reference_bits']} bits), "
+              f"BLA table {d['bla_seconds']:.3f} s, "
               f"BLA skipped {d['bla_skipped_iterations'] / r.total_iterations:6.1%} "
               f"of {r.total_iterations:.3e} iterations", flush=True)
 

@@ -12,18 +12,19 @@
  *   Pauldelbrot's criterion |z|^2 < 1e-6 |Z_m|^2, and flagged per sample (for tests).
  * - BLA (job_image/bla.py): where |dz| < R of a table entry at m, 2^k steps are one
  *   dz := A dz + B dc. Level k's entry for m exists where 2^k divides m - 1; R shrinks with
- *   the level, so the valid levels at m are 1 .. some k, found by going up until one fails.
+ *   the level, so the valid levels at m are 1 .. some k (floatexp deltas go up until one
+ *   fails, double deltas search them by halves).
  *
  * Build-time defines:
- *   FLOATEXP  0: deltas are double (zoom to ~1e287); 1: a sample starts with floatexp deltas
+ *   FLOATEXP  0: deltas are double (zoom to ~1e287). 1: a sample starts with floatexp deltas
  *             (perturb_floatexp: a double mantissa pair with a shared int exponent, for
- *             spacings below double's range) and continues with double deltas (perturb) while
- *             |dz| > 2^-440: there dz^2 is a normal double, and dc (below 2^-940) changes no
- *             step by more than 2^-500 of dz, so perturb drops it (dc = 0 in double) and the
- *             host marks invalid the BLA entries whose B dc would matter. A sample whose |dz|
- *             falls below 2^-440 goes back, and comes again above 2^-401. The host runs the two kernels in turn until no sample is
+ *             spacings below double's range), turns to double deltas (perturb) once |dz| >
+ *             2^-401 and goes back if |dz| falls below 2^-440. Above 2^-440, dz^2 is a normal
+ *             double and dc (below 2^-940) moves no step by more than 2^-500 of dz, so perturb
+ *             drops dc (it is 0 in double) and the host marks invalid the BLA entries whose
+ *             B dc would matter. The host runs the two kernels in turn until no sample is
  *             left to either: st_status says where each sample is (0 not started, 1 for
- *             perturb, 2 for perturb_floatexp, 3 done), st_dz and st_m where it stopped,
+ *             perturb, 2 for perturb_floatexp, 3 done), st_dz and st_m where it stopped;
  *             counts, skipped and glitched hold its n, skipped iterations and flag meanwhile.
  *   CORRECT   1: rebase on |z| < |dz|; 0: only detect glitches (Pauldelbrot)
  *   VW, IF    double deltas: samples per vector (1, 2, 4, 8; 1 on GPUs) and vectors in
@@ -316,7 +317,7 @@ long or_tree4(long4 v) { long2 a = v.lo | v.hi; return a.s0 | a.s1; }
 __kernel void perturb(KERNEL_ARGS) {
     const int t0 = get_global_id(0) * TILE, t1 = min(t0 + TILE, nrows * wn);
     /* per lane: dz, dc, Z_m (the orbit at the lane's m, Z_0 = 0 after a rebase), m, n */
-    RV dzr[IF], dzi[IF], dcr[IF], dci[IF], zr[IF], zi[IF], mag[IF];
+    RV dzr[IF], dzi[IF], dcr[IF], dci[IF], zr[IF], zi[IF];
     IV m[IF], n[IF], skip[IF], glitch[IF];
     /* lanes' state through private memory, for the refill's scalar work */
     double l_mag[PER_ITEM], l_dcr[PER_ITEM], l_dci[PER_ITEM], l_dzr[PER_ITEM], l_dzi[PER_ITEM];
@@ -325,7 +326,7 @@ __kernel void perturb(KERNEL_ARGS) {
     int at[PER_ITEM];  /* each lane's sample */
     ulong back = 0;    /* FLOATEXP: lanes whose |dz| fell below HANDBACK */
     FOR_K {
-        dzr[k] = dzi[k] = dcr[k] = dci[k] = zr[k] = zi[k] = mag[k] = (RV)0;
+        dzr[k] = dzi[k] = dcr[k] = dci[k] = zr[k] = zi[k] = (RV)0;
         m[k] = n[k] = skip[k] = glitch[k] = (IV)0;
     }
     int next = t0;
@@ -336,7 +337,8 @@ __kernel void perturb(KERNEL_ARGS) {
             /* Finished lanes write their sample and take the tile's next; lanes left without
              * one iterate dz = dc = 0 (harmless) until the tile is done. */
             FOR_K {
-                STOREV(mag[k], k, l_mag);
+                const RV xr = zr[k] + dzr[k], xi = zi[k] + dzi[k];  /* z_n, |z_n|^2 for the colour */
+                STOREV(xr * xr + xi * xi, k, l_mag);
                 STOREV(dzr[k], k, l_dzr);
                 STOREV(dzi[k], k, l_dzi);
                 STOREV(m[k], k, l_m);
@@ -446,7 +448,7 @@ __kernel void perturb(KERNEL_ARGS) {
             }
         }
 
-        IV done = (IV)0;
+        IV done[IF], any_done = (IV)0;
         FOR_K {
             /* one step: dz := (2 Z_m + dz) dz + dc */
             const RV tr = (RV)2 * zr[k] + dzr[k], ti = (RV)2 * zi[k] + dzi[k];
@@ -470,12 +472,13 @@ __kernel void perturb(KERNEL_ARGS) {
             zr[k] = GATHER(RV, ref_r, m[k]);
             zi[k] = GATHER(RV, ref_i, m[k]);
             const RV xr = zr[k] + dzr[k], xi = zi[k] + dzi[k];  /* z_n */
-            mag[k] = xr * xr + xi * xi;
-            done |= MASK(mag[k] > (RV)4) | MASK(n[k] >= (IV)max_iter);
+            const RV mag = xr * xr + xi * xi;
+            done[k] = MASK(mag > (RV)4) | MASK(n[k] >= (IV)max_iter);
+            any_done |= done[k];
 #if CORRECT
-            const IV rebase = MASK(m[k] == (IV)ref_n) | MASK(mag[k] < dzr[k] * dzr[k] + dzi[k] * dzi[k]);
+            const IV rebase = MASK(m[k] == (IV)ref_n) | MASK(mag < dzr[k] * dzr[k] + dzi[k] * dzi[k]);
 #else
-            glitch[k] |= MASK(mag[k] < (RV)GLITCH_TOLERANCE * (zr[k] * zr[k] + zi[k] * zi[k]));
+            glitch[k] |= MASK(mag < (RV)GLITCH_TOLERANCE * (zr[k] * zr[k] + zi[k] * zi[k]));
             const IV rebase = MASK(m[k] == (IV)ref_n);
 #endif
             dzr[k] = select(dzr[k], xr, rebase);
@@ -484,16 +487,15 @@ __kernel void perturb(KERNEL_ARGS) {
             zi[k] = select(zi[k], (RV)0, rebase);
             m[k] = select(m[k], (IV)0, rebase);
 #if FLOATEXP
-            done |= MASK(fmax(fabs(dzr[k]), fabs(dzi[k])) < (RV)HANDBACK);
+            any_done |= MASK(fmax(fabs(dzr[k]), fabs(dzi[k])) < (RV)HANDBACK);
 #endif
         }
         fin = 0;
-        if (ANY(done)) {
+        if (ANY(any_done)) {
             FOR_K {
-                const IV d = MASK(mag[k] > (RV)4) | MASK(n[k] >= (IV)max_iter);
-                fin |= TO_BITS(d, k);
+                fin |= TO_BITS(done[k], k);
 #if FLOATEXP
-                back |= TO_BITS(~d & MASK(fmax(fabs(dzr[k]), fabs(dzi[k])) < (RV)HANDBACK), k);
+                back |= TO_BITS(~done[k] & MASK(fmax(fabs(dzr[k]), fabs(dzi[k])) < (RV)HANDBACK), k);
 #endif
             }
             back &= busy;

@@ -20,7 +20,7 @@ from typing import Any, Literal, NoReturn, TextIO, get_args, get_origin
 
 from pydantic import ValidationError
 
-from . import sigterm, worker
+from . import sigterm, tasks, worker
 from .errors import InvalidParams, JobError, StorageFailed
 from .params import FractalParams, Limits, describe_error, parse_params
 from .settings import JobSettings, configure_opencl_cache
@@ -125,6 +125,11 @@ def run(argv: Sequence[str] | None = None, env: dict[str, str] | None = None) ->
     who = worker.describe(job_id, env)
     sigterm.first_line_pending(f"{who}, device not chosen yet")  # what a stop before it prints
     try:
+        array, index = tasks.from_env(dict(env))
+        tasks.task(params, array, index)  # an index outside the array: refused before any render
+    except ValueError as exc:
+        raise InvalidParams(f"invalid render array: {exc}") from exc
+    try:
         settings = JobSettings.from_env(dict(env))
     except ValueError as exc:
         raise InvalidParams(f"invalid settings: {exc}") from exc
@@ -149,9 +154,12 @@ def run(argv: Sequence[str] | None = None, env: dict[str, str] | None = None) ->
         print(f"{who}, device {chosen.name}", flush=True)
         sigterm.first_line_said()
 
-    rendered = job.render(params, settings, _progress(args.quiet), env=dict(env),
-                          keep_counts=args.counts is not None, on_device=first_line)
-    doc = output.result_document(job_id, params, rendered)
+    piece = tasks.task(params, array, index)
+    rendered = job.render(piece.params, settings, _progress(args.quiet), env=dict(env),
+                          keep_counts=args.counts is not None, rows=piece.rows, on_device=first_line)
+    doc = output.result_document(job_id, piece.params, rendered)
+    if array is not None:
+        doc.update(output.task_fields(piece, rendered.png))
     counts = output.npy_bytes(rendered.counts) if rendered.counts is not None else None
     written = [output.write_file(args.counts, counts)] if args.counts and counts is not None else []
     if storage is None:
@@ -161,12 +169,14 @@ def run(argv: Sequence[str] | None = None, env: dict[str, str] | None = None) ->
         where = ", ".join(map(str, written))
     else:
         try:
-            keys = output.upload(storage, prefix, rendered.png, doc, counts if params.counts else None)
+            keys = output.upload(storage, prefix, rendered.png, doc, counts if params.counts else None,
+                                 index if array is not None else None)
         except ValueError as exc:  # an unsafe key, i.e. a bad RESULT_PREFIX
             raise InvalidParams(f"invalid RESULT_PREFIX {prefix!r}: {exc}") from exc
         where = ", ".join([*map(str, written), *keys])
+    what = f"task {index} of {array.tasks}: " if array is not None else ""
     print(
-        f"done {params.width}x{params.height} {params.kind} {rendered.precision} on {rendered.device}: "
+        f"done {what}{params.width}x{piece.height} {params.kind} {rendered.precision} on {rendered.device}: "
         f"{rendered.total_iterations} iterations, kernel {rendered.kernel_seconds:.3f} s, "
         f"render {rendered.render_seconds:.3f} s, {len(rendered.png)} bytes -> {where}",
         flush=True,

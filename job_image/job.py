@@ -61,10 +61,12 @@ def _perturbation_kernel(chosen: device.Chosen, deltas: str, shape: KernelShape,
 
 def render(p: FractalParams, settings: JobSettings, progress: Callable[[int], None] | None = None,
            env: dict[str, str] | None = None, keep_counts: bool = False,
+           rows: tuple[int, int] | None = None,
            on_device: Callable[[device.Chosen], None] | None = None) -> Rendered:
-    """Render `p`; `on_device(chosen)` once the device is chosen, `progress(percent)` after
-    each band. Raises NoDevice (exit 3). The escape counts are kept (`Rendered.counts`) when
-    `keep_counts` or `p.counts`."""
+    """Render `p` (only its pixel rows [first, end) with `rows`: a band of a split render);
+    `on_device(chosen)` once the device is chosen, `progress(percent)` after each band. Raises
+    NoDevice (exit 3). The escape counts are kept (`Rendered.counts`) when `keep_counts` or
+    `p.counts`."""
     cache = configure_opencl_cache(settings.opencl_cache_dir)
     try:
         chosen = device.choose(p.device, env)
@@ -94,13 +96,14 @@ def render(p: FractalParams, settings: JobSettings, progress: Callable[[int], No
     lut = colour.palette(p.colormap)
     # Each band is compressed on the encoder's threads as soon as it is coloured, while the
     # kernel renders the next: what is left to wait for after the last band is encode_seconds.
-    encoder = png.Encoder(p.width, p.height, lut if n == 1 else None, settings.png_compress_level,
+    height = rows[1] - rows[0] if rows else p.height
+    encoder = png.Encoder(p.width, height, lut if n == 1 else None, settings.png_compress_level,
                           settings.png_threads)
     total = 0
     colour_seconds = 0.0
-    counts = np.empty((p.height * n, p.width * n), np.uint32) if keep_counts or p.counts else None
+    counts = np.empty((height * n, p.width * n), np.uint32) if keep_counts or p.counts else None
     t0 = time.perf_counter()
-    for band in kernel.bands(p, settings.band_samples):
+    for band in kernel.bands(p, settings.band_samples, rows):
         tc = time.perf_counter()
         total += int(band.counts.sum(dtype=np.uint64))
         if counts is not None:
@@ -108,7 +111,7 @@ def render(p: FractalParams, settings: JobSettings, progress: Callable[[int], No
         encoder.add(band.shades if n == 1 else colour.downsample(band.shades, lut, n))
         colour_seconds += time.perf_counter() - tc
         if progress:
-            progress((band.row0 + band.counts.shape[0]) * 100 // (p.height * n))
+            progress((band.row0 + band.counts.shape[0]) * 100 // (height * n))
     te = time.perf_counter()
     data = encoder.finish()
     done = time.perf_counter()

@@ -2,6 +2,9 @@
 
 image.png is written first and result.json last, so a reader that sees result.json can
 rely on the image being there, and a storage outage never leaves a result without its image.
+Task i of a render array writes `parts/<i>.png` and `parts/<i>.json` the same way; the JSON
+also says where the PNG's compressed stream lies (`idat`), which the API needs to join the
+bands into one PNG without decoding them (docs/design.md, "Render arrays").
 """
 
 from __future__ import annotations
@@ -19,11 +22,31 @@ import numpy as np
 from .errors import StorageFailed
 from .job import Rendered
 from .params import FractalParams
+from .png import idat_span, stream_adler
 from .storage import Storage, StorageError, content_type_for
+from .tasks import Task
 
 IMAGE_NAME = "image.png"
 RESULT_NAME = "result.json"
 COUNTS_NAME = "counts.npy"
+
+
+def names(index: int | None) -> tuple[str, str, str]:
+    """The image's, the counts' and the result's names: a render array's task `index` writes its part."""
+    if index is None:
+        return IMAGE_NAME, COUNTS_NAME, RESULT_NAME
+    return f"parts/{index}.png", f"parts/{index}.npy", f"parts/{index}.json"
+
+
+def task_fields(task: Task, png_data: bytes) -> dict[str, Any]:
+    """What a part's JSON adds: which task, its rows or zoom, and its compressed stream."""
+    offset, length = idat_span(png_data)
+    return {
+        "task": task.index,
+        "rows": list(task.rows) if task.rows else [0, task.params.height],
+        "zoom": task.params.zoom,
+        "idat": {"offset": offset, "length": length, "adler32": stream_adler(png_data)},
+    }
 
 
 def result_document(job_id: str, p: FractalParams, r: Rendered) -> dict[str, Any]:
@@ -86,12 +109,14 @@ def write_local(out: Path, png: bytes, doc: dict[str, Any]) -> tuple[Path, Path]
 
 
 def upload(storage: Storage, prefix: str, png: bytes, doc: dict[str, Any],
-           counts: bytes | None = None) -> list[str]:
-    """Store image.png (and counts.npy), then result.json, under `prefix`; returns the keys written."""
+           counts: bytes | None = None, index: int | None = None) -> list[str]:
+    """Store image.png (and counts.npy), then result.json, under `prefix` (a render array's
+    task: its part, see `names`); returns the keys written."""
     keys = []
-    extra = [(COUNTS_NAME, counts)] if counts is not None else []
+    image, counts_name, result = names(index)
+    extra = [(counts_name, counts)] if counts is not None else []
     try:
-        for name, data in ((IMAGE_NAME, png), *extra, (RESULT_NAME, _json_bytes(doc))):
+        for name, data in ((image, png), *extra, (result, _json_bytes(doc))):
             key = prefix + name
             storage.put_bytes(key, data, content_type_for(name))
             keys.append(key)

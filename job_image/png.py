@@ -62,18 +62,43 @@ def deflate_segment(raw: bytes | memoryview, level: int) -> Segment:
 
 def join_zlib(segments: Iterable[Segment], level: int = 1) -> bytes:
     """One zlib stream (RFC 1950) holding the segments' data in order."""
-    # Header: CM 8, 32 KiB window; FLEVEL only informs (0 fastest ... 3 best); check bits make
-    # the 16-bit value a multiple of 31.
-    cmf = 0x78
-    flg = (0 if level <= 1 else 1 if level <= 5 else 2 if level == 6 else 3) << 6
-    flg |= 31 - ((cmf << 8) | flg) % 31
-    parts, adler = [bytes((cmf, flg))], 1
+    parts, adler = [zlib_header(level)], 1
     for seg in segments:
         parts.append(seg.data)
         adler = adler32_combine(adler, seg.adler, seg.size)
     parts.append(EMPTY_FINAL_BLOCK)
     parts.append(struct.pack(">I", adler))
     return b"".join(parts)
+
+
+def zlib_header(level: int = 1) -> bytes:
+    """A zlib stream's 2-byte header (RFC 1950): CM 8, 32 KiB window; FLEVEL only informs
+    (0 fastest ... 3 best); the check bits make the 16-bit value a multiple of 31."""
+    cmf = 0x78
+    flg = (0 if level <= 1 else 1 if level <= 5 else 2 if level == 6 else 3) << 6
+    flg |= 31 - ((cmf << 8) | flg) % 31
+    return bytes((cmf, flg))
+
+
+def idat_span(data: bytes) -> tuple[int, int]:
+    """(offset, length) of the body of a PNG's one IDAT chunk (what `png_bytes` writes)."""
+    pos, found = len(SIGNATURE), None
+    while pos + 8 <= len(data):
+        length, kind = struct.unpack(">I4s", data[pos : pos + 8])
+        if kind == b"IDAT":
+            if found is not None:
+                raise ValueError("the PNG has more than one IDAT chunk")
+            found = (pos + 8, length)
+        pos += 12 + length
+    if found is None:
+        raise ValueError("the PNG has no IDAT chunk")
+    return found
+
+
+def stream_adler(data: bytes) -> int:
+    """The Adler-32 that ends a PNG's (one IDAT's) zlib stream: of all its raw scanlines."""
+    offset, length = idat_span(data)
+    return int.from_bytes(data[offset + length - 4 : offset + length], "big")
 
 
 def _chunk(kind: bytes, body: bytes) -> bytes:

@@ -161,8 +161,11 @@ class FractalKernel:
     def name(self) -> str:
         return f"{self.kind}/{self.precision}/vw{self.shape.vector_width}x{self.shape.in_flight}"
 
-    def bands(self, p: FractalParams, band_samples: int) -> Iterator[Band]:
+    def bands(self, p: FractalParams, band_samples: int,
+              span: tuple[int, int] | None = None) -> Iterator[Band]:
         """Render `p` band by band, yielding each band's escape counts and palette indices.
+        `span`: only the pixel rows [first, end) of the frame, at the frame's own sample
+        positions (a render array's band: the bands join into the whole frame exactly).
 
         Two bands are in flight: the next band's kernel runs while the caller uses this one
         (supersample averaging, copying into the image), and device plus host memory stay
@@ -174,6 +177,8 @@ class FractalKernel:
         self.kernel_seconds = 0.0
         n = p.supersample
         xs, ys = sample_axes(p)
+        if span is not None:
+            ys = ys[span[0] * n : span[1] * n]
         wn, hn = xs.size, ys.size
         stride = -(-wn // ROW_PAD) * ROW_PAD
         xs_np = np.zeros(stride, self.real)

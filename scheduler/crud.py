@@ -14,8 +14,8 @@ from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, col, select
 
 from scheduler import job_status
-from scheduler.models import Job, JobEvent, User, new_webhook_secret
-from scheduler.statuses import FINISHED, WITH_RUNNER, JobStatus
+from scheduler.models import Job, JobEvent, Task, User, new_webhook_secret
+from scheduler.statuses import ACTIVE, FINISHED, WITH_RUNNER, JobStatus
 
 
 class UsernameTaken(Exception):
@@ -92,21 +92,38 @@ def jobs_with_status(session: Session, *, statuses: tuple[str, ...]) -> list[Job
     return list(session.exec(query).all())
 
 
-def admission_view(session: Session, *, since: datetime) -> tuple[list[Job], list[Job], list[Job]]:
-    """What the dispatcher plans with: the queued jobs, the admitted ones (pending, running),
-    and the admitted jobs that finished since `since` (fair share remembers them for a while:
-    by when they ended, so a long job's user still has some use just after it, however early
-    it was admitted)."""
+TaskOf = tuple[Task, Job]
+
+
+def admission_view(session: Session, *, since: datetime) -> tuple[list[TaskOf], list[TaskOf], list[TaskOf]]:
+    """What the dispatcher plans with, task by task (each with its job): the queued tasks, the
+    admitted ones (pending, running), and the admitted tasks that finished since `since` (fair
+    share remembers them for a while: by when they ended, so a long task's user still has some
+    use just after it, however early it was admitted)."""
+    joined = select(Task, Job).join(Job, col(Job.id) == col(Task.job_id))
+    order = (col(Job.created_at), col(Job.id), col(Task.index))
     history = session.exec(
-        select(Job).where(col(Job.status).in_(FINISHED), col(Job.admitted_at).is_not(None),
-                          col(Job.finished_at) >= since)
+        joined.where(col(Task.status).in_(FINISHED), col(Task.admitted_at).is_not(None),
+                     col(Task.finished_at) >= since)
     ).all()
-    queued = select(Job).where(Job.status == "queued", col(Job.follows).is_(None))  # followers never run
-    return (
-        list(session.exec(queued.order_by(col(Job.created_at), col(Job.id))).all()),
-        jobs_with_status(session, statuses=WITH_RUNNER),
-        list(history),
-    )
+    waiting = joined.where(Task.status == "queued", col(Job.follows).is_(None))  # followers never run
+    queued = session.exec(waiting.order_by(*order)).all()
+    active = session.exec(joined.where(col(Task.status).in_(WITH_RUNNER)).order_by(*order)).all()
+    return [tuple(r) for r in queued], [tuple(r) for r in active], [tuple(r) for r in history]  # type: ignore[misc]
+
+
+def admitted_tasks(session: Session, *, job_ids: Sequence[str]) -> dict[str, tuple[int, ...]]:
+    """job id -> the indexes of its tasks handed to a runner (pending or running)."""
+    found: dict[str, list[int]] = {}
+    for i in range(0, len(job_ids), 500):  # well under SQLite's bound parameters
+        rows = session.exec(
+            select(Task.job_id, Task.index)
+            .where(col(Task.job_id).in_(job_ids[i : i + 500]), col(Task.status).in_(WITH_RUNNER))
+            .order_by(col(Task.index))
+        ).all()
+        for job_id, index in rows:
+            found.setdefault(job_id, []).append(index)
+    return {k: tuple(v) for k, v in found.items()}
 
 
 def recently_succeeded(session: Session, *, limit: int) -> list[Job]:
@@ -139,7 +156,8 @@ def set_estimates(
     table = Job.__table__  # type: ignore[attr-defined]
     statement = (
         update(table)
-        .where(table.c.id == bindparam("job_id"), table.c.status == "queued")
+        .where(table.c.id == bindparam("job_id"), table.c.status != "succeeded", table.c.status != "failed",
+               table.c.status != "cancelled")  # still active (executemany cannot expand IN)
         .values({name: bindparam(f"new_{name}") for name in ESTIMATE_FIELDS})
     )
     rows = [{"job_id": job.id, **{f"new_{n}": values[n] for n in ESTIMATE_FIELDS}} for job, values in changes]
@@ -156,6 +174,12 @@ def set_estimates(
 
 def job_exists(session: Session, *, job_id: str) -> bool:
     return session.get(Job, job_id) is not None
+
+
+def job_is_active(session: Session, *, job_id: str) -> bool:
+    """The job exists and has not ended (cancelled or deleted meanwhile: it has)."""
+    job = session.get(Job, job_id)
+    return job is not None and job.status in ACTIVE
 
 
 def count_by_status(session: Session) -> dict[str, int]:
@@ -190,6 +214,7 @@ def delete_job(session: Session, *, job_id: str) -> bool:
     if job is None or session.execute(delete(Job).where(col(Job.id) == job_id)).rowcount == 0:
         session.rollback()
         return False
+    session.execute(delete(Task).where(col(Task.job_id) == job_id))
     session.execute(delete(JobEvent).where(col(JobEvent.job_id) == job_id))
     session.add(JobEvent(job_id=job_id, owner=job.owner, kind="deleted", document={"job_id": job_id}))
     session.commit()

@@ -83,6 +83,7 @@ def init_db(engine: Engine) -> None:
 
     SQLModel.metadata.create_all(engine)
     add_missing_columns(engine)
+    add_missing_tasks(engine)
 
 
 def add_missing_columns(engine: Engine) -> None:
@@ -100,6 +101,21 @@ def add_missing_columns(engine: Engine) -> None:
             if missing:
                 for index in table.indexes:
                     index.create(conn, checkfirst=True)
+
+
+def add_missing_tasks(engine: Engine) -> None:
+    """Jobs recorded before tasks existed become one task each, in the job's status, so an
+    upgrade finds its active jobs' tasks (admission and reports move tasks)."""
+    from scheduler.models import Job, Task
+
+    job, task = Job.__table__, Task.__table__  # type: ignore[attr-defined]
+    orphans = select(job.c.id, literal(0), job.c.status, job.c.placement, job.c.attempts, job.c.admitted_at,
+                     job.c.started_at, job.c.finished_at, job.c.progress, job.c.error)
+    orphans = orphans.where(~select(task.c.job_id).where(task.c.job_id == job.c.id).exists())
+    columns = ["job_id", "index", "status", "placement", "admissions", "admitted_at", "started_at",
+               "finished_at", "progress", "error"]
+    with engine.begin() as conn:
+        conn.execute(insert(task).from_select(columns, orphans))
 
 
 def _column_ddl(column: Column[Any], engine: Engine) -> str:

@@ -1,5 +1,7 @@
-"""The dispatcher: each cycle, admission decides which queued jobs start and where, and the
-dispatcher hands those to the runner.
+"""The dispatcher: each cycle, admission decides which queued tasks start and where, and the
+dispatcher hands those to the runner. A task is the unit of capacity and of fair share (a
+plain job is one task); a job's estimates span its tasks: its first task's start, its last's
+finish.
 
 A cycle takes the runner's view on the event loop (immutable: the loop goes on changing the
 runner meanwhile), then in a worker thread (`decide`) reads the ledger's generation, the queued,
@@ -29,10 +31,10 @@ from sqlmodel import Session
 from job_image.backoff import Backoff
 from job_image.params import FractalParams
 from scheduler import crud, db, job_status
-from scheduler.admission.assign import HISTORY_HALF_LIVES, Admitted, Plan, plan
+from scheduler.admission.assign import HISTORY_HALF_LIVES, Admitted, Estimate, plan
 from scheduler.admission.queue import Waiting
 from scheduler.admission.throughput import DeviceClass, Method, Throughput
-from scheduler.models import Job, as_utc, utcnow
+from scheduler.models import Job, Task, as_utc, utcnow
 from scheduler.runners.base import JobSpec, Runner, RunnerUnavailable, RunnerView, StatusReport
 from scheduler.tracker import Tracker
 
@@ -51,10 +53,11 @@ def placement_of(job: Job) -> DeviceClass:
     return "gpu" if job.params.get("device") == "gpu" else "cpu"
 
 
-def job_spec(job: Job) -> JobSpec:
+def job_spec(job: Job, tasks: tuple[int, ...] = (0,)) -> JobSpec:
     """The runner's view; `device` becomes the class admission chose (an `auto` job renders there)."""
     params = FractalParams.model_validate({**job.params, "device": placement_of(job)})
-    return JobSpec(job_id=job.id, owner=job.owner, params=params, result_prefix=job.result_prefix)
+    return JobSpec(job_id=job.id, owner=job.owner, params=params, result_prefix=job.result_prefix,
+                   array=job.render_array(), tasks=tasks)
 
 
 def method_of(job: Job) -> Method:
@@ -62,23 +65,48 @@ def method_of(job: Job) -> Method:
     return FractalParams.model_validate(job.params).plan().precision
 
 
-def waiting(job: Job) -> Waiting:
-    return Waiting(job.id, job.owner, job.params.get("device", "auto"), job.priority,  # type: ignore[arg-type]
-                   as_utc(job.created_at), job.estimated_iterations or 0.0, method_of(job))  # type: ignore[arg-type]
+def task_iterations(job: Job) -> float:
+    """One task's share of the job's estimated iterations."""
+    return (job.estimated_iterations or 0.0) / max(job.tasks_total, 1)
 
 
-def admitted(job: Job, throughput: Throughput) -> Admitted:
-    c = placement_of(job)
-    since = as_utc(job.admitted_at or job.started_at or job.created_at)
-    seconds = throughput.seconds(c, job.estimated_iterations or 0.0, method_of(job))  # type: ignore[arg-type]
-    return Admitted(job.id, job.owner, c, since, seconds)
+def waiting(task: Task, job: Job, method: Method) -> Waiting:
+    # a job some of whose tasks were admitted waits for that class only: one Job, one template
+    device = job.placement if job.placement in ("cpu", "gpu") else job.params.get("device", "auto")
+    return Waiting(job.id, job.owner, device, job.priority,  # type: ignore[arg-type]
+                   as_utc(job.created_at), task_iterations(job), method, task.index)  # type: ignore[arg-type]
 
 
-def changed_estimates(queued: list[Job], decided: Plan) -> list[tuple[Job, dict[str, object]]]:
+def admitted(task: Task, job: Job, throughput: Throughput, method: Method) -> Admitted:
+    c = task.placement if task.placement in ("cpu", "gpu") else placement_of(job)
+    since = as_utc(task.admitted_at or task.started_at or job.created_at)
+    return Admitted(job.id, job.owner, c, since, throughput.seconds(c, task_iterations(job), method))  # type: ignore[arg-type]
+
+
+def job_estimates(waiting_tasks: dict[str, Estimate], tasks: list[tuple[Task, Job]]) -> dict[str, Estimate]:
+    """Per job, from its waiting tasks': the first task's place in line, start and reason, the
+    last task's finish."""
+    out: dict[str, Estimate] = {}
+    for task, job in tasks:
+        e = waiting_tasks.get(Waiting(job.id, "", "auto", "normal", job.created_at, 0.0, task=task.index).key)
+        if e is None:
+            continue
+        seen = out.get(job.id)
+        if seen is None:
+            out[job.id] = e
+            continue
+        first = seen if (seen.position or 1 << 62) <= (e.position or 1 << 62) else e
+        finish = max((f for f in (seen.finish, e.finish) if f is not None), default=None)
+        start = min((f for f in (seen.start, e.start) if f is not None), default=None)
+        out[job.id] = Estimate(first.placement, first.position, start, finish, first.message)
+    return out
+
+
+def changed_estimates(jobs: list[Job], estimates: dict[str, Estimate]) -> list[tuple[Job, dict[str, object]]]:
     """The waiting jobs whose stored position, reason or estimates the plan changes."""
     out: list[tuple[Job, dict[str, object]]] = []
-    for job in queued:
-        e = decided.waiting.get(job.id)
+    for job in jobs:
+        e = estimates.get(job.id)
         if e is None:
             continue
         new = {"queue_position": e.position, "message": e.message,
@@ -140,45 +168,62 @@ class Dispatcher:
     async def dispatch(self) -> None:
         """Admit what fits and submit it; raises RunnerUnavailable to back off."""
         for _ in range(RACES_PER_CYCLE):
-            jobs = await asyncio.to_thread(self.decide, self.runner.view())
-            if jobs is not None:
-                for job in jobs:
+            admissions = await asyncio.to_thread(self.decide, self.runner.view())
+            if admissions is not None:
+                for job, tasks in admissions:
                     self.on_admitted(job)
                     self.tracker.notify(job.id)
-                    await self._submit(job)
+                    await self._submit(job, tasks)
                 return
             log.info("another replica admitted jobs meanwhile; planning again")
 
-    def decide(self, view: RunnerView, now: datetime | None = None) -> list[Job] | None:
-        """One admission cycle (blocking: DB and CPU) with the runner's `view`. The jobs admitted,
-        or None when another replica admitted since this cycle read the state (nothing changed)."""
+    def decide(self, view: RunnerView, now: datetime | None = None) -> list[job_status.Admission] | None:
+        """One admission cycle (blocking: DB and CPU) with the runner's `view`. The tasks admitted,
+        by job, or None when another replica admitted since this cycle read the state (nothing
+        was changed then)."""
         now = now or utcnow()
         since = now - timedelta(seconds=HISTORY_HALF_LIVES * self.half_life)
         with Session(self.engine, expire_on_commit=False) as session:
             generation = job_status.ledger_generation(session)  # first: see job_status.admit
             queued, active, history = crud.admission_view(session, since=since)
-        in_use = Counter(placement_of(job) for job in active)
-        snapshot = view.snapshot(in_use)
+            queued = self.admissible(queued, active)
         t = self.throughput
-        decided = plan([waiting(j) for j in queued], [admitted(j, t) for j in active], snapshot, t, now,
-                       history=[admitted(j, t) for j in history], half_life=self.half_life)
-        self.queue_lengths = dict(Counter(e.placement for e in decided.waiting.values() if e.placement))
-        picks = [job_status.Pick(w.job_id, c, t.seconds(c, w.iterations, w.method)) for w, c in decided.admit]
+        methods = {job.id: method_of(job) for _, job in (*queued, *active, *history)}  # once a job
+        held = [admitted(task, job, t, methods[job.id]) for task, job in active]
+        snapshot = view.snapshot(Counter(a.placement for a in held))
+        decided = plan([waiting(task, job, methods[job.id]) for task, job in queued], held, snapshot, t, now,
+                       history=[admitted(task, job, t, methods[job.id]) for task, job in history],
+                       half_life=self.half_life)
+        estimates = job_estimates(decided.waiting, queued)
+        self.queue_lengths = dict(Counter(e.placement for e in estimates.values() if e.placement))
+        picks = [job_status.Pick(w.job_id, c, t.seconds(c, w.iterations, w.method), w.task)
+                 for w, c in decided.admit]
         with Session(self.engine, expire_on_commit=False) as session:
-            jobs = job_status.admit(session, picks, generation=generation, now=now,
-                                    replica=self.replica) if picks else []
-            if jobs is None:
-                return None
+            admissions = job_status.admit(session, picks, generation=generation, now=now,
+                                          replica=self.replica) if picks else []
+        if admissions is None:
+            return None
+        # a session of its own: a stale plan's rollback there must not expire the admitted jobs
+        with Session(self.engine, expire_on_commit=False) as session:
             seen = generation + 1 if picks else generation  # our own admission moved it by one
-            crud.set_estimates(session, changed_estimates(queued, decided), generation=seen)
-        return jobs
+            jobs = list({job.id: job for _, job in queued}.values())
+            crud.set_estimates(session, changed_estimates(jobs, estimates), generation=seen)
+        return admissions
 
-    async def _submit(self, job: Job) -> None:
+    def admissible(self, queued: list[crud.TaskOf], active: list[crud.TaskOf]) -> list[crud.TaskOf]:
+        """The queued tasks this replica may admit: with a runner of its own (local processes),
+        not those of a job another replica runs tasks of (the job's owner follows its tasks)."""
+        if self.replica is None:
+            return queued
+        elsewhere = {job.id for _, job in active if job.replica not in (None, self.replica)}
+        return [(task, job) for task, job in queued if job.id not in elsewhere]
+
+    async def _submit(self, job: Job, tasks: tuple[int, ...]) -> None:
         try:
-            await self.runner.submit(job_spec(job))
+            await self.runner.submit(job_spec(job, tasks))
         except RunnerUnavailable as exc:
             log.warning("runner refused job %s: %s", job.id, exc)
-            await self._requeue(job, str(exc))
+            await self._requeue(job, tasks, str(exc))
             raise
         except Exception as exc:
             log.exception("could not start job %s", job.id)
@@ -186,10 +231,12 @@ class Dispatcher:
                 StatusReport(job.id, "failed", error=f"the job could not be started: {exc}")
             )
             return
-        deleted = not await db.in_thread(self.engine, lambda s: crud.job_exists(s, job_id=job.id))
-        if deleted:  # DELETE arrived while it was being submitted: don't leave it running
+        ended = not await db.in_thread(self.engine, lambda s: crud.job_is_active(s, job_id=job.id))
+        if ended:  # DELETE or cancel arrived while it was being submitted: don't leave it running
             await self.runner.cancel(job.id)
 
-    async def _requeue(self, job: Job, reason: str) -> None:
-        await db.in_thread(self.engine, lambda s: job_status.requeue(s, job_id=job.id, reason=reason))
+    async def _requeue(self, job: Job, tasks: tuple[int, ...], reason: str) -> None:
+        await db.in_thread(
+            self.engine, lambda s: job_status.requeue(s, job_id=job.id, reason=reason, tasks=tasks)
+        )
         self.tracker.notify(job.id)

@@ -1,6 +1,11 @@
 """Every change of a job's status, and only here: create (queued), admit (queued -> pending),
-requeue (pending -> queued) and a runner's report (pure `apply_report`, stored by `record`).
-Each change also writes its event (`log_change`) in the same transaction: the SSE streams' log.
+requeue (pending -> queued), a runner's report (pure `apply_report`, stored by `record`) and
+retry (failed -> active). Each change also writes its event (`log_change`) in the same
+transaction: the SSE streams' log.
+
+A job is an array of tasks (docs/design.md, "Render arrays"; a plain render is one task). The
+changes above move tasks; the job's status, progress, error and task summary follow from its
+tasks' (`summarize`, `derived_status`), refreshed in the same transaction.
 
 The dispatcher and the tracker call these; nothing else writes `Job.status`. Updates that can
 race another replica (admit, requeue) are conditional on the status they start from, and an
@@ -10,22 +15,27 @@ admission also on the ledger's generation the dispatcher planned with (see `admi
 from __future__ import annotations
 
 import uuid
-from collections.abc import Sequence
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import replace
 from datetime import datetime, timedelta
 from typing import Any, NamedTuple
 
-from sqlalchemy import func, update
+from sqlalchemy import false, func, update
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, col, select
 
 from scheduler import idempotency
-from scheduler.models import AdmissionLedger, Job, JobEvent, JobPublic, utcnow
+from scheduler.models import AdmissionLedger, Job, JobEvent, JobPublic, Task, utcnow
 from scheduler.runners.base import StatusReport
-from scheduler.statuses import ACTIVE, FINISHED
+from scheduler.statuses import ACTIVE, FINISHED, WITH_RUNNER, JobStatus
 
 
 class TooManyActiveJobs(Exception):
     """The owner already has the most unfinished jobs allowed; the argument is how many."""
+
+
+class NotRetryable(Exception):
+    """Only a failed render array can be retried (409); the argument says why not."""
 
 
 class QueueFull(Exception):
@@ -50,6 +60,8 @@ def create(
     retry_after: int = 30,
     cache_key: str | None = None,
     idempotency_key: str | None = None,
+    array: dict[str, Any] | None = None,
+    tasks: int = 1,
 ) -> Job:
     """Insert a queued job unless the owner already has `max_active` unfinished ones, or the
     whole queue already holds `max_queued`. The counts and the insert are one step for every
@@ -81,6 +93,10 @@ def create(
         priority=priority,
         estimated_iterations=estimated_iterations,
         cache_key=cache_key,
+        array=array,
+        tasks_total=tasks,
+        task_counts={"queued": tasks, "running": 0, "succeeded": 0, "failed": 0},
+        failed_tasks=[],
     )
     job.storage_prefix = job.own_prefix
     if source is not None and source.status == "succeeded":
@@ -88,6 +104,8 @@ def create(
     elif source is not None:
         job.follows, job.message = source.id, following(source.id)
     session.add(job)
+    session.add_all(Task(job_id=job.id, index=i, status=job.status, finished_at=job.finished_at)
+                    for i in range(tasks))  # succeeded already when reused
     log_change(session, job)
     if idempotency_key is not None:
         idempotency.answer(session, owner=owner, key=idempotency_key, job_id=job.id,
@@ -116,7 +134,16 @@ def _reuse(job: Job, source: Job, *, now: datetime) -> None:
     job.started_at = job.finished_at = now
     job.follows = job.message = None
     job.estimated_iterations = source.estimated_iterations
+    settle_tasks(job)
     _callback_due(job)
+
+
+def settle_tasks(job: Job) -> None:
+    """The task summary of a job that another's render ended (pure): every task as the job. A
+    failed follower's tasks all failed, so a retry renders all of them into its own prefix."""
+    n, ok = job.tasks_total, job.status == "succeeded"
+    job.task_counts = {"queued": 0, "running": 0, "succeeded": n if ok else 0, "failed": 0 if ok else n}
+    job.failed_tasks = [] if ok else list(range(n))
 
 
 def check_room(
@@ -181,23 +208,30 @@ class Pick(NamedTuple):
     job_id: str
     placement: str  # the device class it is admitted to
     seconds: float  # its estimated run time there
+    task: int = 0  # the task's index
+
+
+class Admission(NamedTuple):
+    job: Job
+    tasks: tuple[int, ...]  # the indexes admitted now, ascending
 
 
 def admit(
     session: Session, picks: Sequence[Pick], *, generation: int, now: datetime | None = None,
     replica: str | None = None,
-) -> list[Job] | None:
-    """Mark the picked queued jobs `pending` in their class, all in one transaction; None when
+) -> list[Admission] | None:
+    """Mark the picked queued tasks `pending` in their class, all in one transaction; None when
     another replica admitted first (then nothing changed).
 
     The transaction first advances the ledger from `generation`, the value read before the
-    dispatcher looked at the jobs and capacity it planned with. If another replica admitted
+    dispatcher looked at the tasks and capacity it planned with. If another replica admitted
     anything since, that update matches no row and nothing is admitted: the caller plans
     again on fresh state, so two replicas can never both spend the same free slot. (In
     PostgreSQL the second update waits for the first transaction's row lock, then finds the
-    generation moved; SQLite runs one writer at a time.) Each job's update is also conditional
-    on it still being queued (it may have been deleted meanwhile). `replica`: the admitting
-    replica, recorded as the job's owner when its runner's jobs are its own (local processes).
+    generation moved; SQLite runs one writer at a time.) Each task's update is also conditional
+    on it still being queued (its job may have been cancelled or deleted meanwhile). `replica`:
+    the admitting replica, recorded as the job's owner when its runner's jobs are its own (local
+    processes; the dispatcher admits no task of a job another replica runs tasks of).
     """
     now = now or utcnow()
     advanced = session.execute(
@@ -208,74 +242,175 @@ def admit(
     if advanced.rowcount != 1:
         session.rollback()
         return None
-    admitted = []
+    admitted: dict[str, list[Pick]] = {}
     for pick in picks:
         claimed = session.execute(
-            update(Job)
-            .where(col(Job.id) == pick.job_id, col(Job.status) == "queued")
-            .values(status="pending", placement=pick.placement, admitted_at=now, message="starting",
-                    attempts=Job.attempts + 1, queue_position=None, estimated_start_at=None,
-                    estimated_finish_at=now + timedelta(seconds=pick.seconds), replica=replica)
+            update(Task)
+            .where(col(Task.job_id) == pick.job_id, col(Task.index) == pick.task,
+                   col(Task.status) == "queued")
+            .values(status="pending", placement=pick.placement, admitted_at=now, attempts=0, error=None,
+                    admissions=Task.admissions + 1)
         )
         if claimed.rowcount == 1:
-            admitted.append(pick.job_id)
-    jobs = [job for job_id in admitted if (job := session.get(Job, job_id, populate_existing=True))]
-    for job in jobs:
+            admitted.setdefault(pick.job_id, []).append(pick)
+    out = []
+    for job_id, mine in admitted.items():
+        job = session.get(Job, job_id, populate_existing=True)
+        if job is None:
+            continue
+        first = job.status == "queued"
+        job.placement = job.placement or mine[0].placement
+        job.admitted_at, job.replica = now, replica
+        job.attempts = max(job.attempts, _most_admissions(session, job_id))
+        if first:
+            job.message, job.queue_position, job.estimated_start_at = "starting", None, None
+            job.estimated_finish_at = now + timedelta(seconds=max(p.seconds for p in mine))
+        refresh(session, job)
+        session.add(job)
         log_change(session, job)
+        out.append(Admission(job, tuple(sorted(p.task for p in mine))))
     session.commit()
-    return jobs
+    return out
 
 
-def requeue(session: Session, *, job_id: str, reason: str) -> bool:
-    """Give a claimed job back to the queue (the runner refused it): the attempt did not
-    count. False when it is no longer pending (deleted, or reported on meanwhile)."""
+def _most_admissions(session: Session, job_id: str) -> int:
+    return session.exec(select(func.max(Task.admissions)).where(Task.job_id == job_id)).one() or 0
+
+
+def requeue(session: Session, *, job_id: str, reason: str, tasks: Iterable[int] = (0,)) -> bool:
+    """Give claimed tasks back to the queue (the runner refused them): the admission did not
+    count. False when none is pending any more (deleted, or reported on meanwhile)."""
     changed = session.execute(
-        update(Job)
-        .where(col(Job.id) == job_id, col(Job.status) == "pending")
-        .values(status="queued", attempts=Job.attempts - 1, message=f"waiting for the runner: {reason}",
-                placement=None, admitted_at=None, estimated_finish_at=None)
+        update(Task)
+        .where(col(Task.job_id) == job_id, col(Task.index).in_(list(tasks)), col(Task.status) == "pending")
+        .values(status="queued", admissions=Task.admissions - 1, placement=None, admitted_at=None)
     )
-    job = session.get(Job, job_id, populate_existing=True) if changed.rowcount == 1 else None
+    job = session.get(Job, job_id, populate_existing=True) if changed.rowcount else None
     if job is not None:
+        refresh(session, job)
+        job.message = f"waiting for the runner: {reason}"
+        if job.status == "queued":
+            job.attempts = max(0, job.attempts - 1)
+        session.add(job)
         log_change(session, job)
     session.commit()
     return job is not None
 
 
-def apply_report(job: Job, report: StatusReport, *, max_attempts: int) -> bool:
-    """Fold one report into the job record (pure); False when it changes nothing.
+def apply_report(task: Task, report: StatusReport, *, max_attempts: int) -> bool:
+    """Fold one report into a task's record (pure); False when it changes nothing.
 
-    A finished job never changes again (runners may report an end twice, e.g. a cancel seen
-    both by the caller and by the watch). A "queued" report gives the job back to the
-    dispatcher until it has been started `max_attempts` times.
+    A finished task never changes again (runners may report an end twice, e.g. a cancel seen
+    both by the caller and by the watch). A "queued" report gives the task back to the
+    dispatcher until it has been handed to a runner `max_attempts` times.
     """
-    if job.status in FINISHED:
+    if task.status in FINISHED:
         return False
     if report.status == "queued":
-        if job.attempts >= max_attempts:
-            job.status, job.finished_at = "failed", report.finished_at or utcnow()
-            job.error = f"the job was interrupted {job.attempts} times (service restarts) and was given up"
-            _callback_due(job)
+        if task.status == "queued":
+            return False
+        if task.admissions >= max_attempts:
+            task.status, task.finished_at = "failed", report.finished_at or utcnow()
+            times = task.admissions
+            task.error = f"the job was interrupted {times} times (service restarts) and was given up"
         else:
-            job.status, job.message, job.progress, job.started_at = "queued", report.message, None, None
-            job.placement, job.admitted_at, job.estimated_finish_at = None, None, None
+            task.status, task.progress, task.started_at = "queued", None, None
+            task.placement, task.admitted_at = None, None
         return True
-    before = (job.status, job.started_at, job.finished_at, job.error, job.message, job.progress)
-    job.status = report.status
-    if report.started_at is not None and job.started_at is None:
-        job.started_at = report.started_at
+    before = _task_state(task)
+    task.status = report.status
+    if report.started_at is not None and task.started_at is None:
+        task.started_at = report.started_at
+    if report.attempts is not None:
+        task.attempts = report.attempts
     if report.status in FINISHED:
-        job.finished_at = report.finished_at or utcnow()
-        job.error = report.error if report.status == "failed" else None
-        job.message = None
+        task.finished_at = report.finished_at or utcnow()
+        task.error = report.error if report.status == "failed" else None
         if report.status == "succeeded":
-            job.progress = 1.0
+            task.progress = 1.0
+    elif report.progress is not None:
+        task.progress = report.progress
+    return before != _task_state(task)
+
+
+def _task_state(task: Task) -> tuple[Any, ...]:
+    return task.status, task.started_at, task.finished_at, task.error, task.progress, task.attempts
+
+
+def derived_status(counts: Mapping[str, int]) -> JobStatus:
+    """A job's status from its tasks' (status -> how many): ended when every task has
+    (failed if any failed), `running` once any task runs or has ended, else `pending` while
+    any is admitted, else `queued`."""
+    if not any(counts.get(s, 0) for s in ACTIVE):
+        if counts.get("failed"):
+            return "failed"
+        return "cancelled" if counts.get("cancelled") else "succeeded"
+    if counts.get("running") or counts.get("succeeded") or counts.get("failed"):
+        return "running"
+    return "pending" if counts.get("pending") else "queued"
+
+
+class Summary(NamedTuple):
+    counts: dict[str, int]  # status -> tasks
+    progress: float | None  # over all tasks; None while no task has said
+    failed: list[int]  # indexes, ascending
+    first_error: str | None  # the lowest failed task's
+
+
+def summarize(tasks: Iterable[Task], total: int) -> Summary:
+    counts: dict[str, int] = {}
+    done, said, failed, first_error = 0.0, False, [], None
+    for t in sorted(tasks, key=lambda t: t.index):
+        counts[t.status] = counts.get(t.status, 0) + 1
+        if t.status == "succeeded" or t.progress is not None:
+            said = True
+            done += 1.0 if t.status == "succeeded" else (t.progress or 0.0)
+        if t.status == "failed":
+            failed.append(t.index)
+            first_error = first_error or t.error
+    return Summary(counts, done / max(total, 1) if said else None, failed, first_error)
+
+
+def refresh(session: Session, job: Job, report: StatusReport | None = None) -> None:
+    """Recompute the job's status and summary from its tasks (not committed). `report`: the
+    runner's report that moved them (its message, time and error where it says more)."""
+    tasks = session.exec(select(Task).where(Task.job_id == job.id)).all()
+    if not tasks:  # a record from before tasks: it changes as its one task would
+        return
+    s = summarize(tasks, job.tasks_total)
+    job.status = derived_status(s.counts)
+    job.task_counts = {
+        "queued": s.counts.get("queued", 0),
+        "running": sum(s.counts.get(k, 0) for k in WITH_RUNNER),
+        "succeeded": s.counts.get("succeeded", 0),
+        "failed": s.counts.get("failed", 0),
+    }
+    job.failed_tasks = s.failed
+    job.progress = s.progress
+    started = [t.started_at for t in tasks if t.started_at is not None]
+    if job.started_at is None and started:
+        job.started_at = min(started)
+    if job.status == "queued":
+        job.placement, job.admitted_at, job.started_at = None, None, None
+    if job.status in FINISHED:
+        ends = [t.finished_at for t in tasks if t.finished_at is not None]
+        job.finished_at = report.finished_at if report and report.finished_at else max(ends, default=utcnow())
+        job.message = None
+        job.error = _error(job, s, report) if job.status == "failed" else None
         _callback_due(job)
     else:
-        job.message = report.message
-        if report.progress is not None:
-            job.progress = report.progress
-    return before != (job.status, job.started_at, job.finished_at, job.error, job.message, job.progress)
+        job.finished_at, job.error = None, None
+        if report is not None and report.status not in FINISHED:
+            job.message = report.message
+
+
+def _error(job: Job, s: Summary, report: StatusReport | None) -> str | None:
+    if report is not None and report.task is None and report.error:  # the whole job failed
+        return report.error
+    if job.tasks_total == 1:
+        return s.first_error
+    n = len(s.failed)
+    return f"{n} of {job.tasks_total} tasks failed; task {s.failed[0]}: {s.first_error}"
 
 
 def _callback_due(job: Job) -> None:
@@ -292,15 +427,35 @@ class Recorded(NamedTuple):
 
 
 def record(session: Session, report: StatusReport, *, max_attempts: int) -> Recorded:
-    """Apply a runner's report to the stored job and commit it when it changed something.
+    """Apply a runner's report to the stored job's tasks, and the job, and commit it when it
+    changed something. A report without a task is the whole job's (runners/base.py): of a
+    one-task job, its task's; else it moves every unfinished task (`queued`: those admitted).
     An end also ends (or, cancelled, frees) the jobs that follow its render, in the same
     transaction and under the submit lock: a job that starts to follow it meanwhile is either
     seen here or sees the end (`create`)."""
     job = session.get(Job, report.job_id)
     if job is None:
         return Recorded(None, False, False)
+    if job.status in FINISHED:
+        return Recorded(job, False, False)
+    if report.task is None and job.tasks_total == 1:
+        report = replace(report, task=0)
+    query = select(Task).where(Task.job_id == job.id, col(Task.status).in_(ACTIVE))
+    if report.task is not None:
+        query = query.where(Task.index == report.task)
+    elif report.status == "queued":
+        query = query.where(col(Task.status).in_(WITH_RUNNER))
+    elif report.status not in FINISHED:
+        query = query.where(false())  # a job-level pending/running: its message only
+    before = _shown(job)
     was_started = job.started_at is not None
-    if not apply_report(job, report, max_attempts=max_attempts):
+    for task in session.exec(query).all():
+        if apply_report(task, report, max_attempts=max_attempts):
+            session.add(task)
+    session.flush()
+    refresh(session, job, report)
+    if _shown(job) == before:  # e.g. a task's attempts: nothing the document shows
+        session.commit()
         return Recorded(job, False, False)
     followers: list[Job] = []
     if job.status in FINISHED:
@@ -312,6 +467,9 @@ def record(session: Session, report: StatusReport, *, max_attempts: int) -> Reco
     log_change(session, job)
     for follower in followers:
         session.add(follower)
+        if follower.status in FINISHED:
+            session.execute(update(Task).where(col(Task.job_id) == follower.id).values(
+                status=follower.status, finished_at=follower.finished_at, error=follower.error))
         log_change(session, follower)
     session.commit()
     return Recorded(job, True, job.started_at is not None and not was_started, tuple(followers))
@@ -334,7 +492,44 @@ def end_followers(leader: Job, followers: list[Job]) -> None:
             job.cached, job.storage_prefix, job.progress = True, leader.result_prefix, 1.0
         else:
             job.error = leader.error
+        settle_tasks(job)
         _callback_due(job)
+
+
+def _shown(job: Job) -> tuple[Any, ...]:
+    return (job.status, job.started_at, job.finished_at, job.error, job.message, job.progress,
+            job.task_counts, job.failed_tasks)
+
+
+def retry(session: Session, *, job_id: str) -> Job:
+    """Queue a failed render array's failed (and never run) tasks again; its succeeded tasks
+    and their parts stay. The job is active again and owes its callback anew. Raises
+    NotRetryable with the reason for any other job (also when another request retried first)."""
+    job = session.get(Job, job_id)
+    if job is None or job.tasks_total < 2:
+        raise NotRetryable("only a render array (split or animation) can be retried; submit the job again")
+    claimed = session.execute(
+        update(Job).where(col(Job.id) == job_id, col(Job.status) == "failed").values(status="queued")
+    )
+    if claimed.rowcount != 1:
+        session.rollback()
+        raise NotRetryable(f"the job is {job.status}: only a failed job's tasks can run again")
+    session.execute(
+        update(Task)
+        .where(col(Task.job_id) == job_id, col(Task.status).in_(("failed", "cancelled")))
+        .values(status="queued", admissions=0, attempts=0, error=None, progress=None, started_at=None,
+                finished_at=None, placement=None, admitted_at=None)
+    )
+    job = session.get(Job, job_id, populate_existing=True)
+    assert job is not None
+    refresh(session, job)
+    job.message, job.attempts = "queued again: retrying the failed tasks", 0
+    if job.callback_url:
+        job.callback_state, job.callback_next_at = "pending", None
+    session.add(job)
+    log_change(session, job)
+    session.commit()
+    return job
 
 
 def log_change(session: Session, job: Job) -> None:

@@ -1,4 +1,4 @@
-"""Job operations beyond one DB read: submit, cancel, delete, logs.
+"""Job operations beyond one DB read: submit, cancel, retry, delete, logs.
 
 Routes call this; this calls the runner, the storage and the tracker. Swapping the runner
 (RUNNER=local|kubernetes) changes nothing above this module.
@@ -13,7 +13,9 @@ from typing import Any, NamedTuple
 
 from sqlalchemy import Engine
 
+from job_image.params import FractalParams
 from job_image.storage import Storage
+from job_image.tasks import RenderArray
 from scheduler import crud, db, idempotency, job_status
 from scheduler.admission.limits import check_cost, check_device
 from scheduler.core.config import Settings
@@ -87,7 +89,7 @@ class Jobs:
         has room. An equal render of the owner's is reused instead (result cache): one that
         succeeded needs no estimate (it is not run), one still active is followed. Raises
         NoSuchDevice, TooManyActiveJobs, QueueFull, PricingBusy or TooExpensive."""
-        settings, params = self.settings, request.params()
+        settings, params, array = self.settings, request.params(), request.array()
         check_device(params, self.runner.view().snapshot({}))
         bounds = {
             "max_active": settings.max_active_jobs_per_user,
@@ -105,8 +107,7 @@ class Jobs:
         else:
             # the cheap refusals first: a user at their quota is refused without pricing
             await db.in_thread(self.engine, lambda s: job_status.check_room(s, owner=owner, **bounds))
-            estimate = await self.pricer.estimate(owner, params)  # PricingBusy past its bounds
-            check_cost(estimate, settings.max_job_iterations)
+            estimate = await self.price(owner, params, array)
         job = await db.in_thread(
             self.engine,
             lambda s: job_status.create(
@@ -120,6 +121,8 @@ class Jobs:
                 **bounds,
                 cache_key=key,
                 idempotency_key=idempotency_key,
+                array=request.array_document(),
+                tasks=array.tasks if array else 1,
             ),
         )
         if job.cached:
@@ -131,6 +134,17 @@ class Jobs:
         self.tracker.notify(job.id)
         self.on_submitted(job)
         return job
+
+    async def price(self, owner: str, params: FractalParams, array: RenderArray | None) -> float:
+        """The job's estimated iterations; raises PricingBusy, or TooExpensive when one task
+        would pass MAX_JOB_ITERATIONS."""
+        estimate = await self.pricer.estimate(owner, params)  # PricingBusy past its bounds
+        per_task = estimate / (array.tasks if array else 1)  # a split's bands share the frame's cost
+        if array is not None and array.is_video:  # frames between the first and last cost in between
+            last = await self.pricer.estimate(owner, params.model_copy(update={"zoom": array.zoom_to}))
+            estimate, per_task = (estimate + last) / 2 * array.frames, max(estimate, last)
+        check_cost(per_task, self.settings.max_job_iterations)
+        return estimate
 
     def _cache_key(self, request: JobCreate) -> str | None:
         if not self.settings.result_cache:
@@ -151,16 +165,27 @@ class Jobs:
         return final
 
     async def _stop(self, job: Job) -> JobPublic:
-        """End the job if it is active (the runner reports its end); its document after that, read
-        again: the one read before may be stale (JobGone: a DELETE removed it meanwhile)."""
+        """End the job if it is active, every task of it (the runner reports their ends); its
+        document after that, read again: the one read before may be stale (JobGone: a DELETE
+        removed it meanwhile). A runner that cannot stop it now raises, and nothing changed."""
         if job.status in WITH_RUNNER:
             await self.runner.cancel(job.id)
         if job.status in ACTIVE:  # queued, or a runner that reported nothing: it ends here
             await self.tracker.report(StatusReport(job.id, "cancelled"))
+            if job.tasks_total > 1:  # tasks admitted while the others were stopped: stop them too
+                await self.runner.cancel(job.id)
         now = await db.in_thread(self.engine, lambda s: s.get(Job, job.id))
         if now is None:
             raise JobGone(job.id)
         return JobPublic.of(now)
+
+    async def retry(self, job: Job) -> JobPublic:
+        """Queue a failed render array's failed tasks again; raises NotRetryable (409) otherwise."""
+        again = await db.in_thread(self.engine, lambda s: job_status.retry(s, job_id=job.id))
+        log.info("job %s: its failed tasks are queued again", job.id)
+        self.tracker.notify(job.id)
+        self.on_submitted(again)  # the dispatcher looks at the queue again
+        return JobPublic.of(again)
 
     async def delete(self, job: Job) -> JobPublic:
         """Cancel it if active, remove its process/Job and stored objects, then the record.

@@ -16,12 +16,14 @@ import sqlmodel
 from pydantic import BaseModel, ConfigDict, Field, field_serializer
 from sqlalchemy import JSON, Column
 
-from job_image.params import FractalParams
+from job_image.params import FractalParams, Limits
+from job_image.tasks import RenderArray
 from scheduler.admission.queue import Priority
 from scheduler.admission.throughput import DeviceClass
 from scheduler.statuses import ACTIVE, JobStatus
 
 CallbackState = Literal["pending", "delivered", "failed"]
+VideoFormat = Literal["mp4", "webm"]
 
 
 def utcnow() -> datetime:
@@ -87,18 +89,78 @@ class Token(BaseModel):
 # --- jobs ------------------------------------------------------------------------------------
 
 
+class Animation(BaseModel):
+    """A zoom video: `frames` frames of the request's centre, from its `zoom` to `zoom_to`."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    frames: int = Field(ge=2, description="frames, one task each")
+    zoom_to: float = Field(gt=0, allow_inf_nan=False, description="the last frame's zoom")
+    fps: int = Field(30, ge=1, le=120, description="frames per second of the video")
+    format: VideoFormat = Field("mp4", description="mp4 (H.264) or webm (VP9)")
+
+
+REQUEST_ONLY = {"callback_url", "priority", "split", "animation"}
+
+
 class JobCreate(FractalParams):
     """`POST /jobs`: the fractal parameters (defined once, in job_image) plus what belongs to the
-    request, not the render: a callback and the priority among the caller's own jobs."""
+    request, not the render: a callback, the priority among the caller's own jobs, and whether
+    it is a render array (docs/design.md, "Render arrays")."""
 
     callback_url: str | None = Field(None, max_length=2048, description="POSTed the final job document")
     priority: Priority = Field(
         "normal", description="orders your own queued jobs; never overtakes another user's fair share"
     )
+    split: int = Field(1, ge=1, description="render the image as this many tasks, each a band of rows")
+    animation: Animation | None = Field(None, description="a zoom video, one task per frame")
 
     def params(self) -> FractalParams:
         """The fractal fields only: what the job gets as FRACTAL_PARAMS."""
-        return FractalParams.model_validate(self.model_dump(exclude={"callback_url", "priority"}))
+        return FractalParams.model_validate(self.model_dump(exclude=REQUEST_ONLY))
+
+    def array(self) -> RenderArray | None:
+        """The array's shape as every task gets it (RENDER_ARRAY); None for one task."""
+        if self.animation is not None:
+            return RenderArray(frames=self.animation.frames, zoom_to=self.animation.zoom_to)
+        return RenderArray(split=self.split) if self.split > 1 else None
+
+    def request_problem(self, limits: Limits, *, max_tasks: int, max_array_pixels: int,
+                        max_video_pixels: int) -> str | None:
+        """Why the request is over a deployment's limits (a sentence naming the figures), or
+        None. MAX_PIXELS bounds one task: a band of a split image, one frame of a video."""
+        samples = self.width * self.height * self.supersample**2
+        at = f" at supersample {self.supersample}" if self.supersample > 1 else ""
+        size = f"{self.width}x{self.height}{at}"
+        if self.animation is not None:
+            if self.split > 1:
+                return "split and animation cannot be combined: a video's task is one frame"
+            frames = self.animation.frames
+            if frames > max_tasks:
+                return f"{frames} frames is more tasks than the limit of {max_tasks}"
+            if frames * samples > max_video_pixels:
+                return (f"{frames} frames of {size} are {frames * samples} samples; "
+                        f"the limit for a video is {max_video_pixels}")
+            if self.width % 2 or self.height % 2:
+                return f"a video's width and height must be even (colour is encoded per 2x2 pixels): {size}"
+            return self.limit_problem(limits)
+        if self.split > 1:
+            if self.split > max_tasks:
+                return f"split {self.split} is more tasks than the limit of {max_tasks}"
+            if self.split > self.height:
+                return f"split {self.split} is more bands than the image's {self.height} rows"
+            if samples > max_array_pixels:
+                return f"{size} is {samples} samples; the limit for a split image is {max_array_pixels}"
+            band = self.model_copy(update={"height": -(-self.height // self.split)})
+            problem = band.limit_problem(limits)
+            return f"one band of {self.split}: {problem}; split it into more bands" if problem else None
+        return self.limit_problem(limits)
+
+    def array_document(self) -> dict[str, Any] | None:
+        """What the job record keeps of the array: `{"split": N}` or `{"animation": {...}}`."""
+        if self.animation is not None:
+            return {"animation": self.animation.model_dump(mode="json")}
+        return {"split": self.split} if self.split > 1 else None
 
 
 class Job(sqlmodel.SQLModel, table=True):
@@ -136,6 +198,12 @@ class Job(sqlmodel.SQLModel, table=True):
     storage_prefix: str | None = sqlmodel.Field(default=None, index=True, max_length=128)
     follows: str | None = sqlmodel.Field(default=None, index=True, max_length=32)
     cached: bool = False
+    # render arrays: the request's `{"split": N}` or `{"animation": {...}}` (None: one task), and
+    # the tasks' summary as job_status keeps it (TaskCounts' fields; None: a record from before tasks)
+    array: dict[str, Any] | None = sqlmodel.Field(default=None, sa_column=Column(JSON, nullable=True))
+    tasks_total: int = 1
+    task_counts: dict[str, int] | None = sqlmodel.Field(default=None, sa_column=Column(JSON, nullable=True))
+    failed_tasks: list[int] | None = sqlmodel.Field(default=None, sa_column=Column(JSON, nullable=True))
 
     @property
     def own_prefix(self) -> str:
@@ -145,6 +213,15 @@ class Job(sqlmodel.SQLModel, table=True):
     def result_prefix(self) -> str:
         """Where its stored objects are: its own, or those of the job whose render it reuses."""
         return self.storage_prefix or self.own_prefix
+
+    def render_array(self) -> RenderArray | None:
+        """The shape every task gets (RENDER_ARRAY)."""
+        if not self.array:
+            return None
+        if "animation" in self.array:
+            a = self.array["animation"]
+            return RenderArray(frames=a["frames"], zoom_to=a["zoom_to"])
+        return RenderArray(split=self.array.get("split", 1))
 
 
 class IdempotencyKey(sqlmodel.SQLModel, table=True):
@@ -158,6 +235,25 @@ class IdempotencyKey(sqlmodel.SQLModel, table=True):
     response: dict[str, Any] | None = sqlmodel.Field(default=None, sa_column=Column(JSON, nullable=True))
     created_at: datetime = sqlmodel.Field(default_factory=utcnow)
     expires_at: datetime = sqlmodel.Field(index=True)
+
+
+class Task(sqlmodel.SQLModel, table=True):
+    """One task of a job (docs/design.md, "Render arrays"): index i of the job's `tasks_total`.
+    Admission admits tasks; a task's status moves like a job's, and the job's follows its tasks'
+    (job_status). `admissions` counts hand-overs to a runner (bounded like Job.attempts);
+    `attempts` the runner's tries within the latest (its own retries of a failed task)."""
+
+    job_id: str = sqlmodel.Field(primary_key=True, max_length=32)
+    index: int = sqlmodel.Field(primary_key=True)
+    status: str = sqlmodel.Field(index=True, max_length=16)
+    placement: str | None = sqlmodel.Field(default=None, max_length=8)
+    admissions: int = 0
+    attempts: int = 0
+    admitted_at: datetime | None = None
+    started_at: datetime | None = None
+    finished_at: datetime | None = None
+    progress: float | None = None
+    error: str | None = None
 
 
 class JobEvent(sqlmodel.SQLModel, table=True):
@@ -198,6 +294,16 @@ class AdmissionLedger(sqlmodel.SQLModel, table=True):
     generation: int = 0
 
 
+class TaskCounts(BaseModel):
+    """A job's tasks by status: `running` counts the admitted (starting or rendering)."""
+
+    total: int
+    queued: int
+    running: int
+    succeeded: int
+    failed: int
+
+
 class JobLinks(BaseModel):
     self: str
     result: str | None = Field(description="the image; null once the job has failed or was cancelled")
@@ -234,6 +340,10 @@ class JobPublic(BaseModel):
     )
     estimated_finish_at: datetime | None = Field(description="null when unknown or past")
     cached: bool = Field(description="true when served from another job's render of the same frame")
+    split: int = Field(description="bands of rows the image is rendered as (1: one task)")
+    animation: Animation | None = Field(description="the zoom video asked for; null for an image")
+    tasks: TaskCounts = Field(description="the job's tasks by status (a plain render is one task)")
+    failed_tasks: list[int] = Field(description="the failed tasks' indexes (POST .../retry runs them again)")
     links: JobLinks
 
     @field_serializer("created_at", "started_at", "finished_at", "estimated_start_at", "estimated_finish_at")
@@ -272,6 +382,10 @@ class JobPublic(BaseModel):
             estimated_start_at=upcoming(job.estimated_start_at, now) if job.status == "queued" else None,
             estimated_finish_at=upcoming(job.estimated_finish_at, now) if job.status in ACTIVE else None,
             cached=job.cached,
+            split=(job.array or {}).get("split", 1),
+            animation=(job.array or {}).get("animation"),
+            tasks=task_counts(job),
+            failed_tasks=job.failed_tasks or [],
             links=JobLinks(
                 self=base,
                 result=None if job.status in ("failed", "cancelled") else f"{base}/result",
@@ -279,6 +393,15 @@ class JobPublic(BaseModel):
                 logs=f"{base}/logs",
             ),
         )
+
+
+def task_counts(job: Job) -> TaskCounts:
+    """The job's task summary; a record from before tasks existed is one task in its status."""
+    if job.task_counts is not None:
+        return TaskCounts(total=job.tasks_total, **job.task_counts)
+    status = {"pending": "running"}.get(job.status, job.status)
+    counts = {name: int(status == name) for name in ("queued", "running", "succeeded", "failed")}
+    return TaskCounts(total=job.tasks_total, **counts)
 
 
 class JobsPublic(BaseModel):

@@ -128,7 +128,9 @@ class Service:
         )
         if active:  # another replica's jobs are its own (until its heartbeat stops)
             log.info("%d jobs were active when the service stopped; handing them to the runner", len(active))
-        await self.runner.start([job_spec(job) for job in active])
+        ids = [job.id for job in active]
+        held = await db.in_thread(self.engine, lambda s: crud.admitted_tasks(s, job_ids=ids))
+        await self.runner.start([job_spec(job, held.get(job.id, ())) for job in active])
         await self.learning.prime()
         loops = {
             "heartbeat": self.replicas.run,

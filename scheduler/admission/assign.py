@@ -45,7 +45,7 @@ HISTORY_HALF_LIVES = 6
 
 @dataclass(frozen=True)
 class Admitted:
-    """A job holding a slot (handed to the runner: pending or running)."""
+    """A task holding a slot (handed to the runner: pending or running)."""
 
     job_id: str
     owner: str
@@ -68,7 +68,7 @@ class Estimate:
 @dataclass
 class Plan:
     admit: list[tuple[Waiting, DeviceClass]]  # start these now, in this order
-    waiting: dict[str, Estimate]  # job_id -> estimate, for every job not admitted
+    waiting: dict[str, Estimate]  # Waiting.key -> estimate, for every task not admitted
 
 
 @dataclass(order=True)
@@ -93,16 +93,18 @@ class _Replay:
         self.snapshot, self.now = snapshot, now
         self.classes = [c for c in CLASSES if snapshot.exists(c)]
         self.seconds = {
-            j.job_id: {c: throughput.seconds(c, j.iterations, j.method) for c in j.classes
-                       if c in self.classes}
+            j.key: {c: throughput.seconds(c, j.iterations, j.method) for c in j.classes
+                    if c in self.classes}
             for j in queued
         }
         if policy == "fifo":  # one queue, oldest first: every job belongs to the same "user"
-            queued = [Waiting(j.job_id, "", j.device, "normal", j.created_at, j.iterations) for j in queued]
-        self.original = {j.job_id: j for j in queued}
+            queued = [Waiting(j.job_id, "", j.device, "normal", j.created_at, j.iterations, j.method, j.task)
+                      for j in queued]
+        self.original = {j.key: j for j in queued}
         self.placed: set[str] = set()
+        self.pinned: dict[str, DeviceClass] = {}  # job id -> the class its first task went to
         self.queues = {
-            c: FairQueue((j for j in queued if c in self.seconds[j.job_id]), self.placed, half_life)
+            c: FairQueue((j for j in queued if c in self.seconds[j.key]), self.placed, half_life)
             for c in self.classes
         }
         # work only this class can do, spread over its slots: what an auto job would wait behind
@@ -151,16 +153,24 @@ class _Replay:
             if other is None:
                 return job
             queue.drop(job)
-            self.backlog[other] += self.seconds[job.job_id][other]
+            self.backlog[other] += self.seconds[job.key][other]
             for free_at in self.idle[other]:  # wake a slot left idle for want of jobs
                 heapq.heappush(self.slots[other], _Slot(max(free_at, t), self._seq()))
             self.idle[other].clear()
         return None
 
     def _better_elsewhere(self, job: Waiting, c: DeviceClass, t: float) -> DeviceClass | None:
-        costs = self.seconds[job.job_id]
+        # A job's tasks share a class (one Job, one pod template): its first task's decision
+        # pins it, so a later task is never moved away from where an earlier one was sent.
+        pinned = self.pinned.get(job.job_id)
+        if pinned is None:
+            pinned = self.pinned[job.job_id] = self._earliest_finish(job, c, t) or c
+        return None if pinned == c else pinned
+
+    def _earliest_finish(self, job: Waiting, c: DeviceClass, t: float) -> DeviceClass | None:
+        costs = self.seconds[job.key]
         for other in costs:
-            if other == c or job.job_id in self.queues[other].moved:
+            if other == c or job.key in self.queues[other].moved:
                 continue
             heap = self.slots[other]
             free_at = min([s.free_at for s in heap[:1]] + self.idle[other] or [float("inf")])
@@ -174,14 +184,14 @@ class _Replay:
         return self.seq
 
     def _place(self, job: Waiting, c: DeviceClass, t: float) -> None:
-        seconds = self.seconds[job.job_id][c]
-        self.placed.add(job.job_id)  # the other class's queue skips it from now on
-        if len(self.seconds[job.job_id]) == 1 or any(job.job_id in q.moved for q in self.queues.values()):
+        seconds = self.seconds[job.key][c]
+        self.placed.add(job.key)  # the other class's queue skips it from now on
+        if len(self.seconds[job.key]) == 1 or any(job.key in q.moved for q in self.queues.values()):
             self.backlog[c] -= seconds  # it was counted as work only c could do
         self.queues[c].add_use(job.owner, seconds, t)
         heapq.heappush(self.slots[c], _Slot(t + seconds, self._seq()))
         if t <= 0.0 and self.snapshot.take(c):
-            self.plan.admit.append((self.original[job.job_id], c))
+            self.plan.admit.append((self.original[job.key], c))
             self.reasons.pop(c, None)
             return
         self.position[c] += 1
@@ -189,7 +199,7 @@ class _Replay:
         if c not in self.reasons:
             self.reasons[c] = f"waiting for {NOUN[c]}: {self.snapshot.reason(c)}"
         start = self.now + timedelta(seconds=t)
-        self.plan.waiting[job.job_id] = Estimate(
+        self.plan.waiting[job.key] = Estimate(
             c, self.position[c], start, start + timedelta(seconds=seconds),
             f"{self.reasons[c]}; {ahead} job{'' if ahead == 1 else 's'} ahead",
         )
@@ -197,12 +207,12 @@ class _Replay:
     def _unplaced(self) -> None:
         """Jobs the replay could not place: their class has no slot at all (no GPU exists any
         more, or others filled the quota and none of ours runs there to free one)."""
-        for job_id, job in self.original.items():
-            if job_id in self.placed:
+        for key, job in self.original.items():
+            if key in self.placed:
                 continue
             c = next((k for k in job.classes if k in self.classes), job.classes[0])
             why = self.snapshot.reason(c) if c in self.classes else self.snapshot.missing(c)
-            self.plan.waiting[job_id] = Estimate(c, None, None, None, f"waiting for {NOUN[c]}: {why}")
+            self.plan.waiting[key] = Estimate(c, None, None, None, f"waiting for {NOUN[c]}: {why}")
 
 
 def plan(queued: Iterable[Waiting], active: Iterable[Admitted], snapshot: Snapshot,

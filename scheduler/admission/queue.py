@@ -36,23 +36,29 @@ MAX_DOUBLINGS = 900.0  # 2**900 still fits a float: bounds the replay's horizon 
 
 @dataclass(frozen=True)
 class Waiting:
-    """A queued job as admission sees it."""
+    """A queued task as admission sees it (a plain job is its one task, 0)."""
 
     job_id: str
     owner: str
     device: DeviceChoice
     priority: Priority
     created_at: datetime
-    iterations: float  # estimated at submit
+    iterations: float  # estimated at submit, this task's share
     method: Method = "float32"  # how it renders: each method has its own throughput
+    task: int = 0
+
+    @property
+    def key(self) -> str:
+        """The unit admitted: a job's id for its task 0, `<job_id>/<i>` for task i."""
+        return self.job_id if self.task == 0 else f"{self.job_id}/{self.task}"
 
     @property
     def classes(self) -> tuple[DeviceClass, ...]:
         return CLASSES if self.device == "auto" else (self.device,)
 
     @property
-    def own_order(self) -> tuple[int, datetime, str]:
-        return RANK[self.priority], self.created_at, self.job_id
+    def own_order(self) -> tuple[int, datetime, str, int]:
+        return RANK[self.priority], self.created_at, self.job_id, self.task
 
 
 class _UserQueue:
@@ -62,11 +68,11 @@ class _UserQueue:
 
     def __init__(self, jobs: list[Waiting], placed: set[str], moved: set[str]) -> None:
         self.by_order = sorted(jobs, key=lambda j: j.own_order, reverse=True)  # next at the end
-        self.by_age = sorted(jobs, key=lambda j: (j.created_at, j.job_id), reverse=True)
+        self.by_age = sorted(jobs, key=lambda j: (j.created_at, j.job_id, j.task), reverse=True)
         self.placed, self.moved = placed, moved
 
     def _out(self, job: Waiting) -> bool:
-        return job.job_id in self.placed or job.job_id in self.moved
+        return job.key in self.placed or job.key in self.moved
 
     def head(self) -> Waiting | None:
         while self.by_order and self._out(self.by_order[-1]):
@@ -137,5 +143,5 @@ class FairQueue:
 
     def drop(self, job: Waiting) -> None:
         """`job` leaves this class's queue only (it waits for the other class)."""
-        self.moved.add(job.job_id)
+        self.moved.add(job.key)
         self._push(job.owner)

@@ -35,7 +35,7 @@ from scheduler.core.ratelimit import Throttled
 from scheduler.crud import UsernameTaken
 from scheduler.events import ResumeRefused, TooManyStreams
 from scheduler.idempotency import BadKey, KeyInProgress, KeyReused
-from scheduler.job_status import QueueFull, TooManyActiveJobs
+from scheduler.job_status import NotRetryable, QueueFull, TooManyActiveJobs
 from scheduler.jobs import JobFinished, JobGone
 from scheduler.pricing import PricingBusy
 from scheduler.runners.base import RunnerUnavailable
@@ -169,6 +169,7 @@ DOMAIN_ERRORS: dict[type[Exception], tuple[int, Callable[[Any], str]]] = {
     BadKey: (422, str),
     JobFinished: (409, lambda exc: f"The job has already finished ({exc}); there is nothing to cancel."),
     JobGone: (404, lambda exc: f"No job {exc} here."),
+    NotRetryable: (409, lambda exc: f"{str(exc)[0].upper()}{str(exc)[1:]}."),
     TooManyStreams: (429, lambda exc: f"You have {exc} event streams open, the most allowed; close one."),
     ResumeRefused: (422, lambda exc: f"Last-Event-ID: {exc}."),
     NoSuchDevice: (422, lambda exc: f"{str(exc)[0].upper()}{str(exc)[1:]}."),

@@ -96,6 +96,17 @@ class Settings(BaseSettings):
     cost_probes_total: int = Field(
         32, ge=1, description="all users' submits being priced or waiting for it; past it a 429"
     )
+    max_tasks: int = Field(1024, ge=1, description="tasks of one render array (split bands or video frames)")
+    max_array_pixels: int = Field(
+        2**30, ge=1, description="samples of a split image, all bands together: a gigapixel"
+    )
+    max_video_pixels: int = Field(
+        2**31, ge=1, description="samples of a zoom video, all frames together (e.g. 1000 frames of 1080p)"
+    )
+    task_max_retries: int = Field(
+        2, ge=0, description="tries after the first of a failed task, before it fails its job (Kubernetes: "
+        "backoffLimitPerIndex)"
+    )
     max_wait_seconds: float = 60.0  # cap on ?wait= long-polls
 
     # --- reuse (docs/design.md, "Reuse") ---------------------------------------------------------

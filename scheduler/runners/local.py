@@ -1,9 +1,12 @@
-"""LocalRunner: one `python -m job_image` subprocess per job, on this host.
+"""LocalRunner: one `python -m job_image` subprocess per task, on this host.
 
 The process gets exactly the environment a pod gets (docs/design.md, "The job contract") plus only
-what a process needs to run here, so a local run exercises the code path the cluster runs.
-Status comes from the process itself: `progress N%` lines on stdout, its last stderr line as
-the error, and its exit code.
+what a process needs to run here, so a local run exercises the code path the cluster runs; a
+task also gets its `JOB_COMPLETION_INDEX`, as an Indexed Job's pod does. Status comes from the
+process itself: `progress N%` lines on stdout, its last stderr line as the error, and its exit
+code. A task that fails is started again in its slot up to TASK_MAX_RETRIES times; exit 2
+(invalid parameters, the same for every task) fails the whole job at once and stops its other
+tasks, as the Job's podFailurePolicy does on Kubernetes.
 """
 
 from __future__ import annotations
@@ -18,7 +21,7 @@ import shutil
 import signal
 import sys
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import IO
@@ -41,15 +44,24 @@ HOST_VARS = ("PATH", "HOME", "LANG", "LC_ALL", "TMPDIR", "OCL_ICD_VENDORS", "CUD
 HOST_PREFIXES = ("POCL_", "PYOPENCL_")
 RESTARTED = "the service restarted; the job will run again"
 _PROGRESS = re.compile(r"progress (\d{1,3})%")
-_JOB_ID = re.compile(r"[0-9a-f]{32}")  # ids become file names: nothing else is accepted
+_TASK_KEY = re.compile(r"[0-9a-f]{32}(-[0-9]{1,9})?")  # keys become file names: nothing else is accepted
+INVALID_PARAMS = 2  # the job contract's exit code: every task would fail alike, so none is retried
 
 
-def job_environment(spec: JobSpec, settings: Settings, host_env: Mapping[str, str]) -> dict[str, str]:
-    """The job contract's variables plus the few host variables a process needs on this host."""
+def task_key(job_id: str, index: int, total: int) -> str:
+    """A task's name for its pid and log files: the job id for a one-task job, `<id>-<i>` else."""
+    return job_id if total == 1 else f"{job_id}-{index}"
+
+
+def job_environment(spec: JobSpec, settings: Settings, host_env: Mapping[str, str],
+                    index: int = 0) -> dict[str, str]:
+    """The job contract's variables and the task's index, plus the few host variables a process
+    needs on this host."""
     env = {k: v for k, v in host_env.items() if k in HOST_VARS or k.startswith(HOST_PREFIXES)}
     env.setdefault("PATH", os.defpath)
     env.update(spec.env(settings, opencl_cache_dir=str(Path(settings.opencl_cache_dir or "").resolve())))
     env.update(settings.storage_env())
+    env["JOB_COMPLETION_INDEX"] = str(index)
     env["PYTHONPATH"] = str(REPO_ROOT)
     return env
 
@@ -114,16 +126,23 @@ class LocalView:
 
 @dataclass
 class _Running:
-    """One live job process and what has been read from it."""
+    """One live task process and what has been read from it."""
 
     spec: JobSpec
+    index: int
+    attempt: int  # 1 = the task's first try
     process: asyncio.subprocess.Process
     log_file: IO[str]
     started_at: datetime
     task: asyncio.Task[None] | None = None
-    stopping: str | None = None  # why we ended it: "cancelled", "timeout" or "shutdown"
+    # why we ended it: "cancelled", "timeout", "shutdown", or "abandoned" (another task failed the job)
+    stopping: str | None = None
     progress: float | None = None
     last_error: str | None = None  # the last non-empty stderr line: the job's own reason
+
+    @property
+    def key(self) -> str:
+        return task_key(self.spec.job_id, self.index, self.spec.total)
 
 
 class LocalRunner:
@@ -136,7 +155,7 @@ class LocalRunner:
         self.storage = storage
         self.data_dir = Path(settings.data_dir)
         self.gpus = settings.local_gpus if settings.local_gpus is not None else count_gpus()
-        self.jobs: dict[str, _Running] = {}  # live processes: each holds a slot of its class
+        self.jobs: dict[str, _Running] = {}  # task key -> live process: each holds a slot of its class
         # Exited, their log not yet saved nor their end reported: a DELETE now must wait for
         # that, or the late job.log would land under a prefix that was just removed.
         self.finishing: dict[str, _Running] = {}
@@ -144,13 +163,22 @@ class LocalRunner:
     def _python(self) -> str:
         return self.settings.job_python or sys.executable
 
-    def _pid_path(self, job_id: str) -> Path:
-        return self.data_dir / "local-jobs" / f"{job_id}.pid"
+    def _pid_path(self, key: str) -> Path:
+        return self.data_dir / "local-jobs" / f"{key}.pid"
 
-    def _log_path(self, job_id: str) -> Path:
-        if not _JOB_ID.fullmatch(job_id):
-            raise ValueError(f"invalid job id {job_id!r}")
-        return self.data_dir / "logs" / f"{job_id}.log"
+    def _log_path(self, key: str) -> Path:
+        if not _TASK_KEY.fullmatch(key):
+            raise ValueError(f"invalid job id {key!r}")
+        return self.data_dir / "logs" / f"{key}.log"
+
+    def _log_paths(self, job_id: str) -> list[Path]:
+        """The job's log files: its own, or its tasks' in index order."""
+        one = self._log_path(job_id)
+        tasks = sorted(one.parent.glob(f"{job_id}-*.log"), key=lambda p: int(p.stem.rsplit("-", 1)[1]))
+        return [one] if one.exists() else tasks
+
+    def _tasks_of(self, job_id: str) -> list[_Running]:
+        return [r for r in (*self.jobs.values(), *self.finishing.values()) if r.spec.job_id == job_id]
 
     # --- lifecycle ------------------------------------------------------------------------------
 
@@ -160,9 +188,9 @@ class LocalRunner:
         pid_dir = self.data_dir / "local-jobs"
         for pid_file in sorted(pid_dir.glob("*.pid")) if pid_dir.is_dir() else []:
             if pid_file.stem not in self.jobs:
-                await self._end_leftover(pid_file.stem, pid_file)
+                await self._end_leftover(pid_file.stem.split("-")[0], pid_file)
         for spec in active:
-            if spec.job_id not in self.jobs:
+            if not self._tasks_of(spec.job_id):
                 log.info("job %s: re-queued after a restart", spec.job_id)
                 await self._emit(StatusReport(spec.job_id, "queued", message=RESTARTED))
 
@@ -191,7 +219,7 @@ class LocalRunner:
             log.warning(
                 "service stopping: ending %d running job(s) (%s); they run again at the next start",
                 len(jobs),
-                ", ".join(j.spec.job_id for j in jobs),
+                ", ".join(j.key for j in jobs),
             )
         for job in jobs:
             job.stopping = "shutdown"
@@ -201,8 +229,8 @@ class LocalRunner:
     # --- the Runner interface -----------------------------------------------------------------
 
     def live(self) -> set[str]:
-        """The jobs this runner follows: running, or ended with their end not yet reported."""
-        return set(self.jobs) | set(self.finishing)
+        """The jobs this runner follows: a task running, or ended with its end not yet reported."""
+        return {r.spec.job_id for r in (*self.jobs.values(), *self.finishing.values())}
 
     def slots(self, placement: DeviceClass) -> int:
         return self.gpus if placement == "gpu" else self.settings.local_max_concurrent
@@ -216,62 +244,78 @@ class LocalRunner:
         return LocalView(self.settings.local_max_concurrent, self.gpus)
 
     async def submit(self, job: JobSpec) -> None:
-        """Spawn the job; RunnerUnavailable keeps it queued when no slot is free or spawning fails."""
-        if job.job_id in self.jobs:
-            log.warning("job %s: submitted while already running; ignored", job.job_id)
-            return
-        if self.capacity(job.placement) <= 0:
+        """Spawn the job's tasks `job.tasks`; RunnerUnavailable keeps them queued when their
+        class has too few free slots or spawning fails (tasks already spawned then stay)."""
+        new = [i for i in job.tasks if task_key(job.job_id, i, job.total) not in self.jobs]
+        if len(new) < len(job.tasks):
+            log.warning("job %s: tasks submitted while already running; those are ignored", job.job_id)
+        if self.capacity(job.placement) < len(new):
             slots = self.slots(job.placement)
             raise RunnerUnavailable(f"all {slots} local {job.placement} job slots are busy")
-        log_path, pid_path = self._log_path(job.job_id), self._pid_path(job.job_id)
+        for index in new:
+            await self._spawn(job, index, attempt=1)
+
+    async def _spawn(self, job: JobSpec, index: int, *, attempt: int) -> None:
+        key = task_key(job.job_id, index, job.total)
+        log_path, pid_path = self._log_path(key), self._pid_path(key)
         try:
             log_path.parent.mkdir(parents=True, exist_ok=True)
             pid_path.parent.mkdir(parents=True, exist_ok=True)
-            log_file = log_path.open("w", encoding="utf-8", buffering=1)  # line-buffered: live logs
+            # line-buffered: live logs; a retry appends, so every try's output stays
+            log_file = log_path.open("w" if attempt == 1 else "a", encoding="utf-8", buffering=1)
         except OSError as exc:
             raise RunnerUnavailable(f"the job's log file cannot be written: {exc}") from exc
         try:
             process = await asyncio.create_subprocess_exec(
                 self._python(), "-m", "job_image",
-                cwd=REPO_ROOT, env=job_environment(job, self.settings, os.environ),
+                cwd=REPO_ROOT, env=job_environment(job, self.settings, os.environ, index),
                 stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE,
                 stderr=asyncio.subprocess.PIPE, start_new_session=True, limit=LINE_LIMIT,
             )
         except OSError as exc:
             log_file.close()
             raise RunnerUnavailable(f"the job process could not be started: {exc}") from exc
-        running = self.jobs[job.job_id] = _Running(job, process, log_file, _now())
+        running = self.jobs[key] = _Running(job, index, attempt, process, log_file, _now())
         try:
             pid_path.write_text(f"{process.pid}\n")
         except OSError as exc:  # only a restart needs it; the job itself is fine
-            log.warning("job %s: pid file not written: %s", job.job_id, exc)
-        log.info("job %s: started as process %d", job.job_id, process.pid)
-        running.task = asyncio.create_task(self._supervise(running), name=f"local-job-{job.job_id}")
+            log.warning("job %s: pid file not written: %s", key, exc)
+        log.info("job %s: started as process %d (try %d)", key, process.pid, attempt)
+        running.task = asyncio.create_task(self._supervise(running), name=f"local-job-{key}")
 
     async def cancel(self, job_id: str) -> None:
-        """Stop the process group and return once its end has been reported (`cancelled`,
-        or what it ended with when it had already exited)."""
-        job = self.jobs.get(job_id) or self.finishing.get(job_id)
-        if job is None:
-            return
-        if job_id in self.jobs:
-            job.stopping = "cancelled"
-            log.info("job %s: cancelling process %d", job_id, job.process.pid)
-            await self._terminate(job, CANCEL_GRACE_SECONDS)
-        if job.task is not None:
-            await asyncio.shield(job.task)  # a cancelled caller must not cancel the report
+        """Stop every task's process group and return once their ends have been reported
+        (`cancelled`, or what a task ended with when it had already exited)."""
+        tasks = self._tasks_of(job_id)
+        for task in tasks:
+            if task.key in self.jobs:
+                task.stopping = task.stopping or "cancelled"
+                log.info("job %s: cancelling process %d", task.key, task.process.pid)
+        await asyncio.gather(*(self._terminate(t, CANCEL_GRACE_SECONDS) for t in tasks if t.key in self.jobs))
+        # a cancelled caller must not cancel the reports
+        await asyncio.shield(asyncio.gather(*(t.task for t in tasks if t.task is not None)))
 
     async def logs(self, job_id: str) -> str | None:
-        """The local log file, live and after the end, until forget() removes it."""
+        """The local log files (a task's after another's), live and after the end, until
+        forget() removes them."""
+        def read() -> str | None:
+            texts = []
+            for path in self._log_paths(job_id):
+                with contextlib.suppress(OSError):
+                    texts.append(path.read_text("utf-8", "replace"))
+            return "".join(texts) if texts else None
+
         try:
-            return await asyncio.to_thread(self._log_path(job_id).read_text, "utf-8", "replace")
-        except (OSError, ValueError):
+            return await asyncio.to_thread(read)
+        except ValueError:
             return None
 
     def forget(self, job_id: str) -> None:
-        """Delete the job's local log (the job was deleted)."""
-        with contextlib.suppress(OSError, ValueError):
-            self._log_path(job_id).unlink(missing_ok=True)
+        """Delete the job's local logs (the job was deleted)."""
+        with contextlib.suppress(ValueError):
+            for path in self._log_paths(job_id):
+                with contextlib.suppress(OSError):
+                    path.unlink(missing_ok=True)
 
     async def check(self) -> None:
         """Raise a sentence when no job could run: no interpreter, or nowhere to write logs."""
@@ -288,10 +332,12 @@ class LocalRunner:
     # --- one process ----------------------------------------------------------------------------
 
     async def _supervise(self, job: _Running) -> None:
-        """Follow one process from start to exit, then save its log and report its end. The end
-        is reported whatever becomes of the log (a full disk fails its writes and its close)."""
-        job_id, process, timeout = job.spec.job_id, job.process, self.settings.job_timeout_seconds
-        await self._emit(StatusReport(job_id, "running", started_at=job.started_at))
+        """Follow one process from start to exit, then try it again, or save its log and
+        report its end. The end is reported whatever becomes of the log (a full disk fails its
+        writes and its close)."""
+        job_id, process, timeout = job.key, job.process, self.settings.job_timeout_seconds
+        await self._emit(StatusReport(job.spec.job_id, "running", task=job.index, started_at=job.started_at,
+                                      attempts=job.attempt))
         readers = asyncio.gather(
             self._pump(job, process.stdout, is_stderr=False), self._pump(job, process.stderr, is_stderr=True),
             return_exceptions=True,  # a reader's failure must not cost the exit
@@ -317,28 +363,54 @@ class LocalRunner:
             self.jobs.pop(job_id, None)  # the slot is free before the end is reported
         if job.stopping == "shutdown":
             return
+        if self._retries(job):
+            log.warning("job %s: try %d failed (%s); trying again", job_id, job.attempt,
+                        job.last_error or describe_exit(process.returncode or 0))
+            try:  # in the slot it just left: nothing else ran meanwhile (no await since)
+                await self._spawn(job.spec, job.index, attempt=job.attempt + 1)
+                return
+            except RunnerUnavailable as exc:
+                job.last_error = f"the task could not be tried again: {exc}"
+        if process.returncode == INVALID_PARAMS and job.spec.total > 1 and job.stopping is None:
+            await self._abandon(job)
         self.finishing[job_id] = job
         try:
             await self._finish(job)
         finally:
             del self.finishing[job_id]
 
+    def _retries(self, job: _Running) -> bool:
+        """Whether a task that just ended is tried again: it failed by itself (not stopped, not
+        for bad parameters) and has tries left."""
+        failed = job.stopping is None and job.process.returncode not in (0, INVALID_PARAMS)
+        return failed and job.attempt <= self.settings.task_max_retries
+
+    async def _abandon(self, failed: _Running) -> None:
+        """Invalid parameters fail every task alike: stop the job's other tasks, reporting nothing
+        for them (the job's failure, reported after this, ends them all)."""
+        others = [t for t in self._tasks_of(failed.spec.job_id) if t is not failed and t.key in self.jobs]
+        for other in others:
+            other.stopping = "abandoned"
+        await asyncio.gather(*(self._terminate(t, CANCEL_GRACE_SECONDS) for t in others))
+
     async def _finish(self, job: _Running) -> None:
         """Save the log beside the result and report how the process ended."""
         job_id, process, timeout = job.spec.job_id, job.process, self.settings.job_timeout_seconds
         code = process.returncode
-        end = StatusReport(job_id, "succeeded", finished_at=_now())
+        end = StatusReport(job_id, "succeeded", task=job.index, finished_at=_now(), attempts=job.attempt)
         if job.stopping == "cancelled":
-            end = StatusReport(job_id, "cancelled", finished_at=end.finished_at)
+            end = replace(end, status="cancelled")
         elif job.stopping == "timeout":
             error = f"the job ran longer than {timeout} seconds and was stopped"
-            end = StatusReport(job_id, "failed", finished_at=end.finished_at, error=error)
+            end = replace(end, status="failed", error=error)
         elif code != 0:
-            error = job.last_error or describe_exit(code)
-            end = StatusReport(job_id, "failed", finished_at=end.finished_at, error=error)
+            end = replace(end, status="failed", error=job.last_error or describe_exit(code))
+            if code == INVALID_PARAMS and job.spec.total > 1:
+                end = replace(end, task=None)  # the whole job, as the podFailurePolicy's FailJob
         await self._save_log(job)  # a cancelled job keeps its log too (DELETE removes it)
-        log.info("job %s: %s (exit code %s)", job_id, end.status, code)
-        await self._emit(end)
+        log.info("job %s: %s (exit code %s)", job.key, end.status, code)
+        if job.stopping != "abandoned":
+            await self._emit(end)
 
     async def _pump(self, job: _Running, stream: asyncio.StreamReader | None, *, is_stderr: bool) -> None:
         """Copy one pipe to the log file line by line, noting progress and the last error."""
@@ -356,7 +428,7 @@ class LocalRunner:
                 job.last_error = line.strip() or job.last_error
             elif (progress := parse_progress(line)) is not None and progress != job.progress:
                 job.progress = progress
-                await self._emit(StatusReport(job.spec.job_id, "running", progress=progress))
+                await self._emit(StatusReport(job.spec.job_id, "running", task=job.index, progress=progress))
 
     async def _terminate(self, job: _Running, grace: float) -> None:
         """SIGTERM the job's group; SIGKILL it if it has not exited after `grace` seconds."""
@@ -366,18 +438,20 @@ class LocalRunner:
         try:
             await asyncio.wait_for(job.process.wait(), grace)
         except TimeoutError:
-            log.warning("job %s: still running %s s after SIGTERM; killing it", job.spec.job_id, grace)
+            log.warning("job %s: still running %s s after SIGTERM; killing it", job.key, grace)
             _signal_group(job.process.pid, signal.SIGKILL)
             await job.process.wait()
 
     async def _save_log(self, job: _Running) -> None:
-        """`<prefix>job.log` beside the result, so the log outlives the local file."""
-        key = f"{job.spec.result_prefix}job.log"
+        """`<prefix>job.log` beside the result (a task's: `parts/<i>.log`), so the log outlives
+        the local file."""
+        name = "job.log" if job.spec.total == 1 else f"parts/{job.index}.log"
+        key = f"{job.spec.result_prefix}{name}"
         try:
-            data = await asyncio.to_thread(self._log_path(job.spec.job_id).read_bytes)
+            data = await asyncio.to_thread(self._log_path(job.key).read_bytes)
             await asyncio.to_thread(self.storage.put_bytes, key, data, "text/plain; charset=utf-8")
         except (OSError, ValueError, StorageError) as exc:
-            log.warning("job %s: log not saved as %s: %s", job.spec.job_id, key, exc)
+            log.warning("job %s: log not saved as %s: %s", job.key, key, exc)
 
     async def _emit(self, report: StatusReport) -> None:
         try:

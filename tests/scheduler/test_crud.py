@@ -11,7 +11,7 @@ import pytest
 from sqlmodel import Session
 
 from scheduler import crud, db, job_status
-from scheduler.models import Job, utcnow
+from scheduler.models import Job, Task, utcnow
 
 
 @pytest.fixture
@@ -31,7 +31,8 @@ def add(session: Session, owner: str = "alice") -> Job:
 def admit(session: Session, *jobs: Job, placement: str = "cpu") -> list[Job] | None:
     generation = job_status.ledger_generation(session)
     picks = [job_status.Pick(job.id, placement, 10.0) for job in jobs]
-    return job_status.admit(session, picks, generation=generation)
+    admitted = job_status.admit(session, picks, generation=generation)
+    return None if admitted is None else [a.job for a in admitted]
 
 
 def test_admission_marks_jobs_pending_in_their_class_once(session: Session) -> None:
@@ -90,10 +91,11 @@ def test_fair_share_history_is_what_ended_lately_however_early_admitted(session:
     admit(session, long_one, old_one)
     for job, status, admitted, ended in ((long_one, "succeeded", 600, 1), (old_one, "failed", 700, 300),
                                          (never, "cancelled", None, 0)):
-        job.status, job.finished_at = status, now - timedelta(seconds=ended)
-        job.admitted_at = None if admitted is None else now - timedelta(seconds=admitted)
-        session.add(job)
+        task = session.get(Task, (job.id, 0))
+        task.status, task.finished_at = status, now - timedelta(seconds=ended)
+        task.admitted_at = None if admitted is None else now - timedelta(seconds=admitted)
+        session.add(task)
     session.commit()
     queued, active, history = crud.admission_view(session, since=now - timedelta(seconds=30))
     assert (queued, active) == ([], [])
-    assert [j.id for j in history] == [long_one.id]
+    assert [j.id for _, j in history] == [long_one.id]

@@ -9,7 +9,10 @@ from typing import Any
 
 import httpx
 from fastapi.testclient import TestClient
+from sqlmodel import Session
 
+from scheduler import job_status
+from scheduler.runners.base import StatusReport
 from tests.scheduler.conftest import LONG, TINY, Client, sign_up_and_in, submit, wait_for
 from tests.scheduler.openapi import Answer, answer_of, assert_declared, declared, declared_answers, provoked
 from tests.scheduler.test_http_e2e import serve
@@ -60,7 +63,7 @@ def on_s3(minio_env: dict[str, str]) -> dict[str, str]:
 
 AUTH_OPERATIONS = ("/auth/sign-up", "/auth/sign-in", "/auth/me")
 JOB_OPERATIONS = ("/jobs", "/jobs/{job_id}", "/jobs/{job_id}/cancel", "/jobs/{job_id}/logs",
-                  "/jobs/{job_id}/result/list", "/jobs/{job_id}/result")
+                  "/jobs/{job_id}/result/list", "/jobs/{job_id}/result", "/jobs/{job_id}/retry")
 EVENT_OPERATIONS = ("/events", "/jobs/{job_id}/events")
 PROBES = ("/healthz", "/readyz", "/metrics")
 
@@ -154,6 +157,13 @@ def test_job_operations_give_every_answer_they_declare(
     codes = [client.delete(f"/jobs/{job}", headers=auth).status_code for job, auth in
              ((done, alice), (active, {}), (missing, alice))]
     assert codes == [200, 401, 404]
+    array = submit(client, alice, **{**LONG, "split": 2})["job_id"]
+    with Session(client.app.state.service.engine) as session:  # a task failed for good, as if
+        job_status.record(session, StatusReport(array, "failed", error="exit 1"), max_attempts=3)
+    codes = [client.post(f"/jobs/{job}/retry", headers=auth).status_code for job, auth in
+             ((array, alice), (array, alice), (array, {}), (missing, alice))]
+    assert codes == [200, 409, 401, 404]
+    client.delete(f"/jobs/{array}", headers=alice)
     assert_all_given(client, *JOB_OPERATIONS)
 
 

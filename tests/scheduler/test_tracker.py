@@ -15,7 +15,7 @@ from sqlmodel import Session
 from scheduler import crud, db, job_status
 from scheduler.job_status import apply_report
 from scheduler.loops import Loops
-from scheduler.models import Job
+from scheduler.models import Job, Task
 from scheduler.runners.base import StatusReport
 from scheduler.tracker import WAIT_RECHECK_SECONDS, Tracker
 
@@ -34,45 +34,51 @@ def job(**fields: object) -> Job:
     return Job(**{**defaults, **fields})
 
 
+def task(**fields: object) -> Task:
+    return Task(**{"job_id": "a" * 32, "index": 0, "status": "pending", **fields})
+
+
 def test_running_then_succeeded() -> None:
-    j = job()
-    assert apply_report(j, StatusReport(j.id, "running", started_at=T0, progress=0.5), max_attempts=3)
-    assert (j.status, j.started_at, j.progress) == ("running", T0, 0.5)
-    assert apply_report(j, StatusReport(j.id, "succeeded", finished_at=T1), max_attempts=3)
-    assert (j.status, j.finished_at, j.progress, j.error) == ("succeeded", T1, 1.0, None)
+    t = task()
+    assert apply_report(t, StatusReport(t.job_id, "running", started_at=T0, progress=0.5), max_attempts=3)
+    assert (t.status, t.started_at, t.progress) == ("running", T0, 0.5)
+    assert apply_report(t, StatusReport(t.job_id, "succeeded", finished_at=T1), max_attempts=3)
+    assert (t.status, t.finished_at, t.progress, t.error) == ("succeeded", T1, 1.0, None)
 
 
 def test_finished_is_final() -> None:
-    j = job(status="cancelled", finished_at=T0)
-    assert not apply_report(j, StatusReport(j.id, "failed", error="SIGTERM"), max_attempts=3)
-    assert not apply_report(j, StatusReport(j.id, "cancelled"), max_attempts=3)
-    assert not apply_report(j, StatusReport(j.id, "queued"), max_attempts=3)
-    assert (j.status, j.error, j.finished_at) == ("cancelled", None, T0)
+    t = task(status="cancelled", finished_at=T0)
+    assert not apply_report(t, StatusReport(t.job_id, "failed", error="SIGTERM"), max_attempts=3)
+    assert not apply_report(t, StatusReport(t.job_id, "cancelled"), max_attempts=3)
+    assert not apply_report(t, StatusReport(t.job_id, "queued"), max_attempts=3)
+    assert (t.status, t.error, t.finished_at) == ("cancelled", None, T0)
 
 
-def test_same_report_twice_changes_nothing() -> None:
-    j = job()
-    report = StatusReport(j.id, "pending", message="Unschedulable: 0/3 nodes have a GPU")
-    assert apply_report(j, report, max_attempts=3)
-    assert not apply_report(j, report, max_attempts=3)
-    assert j.message == "Unschedulable: 0/3 nodes have a GPU"
+def test_same_report_twice_changes_nothing(engine: Engine) -> None:
+    job_id = admitted_job(engine)
+    report = StatusReport(job_id, "pending", message="Unschedulable: 0/3 nodes have a GPU")
+    with Session(engine) as session:
+        assert job_status.record(session, report, max_attempts=3).changed
+        assert not job_status.record(session, report, max_attempts=3).changed
+        assert session.get(Job, job_id).message == "Unschedulable: 0/3 nodes have a GPU"
 
 
-def test_failed_keeps_the_error_and_clears_the_message() -> None:
-    j = job(status="pending", message="pulling")
-    apply_report(
-        j, StatusReport(j.id, "failed", error="The container was OOMKilled.", finished_at=T1), max_attempts=3
-    )
-    assert (j.status, j.error, j.message) == ("failed", "The container was OOMKilled.", None)
+def test_failed_keeps_the_error_and_clears_the_message(engine: Engine) -> None:
+    job_id = admitted_job(engine)
+    with Session(engine) as session:
+        job_status.record(session, StatusReport(job_id, "pending", message="pulling"), max_attempts=3)
+        failed = StatusReport(job_id, "failed", error="The container was OOMKilled.", finished_at=T1)
+        j = job_status.record(session, failed, max_attempts=3).job
+        assert (j.status, j.error, j.message) == ("failed", "The container was OOMKilled.", None)
 
 
 def test_requeue_until_the_attempt_cap() -> None:
-    j = job(status="running", attempts=2, progress=0.4)
-    assert apply_report(j, StatusReport(j.id, "queued", message="restarted"), max_attempts=3)
-    assert (j.status, j.message, j.progress) == ("queued", "restarted", None)
-    j = job(status="running", attempts=3)
-    assert apply_report(j, StatusReport(j.id, "queued"), max_attempts=3)
-    assert j.status == "failed" and "3 times" in (j.error or "") and j.finished_at is not None
+    t = task(status="running", admissions=2, progress=0.4)
+    assert apply_report(t, StatusReport(t.job_id, "queued", message="restarted"), max_attempts=3)
+    assert (t.status, t.progress) == ("queued", None)
+    t = task(status="running", admissions=3)
+    assert apply_report(t, StatusReport(t.job_id, "queued"), max_attempts=3)
+    assert t.status == "failed" and "3 times" in (t.error or "") and t.finished_at is not None
 
 
 # --- long-polls (?wait=) against a real SQLite database -----------------------------------------
@@ -92,6 +98,14 @@ def queued_job(engine: Engine) -> str:
         return job_status.create(
             session, owner="alice", params={}, callback_url=None, runner="local", max_active=10
         ).id
+
+
+def admitted_job(engine: Engine) -> str:
+    job_id = queued_job(engine)
+    with Session(engine) as session:
+        picks = [job_status.Pick(job_id, "cpu", 1.0)]
+        assert job_status.admit(session, picks, generation=job_status.ledger_generation(session))
+    return job_id
 
 
 def finish_elsewhere(engine: Engine, job_id: str) -> None:

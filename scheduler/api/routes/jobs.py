@@ -48,7 +48,8 @@ from scheduler.tracker import Tracker
 
 router = APIRouter(prefix="/jobs", tags=["jobs"])
 
-FILE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")  # fullmatch: "$" lets a final newline in
+# fullmatch: "$" lets a final newline in; a render array's task files are parts/<name>
+FILE_NAME = re.compile(r"(parts/)?[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
 WaitQuery = Annotated[float, Query(ge=0, description="seconds to wait for the job to finish")]
 SUBMIT_ANSWERS: Answers = {
     202: {"description": "queued (or, reusing an equal render, succeeded or following it); with an "
@@ -57,7 +58,8 @@ SUBMIT_ANSWERS: Answers = {
     **SIGNED_IN,
     409: problem("the first request with this Idempotency-Key is still being handled"),
     413: TOO_BIG,
-    422: problem("bad parameters or JSON, `device: gpu` where no GPU exists, an estimate over "
+    422: problem("bad parameters or JSON, a render array over MAX_TASKS, MAX_ARRAY_PIXELS or "
+                 "MAX_VIDEO_PIXELS, `device: gpu` where no GPU exists, an estimate over "
                  "MAX_JOB_ITERATIONS, or an Idempotency-Key that came with another body",
                  model=InvalidRequest),
     429: problem("MAX_ACTIVE_JOBS_PER_USER unfinished jobs of yours; or, with Retry-After, a full queue "
@@ -76,6 +78,11 @@ CANCEL_ANSWERS: Answers = {
     **OWN_JOB,
     409: problem("the job has already finished"),
     503: problem("the database cannot be used now, or the runner cannot stop the job now"),
+}
+RETRY_ANSWERS: Answers = {
+    **OWN_JOB,
+    409: problem("the job is not a failed render array (a single render, or one not failed)"),
+    503: problem("the database cannot be used now"),
 }
 DELETE_ANSWERS: Answers = {
     **OWN_JOB, 503: problem("the database, result storage or the runner cannot be used now")
@@ -136,7 +143,9 @@ async def submit_job(
     )] = None,
 ) -> JSONResponse:
     """Ask for a fractal: validates the parameters, queues a job and returns its id at once."""
-    problem = request.limit_problem(settings.limits)
+    problem = request.request_problem(settings.limits, max_tasks=settings.max_tasks,
+                                      max_array_pixels=settings.max_array_pixels,
+                                      max_video_pixels=settings.max_video_pixels)
     if problem:
         raise unprocessable(f"Invalid parameters: {problem}.")
     if request.callback_url is not None:
@@ -196,6 +205,12 @@ def job_document(doc: JobPublic, if_none_match: str | None) -> Response:
 async def cancel_job(job: OwnedJob, jobs: JobsDep) -> JobPublic:
     """Stop an active job; it stays as `cancelled`, with its logs and whatever it stored."""
     return await jobs.cancel(job)  # JobFinished: 409; RunnerUnavailable: 503 (api/errors.py)
+
+
+@router.post("/{job_id}/retry", responses=RETRY_ANSWERS)
+async def retry_job(job: OwnedJob, jobs: JobsDep) -> JobPublic:
+    """Run a failed render array's failed tasks again; its succeeded tasks and their parts stay."""
+    return await jobs.retry(job)  # NotRetryable: 409 (api/errors.py)
 
 
 @router.delete("/{job_id}", responses=DELETE_ANSWERS)

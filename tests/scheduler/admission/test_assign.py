@@ -138,3 +138,28 @@ def test_ten_thousand_queued() -> None:
     p = run(queued, cpu=8, gpu=2)
     assert len(p.admit) == 10 and len(p.waiting) == 9_990
     assert all(e.position is not None for e in p.waiting.values())
+
+
+def array(job_id: str, owner: str, age: float, tasks: int, *, device: str = "cpu") -> list[Waiting]:
+    """A render array's queued tasks, as the dispatcher hands them to the plan."""
+    return [Waiting(job_id, owner, device, "normal", NOW - timedelta(seconds=age), SECOND, task=i)  # type: ignore[arg-type]
+            for i in range(tasks)]
+
+
+def test_a_256_task_array_does_not_hold_back_light_users() -> None:
+    """Tasks are the unit of fair share: alice's array, queued first, takes turns with the
+    single jobs of ten others; each of them starts within the first few slots, as without it."""
+    singles = [job(f"u{i}", f"user{i}", age=10 - i * 0.1) for i in range(10)]
+    queued = array("big", "alice", 100, 256) + singles
+    p = run(queued, cpu=2)
+    assert [(w.job_id, w.task) for w, _ in p.admit] == [("big", 0), ("u0", 0)]
+    starts = {k: e.position for k, e in p.waiting.items() if not k.startswith("big")}
+    alone = run(singles, cpu=2)
+    alone_starts = {k: e.position for k, e in alone.waiting.items()}
+    assert max(starts.values()) <= max(alone_starts.values()) + 1  # one more ahead at most: alice's first
+    assert len([k for k in p.waiting if k.startswith("big")]) == 255
+
+
+def test_an_auto_arrays_tasks_share_one_class() -> None:
+    p = run(array("x", "alice", 10, 4, device="auto"), cpu=2, gpu=2)
+    assert {c for _, c in p.admit} | {e.placement for e in p.waiting.values()} == {p.admit[0][1]}

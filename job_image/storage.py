@@ -61,6 +61,8 @@ def content_type_for(name: str) -> str:
         ".json": "application/json",
         ".txt": "text/plain; charset=utf-8",
         ".log": "text/plain; charset=utf-8",
+        ".mp4": "video/mp4",
+        ".webm": "video/webm",
     }.get(os.path.splitext(name)[1], "application/octet-stream")
 
 

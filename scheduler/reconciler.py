@@ -66,7 +66,8 @@ class Reconciler:
         active = await db.in_thread(
             self.engine, lambda s: self.replicas.ours(s, crud.jobs_with_status(s, statuses=WITH_RUNNER))
         )
-        followed = set(live) | set(self.tracker.unwritten)
+        unwritten = {key.split("/")[0] for key in self.tracker.unwritten}  # a job's, or a task's end
+        followed = set(live) | unwritten
         now = asyncio.get_running_loop().time()
         replica_of = {j.id: j.replica for j in active if j.id not in followed}
         self._unseen = {job_id: self._unseen.get(job_id, now) for job_id in replica_of}

@@ -34,6 +34,7 @@ from scheduler.replicas import Replicas, load_id
 from scheduler.runners import make_runner
 from scheduler.statuses import WITH_RUNNER
 from scheduler.tracker import Tracker, seconds_between
+from scheduler.videos import Videos
 
 log = logging.getLogger(__name__)
 
@@ -88,6 +89,7 @@ class Service:
             on_started=self._started,
             on_finished=self._finished,
             on_requeued=lambda job: self.dispatcher.wake(),
+            on_task_ended=lambda job: self.dispatcher.wake(),  # a slot is free
             on_change=self.events.wake,
         )
         self.runner = make_runner(settings, self.tracker.report, self.storage)
@@ -115,6 +117,7 @@ class Service:
                          on_submitted=self._submitted)
         self.readiness = Readiness(self.engine, self.storage, self.runner,
                                    timeout=settings.storage_read_timeout)
+        self.videos = Videos(self.storage, timeout=settings.video_encode_timeout_seconds)
         self.loops = Loops()
 
     async def start(self) -> None:
@@ -146,6 +149,7 @@ class Service:
 
     async def stop(self) -> None:
         await self.loops.stop()
+        await self.videos.stop()
         self.learning.stop()
         self.events.close()
         await self.runner.stop()
@@ -184,5 +188,7 @@ class Service:
         self.dispatcher.wake()  # a slot is free
         if job.status == "succeeded":
             self.learning.learn(job)
+            if "animation" in (job.array or {}):
+                self.videos.start(job)  # its frames are all there: join them now
         if job.callback_url:
             self.callbacks.wake()  # its callback became due with its end

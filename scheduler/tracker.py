@@ -45,16 +45,19 @@ class Tracker:
         on_finished: Callable[[Job], None] = lambda job: None,
         on_requeued: Callable[[Job], None] = lambda job: None,
         on_change: Callable[[str], None] = lambda job_id: None,
+        on_task_ended: Callable[[Job], None] = lambda job: None,
     ) -> None:
         self.engine = engine
         self.max_attempts = max_attempts
         self.on_started, self.on_finished, self.on_requeued = on_started, on_finished, on_requeued
         self.on_change = on_change  # the event feed: a change was logged (job_status.log_change)
+        self.on_task_ended = on_task_ended  # a task of a job still active ended: its slot is free
         self._changed: dict[str, asyncio.Event] = {}  # job id -> what its long-polls wait on
         self._waiting: collections.Counter[str] = collections.Counter()  # job id -> long-polls
         self._writing = asyncio.Lock()
         self.retry_seconds = retry_seconds
-        self.unwritten: dict[str, StatusReport] = {}  # job id -> its end, not yet in the DB
+        # job id (`<job id>/<task>` for a task's) -> its end, not yet in the DB
+        self.unwritten: dict[str, StatusReport] = {}
 
     async def report(self, report: StatusReport) -> bool:
         """The `report` callback every runner is built with; False when the job has no record
@@ -70,7 +73,8 @@ class Tracker:
                 log.warning("job %s: report %s not recorded: %s", report.job_id, report.status, exc)
                 return True  # a later report says the same or more
             log.warning("job %s: its end (%s) not recorded: %s; retrying", report.job_id, report.status, exc)
-            self.unwritten.setdefault(report.job_id, report)
+            key = report.job_id if report.task is None else f"{report.job_id}/{report.task}"
+            self.unwritten.setdefault(key, report)
             return True
 
     async def _write(self, report: StatusReport) -> bool:
@@ -94,6 +98,8 @@ class Tracker:
                 self.on_finished(changed_job)
             elif changed_job.status == "queued":
                 self.on_requeued(changed_job)
+            elif changed_job is job and report.status in FINISHED:  # a task ended: its slot is free
+                self.on_task_ended(job)
             self.notify(changed_job.id)
         return True
 

@@ -29,6 +29,7 @@ from scheduler.models import Job, User
 from scheduler.readiness import Readiness
 from scheduler.service import Service
 from scheduler.tracker import Tracker
+from scheduler.videos import Videos
 
 
 def _part(name: str) -> Callable[[Request], Awaitable[Any]]:
@@ -50,6 +51,7 @@ AccountsDep = Annotated[Accounts, Depends(_part("accounts"))]
 EventsDep = Annotated[EventFeed, Depends(_part("events"))]
 ReadinessDep = Annotated[Readiness, Depends(_part("readiness"))]
 MetricsDep = Annotated[Metrics, Depends(_part("metrics"))]
+VideosDep = Annotated[Videos, Depends(_part("videos"))]
 
 
 bearer = HTTPBearer(auto_error=False, description="the access_token from POST /auth/sign-in")

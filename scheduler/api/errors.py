@@ -39,6 +39,7 @@ from scheduler.job_status import NotRetryable, QueueFull, TooManyActiveJobs
 from scheduler.jobs import JobFinished, JobGone
 from scheduler.pricing import PricingBusy
 from scheduler.runners.base import RunnerUnavailable
+from scheduler.videos import VideoFailed
 
 
 class Problem(BaseModel):
@@ -170,6 +171,7 @@ DOMAIN_ERRORS: dict[type[Exception], tuple[int, Callable[[Any], str]]] = {
     JobFinished: (409, lambda exc: f"The job has already finished ({exc}); there is nothing to cancel."),
     JobGone: (404, lambda exc: f"No job {exc} here."),
     NotRetryable: (409, lambda exc: f"{str(exc)[0].upper()}{str(exc)[1:]}."),
+    VideoFailed: (503, lambda exc: f"The video could not be made: {exc}. Try again later."),
     TooManyStreams: (429, lambda exc: f"You have {exc} event streams open, the most allowed; close one."),
     ResumeRefused: (422, lambda exc: f"Last-Event-ID: {exc}."),
     NoSuchDevice: (422, lambda exc: f"{str(exc)[0].upper()}{str(exc)[1:]}."),

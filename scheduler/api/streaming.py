@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import re
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 
 from fastapi import status
 from fastapi.responses import JSONResponse, Response, StreamingResponse
@@ -95,35 +95,54 @@ async def stream_object(
     head: bool = False,
 ) -> Response:
     """The object (or the range asked for) streamed from storage; for HEAD its headers only."""
+    return await stream_bytes(
+        lambda start, length: storage.iter_bytes(key, start, length), info.size, info.content_type,
+        etag=etag, range_header=range_header, if_none_match=if_none_match, filename=filename, head=head,
+    )
+
+
+async def stream_bytes(
+    open_range: Callable[[int, int], Iterator[bytes]],
+    size: int,
+    content_type: str,
+    *,
+    etag: str | None,
+    range_header: str | None,
+    if_none_match: str | None,
+    filename: str,
+    head: bool = False,
+) -> Response:
+    """`size` bytes (or the range asked for) from `open_range(start, length)`, a blocking
+    iterator of chunks (a stored object, or a PNG joined from parts); for HEAD the headers only."""
     headers = {"Accept-Ranges": "bytes", "Content-Disposition": f'inline; filename="{filename}"'}
     if etag:
         headers["ETag"] = etag
         if etag_matches(if_none_match, etag):
             return Response(status_code=status.HTTP_304_NOT_MODIFIED, headers=headers)
     try:
-        span = parse_range(range_header, info.size)
+        span = parse_range(range_header, size)
     except RangeNotSatisfiable:
         return JSONResponse(
-            {"detail": f"The requested range is outside the {info.size}-byte file."},
+            {"detail": f"The requested range is outside the {size}-byte file."},
             status_code=status.HTTP_416_RANGE_NOT_SATISFIABLE,
-            headers={"Content-Range": f"bytes */{info.size}"},
+            headers={"Content-Range": f"bytes */{size}"},
         )
-    start, end = span if span else (0, info.size - 1)
+    start, end = span if span else (0, size - 1)
     length = max(0, end - start + 1)
     code = status.HTTP_206_PARTIAL_CONTENT if span else status.HTTP_200_OK
     if span:
-        headers["Content-Range"] = f"bytes {start}-{end}/{info.size}"
+        headers["Content-Range"] = f"bytes {start}-{end}/{size}"
     if head:  # the headers a GET would send; nothing is read from storage
         return Response(
-            status_code=code, media_type=info.content_type, headers={**headers, "Content-Length": str(length)}
+            status_code=code, media_type=content_type, headers={**headers, "Content-Length": str(length)}
         )
     # Opening the download is network I/O too: off the event loop; a StorageError is a 503.
-    chunks = await asyncio.to_thread(storage.iter_bytes, key, start, length)
+    chunks = await asyncio.to_thread(open_range, start, length)
     first = await asyncio.to_thread(next, chunks, b"")
     headers["Content-Length"] = str(length)
     return StreamingResponse(
         read_ahead(first, chunks),
         status_code=code,
-        media_type=info.content_type,
+        media_type=content_type,
         headers=headers,
     )

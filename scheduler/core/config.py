@@ -107,6 +107,9 @@ class Settings(BaseSettings):
         2, ge=0, description="tries after the first of a failed task, before it fails its job (Kubernetes: "
         "backoffLimitPerIndex)"
     )
+    video_encode_timeout_seconds: float = Field(
+        600.0, gt=0, description="joining a zoom video's frames into its video; past it the result is a 503"
+    )
     max_wait_seconds: float = 60.0  # cap on ?wait= long-polls
 
     # --- reuse (docs/design.md, "Reuse") ---------------------------------------------------------

@@ -77,6 +77,21 @@ def test_a_split_render_is_the_single_render_in_bands(make_client: Client) -> No
     log = client.get(f"/jobs/{array['job_id']}/logs", headers=alice).text
     assert all(f"task {i} of 3" in log for i in range(3))
 
+    # the result is the bands joined into one PNG, not decoded on the way: the same pixels
+    assert np.array_equal(pixels(client, alice, array["job_id"], "image.png"), whole)
+    result = f"/jobs/{array['job_id']}/result"
+    full = client.get(result, headers=alice)
+    assert full.headers["content-type"] == "image/png"
+    assert int(full.headers["content-length"]) == len(full.content)
+    size, etag = len(full.content), full.headers["etag"]
+    assert client.head(result, headers=alice).headers["content-length"] == str(size)
+    assert client.get(result, headers={**alice, "If-None-Match": etag}).status_code == 304
+    cuts = [0, 1, 40, size // 2, size - 20, size - 3, size]  # across the head, the chunks and their CRCs
+    pieces = [client.get(result, headers={**alice, "Range": f"bytes={a}-{b - 1}"})
+              for a, b in zip(cuts, cuts[1:], strict=False)]
+    assert all(p.status_code == 206 for p in pieces)
+    assert b"".join(p.content for p in pieces) == full.content
+
 
 def failing_python(tmp_path: Path, task: int, tries: int) -> Path:
     """An interpreter for the jobs whose task `task` fails its first `tries` runs (counted in a
@@ -169,3 +184,28 @@ def test_progress_covers_every_task() -> None:
     s = summarize(tasks("succeeded", "running", "queued", "failed"), 4)
     assert s.progress == pytest.approx(1.5 / 4) and s.failed == [3] and s.first_error == "boom"
     assert summarize(tasks("queued", "pending"), 2).progress is None
+
+
+@pytest.mark.parametrize("fmt, media", [("mp4", "video/mp4"), ("webm", "video/webm")])
+def test_an_animation_is_a_video_of_its_frames(make_client: Client, fmt: str, media: str) -> None:
+    import av
+
+    client = make_client()
+    alice = sign_up_and_in(client, "alice")
+    animation = {"frames": 4, "zoom_to": 50.0, "fps": 12, "format": fmt}
+    job = submit(client, alice, **{**SPLIT, "width": 48, "height": 32, "center_x": -0.745, "center_y": 0.1},
+                 animation=animation)
+    assert job["animation"] == animation and job["tasks"]["total"] == 4
+    done = wait_for(client, job["job_id"], alice)
+    assert done["status"] == "succeeded", done
+    response = client.get(f"/jobs/{job['job_id']}/result", headers=alice)
+    assert response.status_code == 200 and response.headers["content-type"] == media
+    with av.open(io.BytesIO(response.content)) as container:
+        frames = [f.to_ndarray(format="rgb24") for f in container.decode(video=0)]
+    assert len(frames) == 4 and frames[0].shape == (32, 48, 3)
+    assert not np.array_equal(frames[0], frames[-1])  # it zooms
+    listed = files(client, alice, job["job_id"])
+    assert {f"parts/{k}.png" for k in range(4)} | {f"video.{fmt}"} <= listed  # the frames stay listed
+    zooms = [client.get(f"/jobs/{job['job_id']}/result", params={"file": f"parts/{k}.json"},
+                        headers=alice).json()["zoom"] for k in range(4)]
+    assert zooms[0] == 1.0 and zooms[-1] == 50.0 and zooms == sorted(zooms)

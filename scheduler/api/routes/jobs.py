@@ -13,6 +13,7 @@ from fastapi.responses import JSONResponse, PlainTextResponse, RedirectResponse,
 
 from job_image.storage import ObjectInfo, Storage
 from scheduler import crud, db
+from scheduler.api import joined
 from scheduler.api.deps import (
     CurrentUser,
     EngineDep,
@@ -21,6 +22,7 @@ from scheduler.api.deps import (
     SettingsDep,
     StorageDep,
     TrackerDep,
+    VideosDep,
 )
 from scheduler.api.disconnect import unless_gone
 from scheduler.api.errors import (
@@ -37,7 +39,7 @@ from scheduler.api.errors import (
     problem,
     unprocessable,
 )
-from scheduler.api.streaming import etag_matches, stream_object
+from scheduler.api.streaming import etag_matches, stream_bytes, stream_object
 from scheduler.callbacks import check_callback_url
 from scheduler.core.config import Settings
 from scheduler.idempotency import parse_key
@@ -94,13 +96,15 @@ LOGS_ANSWERS: Answers = {
 FILES_ANSWERS: Answers = {**OWN_JOB, 503: STORAGE_DOWN}
 STORED = {"schema": {"type": "string", "format": "binary"}}
 FILE_CONTENT = {  # the PNG, result.json and the job's other files (job.log, pod.json, ...)
-    **{media: STORED for media in ("image/png", "text/plain", "application/octet-stream")},
+    **{media: STORED for media in ("image/png", "video/mp4", "video/webm", "text/plain",
+                                   "application/octet-stream")},
     "application/json": {"schema": {"description": "the stored JSON file as it is"}},
 }
 FILE_HEADERS = headers("Accept-Ranges", "Content-Disposition", "Content-Length", sometimes=("ETag",))
 RESULT_ANSWERS: Answers = {
     200: {
-        "description": "the PNG, or the file asked for with ?file=",
+        "description": "the PNG (a split render's joined from its bands), an animation's video, or "
+                       "the file asked for with ?file=",
         "content": FILE_CONTENT,
         "headers": FILE_HEADERS,
     },
@@ -111,11 +115,12 @@ RESULT_ANSWERS: Answers = {
     307: {"description": "?redirect=true where storage is S3/MinIO: the file's presigned URL, valid "
                          "PRESIGN_SECONDS", "headers": headers("Location")},
     **OWN_JOB,
-    404: problem("no job of yours has this id, or it has no such file"),
+    404: problem("no job of yours has this id, or it has no such file (or a split render's part)"),
     409: problem("the job has not succeeded (yet): there is no result"),
     416: problem("the Range is outside the file", "Content-Range"),
     422: problem("a bad file name or wait", model=InvalidRequest),
-    503: STORAGE_DOWN,
+    503: problem("the database or result storage cannot be used now, or an animation's video could not "
+                 "be made (VIDEO_ENCODE_TIMEOUT_SECONDS)"),
 }
 
 
@@ -244,20 +249,29 @@ async def download_result(
     storage: StorageDep,
     tracker: TrackerDep,
     settings: SettingsDep,
+    videos: VideosDep,
     http: Request,
     wait: WaitQuery = 0,
-    file: Annotated[str, Query(description="a name from result/list")] = "image.png",
+    file: Annotated[str | None, Query(description="a name from result/list (default: the image, "
+                                                   "or an animation's video)")] = None,
     redirect: Annotated[bool, Query(description="answer 307 to the file's presigned URL where storage "
-                                                "is S3/MinIO; local storage streams it")] = False,
+                                                "is S3/MinIO; local storage (and a split render's "
+                                                "joined image) streams it")] = False,
     range_header: Annotated[str | None, Header(alias="Range")] = None,
     if_none_match: Annotated[str | None, Header(alias="If-None-Match")] = None,
 ) -> Response:
-    """The rendered PNG, streamed from storage (Range and If-None-Match supported); ?file= for
-    others; ?redirect=true for a presigned URL of S3/MinIO storage."""
+    """The rendered PNG (a split render's joined from its bands as it streams) or an animation's
+    video, streamed from storage (Range and If-None-Match supported); ?file= for others;
+    ?redirect=true for a presigned URL of S3/MinIO storage."""
+    file = file or result_name(job)
     if not FILE_NAME.fullmatch(file):
         raise unprocessable("file must be a plain file name from result/list, e.g. result.json.")
     doc = await finished_or_current(tracker, settings, job, wait)
+    if file == "image.png" and is_split(job):
+        return await joined_image(storage, job, doc, range_header, if_none_match, http.method == "HEAD")
     info: ObjectInfo | None = await asyncio.to_thread(storage.stat, job.result_prefix + file)
+    if info is None and file == result_name(job) and doc.status == "succeeded" and is_animation(job):
+        info = await videos.ensure(job)  # made as the job succeeded; this waits for it (VideoFailed: 503)
     if info is None:
         if doc.status != "succeeded":
             reason = f": {doc.error}" if doc.error else ""
@@ -278,6 +292,40 @@ async def download_result(
         if_none_match=if_none_match,
         filename=f"{job.id}-{file}",
         head=http.method == "HEAD",
+    )
+
+
+def result_name(job: Job) -> str:
+    """What `result` serves by default: the image, or an animation's video."""
+    animation = (job.array or {}).get("animation")
+    return f"video.{animation.get('format', 'mp4')}" if animation else "image.png"
+
+
+def is_split(job: Job) -> bool:
+    return job.tasks_total > 1 and "split" in (job.array or {})
+
+
+def is_animation(job: Job) -> bool:
+    return "animation" in (job.array or {})
+
+
+async def joined_image(storage: Storage, job: Job, doc: JobPublic, range_header: str | None,
+                       if_none_match: str | None, head: bool) -> Response:
+    """A split render's PNG, joined from its parts as it streams (scheduler/api/joined.py)."""
+    if doc.status != "succeeded":
+        reason = f": {doc.error}" if doc.error else ""
+        raise conflict(f"The job is {doc.status}{reason}; its bands are not all rendered (see result/list).")
+    height = int(job.params.get("height", 0))
+    try:
+        plan = await asyncio.to_thread(joined.read_layout, storage, job.result_prefix, job.tasks_total,
+                                       height)
+    except joined.PartsIncomplete as exc:
+        raise not_found(f"The image cannot be joined: {exc}.") from exc
+    return await stream_bytes(
+        lambda first, length: joined.iter_range(storage, plan, first, first + length - 1),
+        plan.size, "image/png",
+        etag=plan.etag, range_header=range_header, if_none_match=if_none_match,
+        filename=f"{job.id}-image.png", head=head,
     )
 
 

@@ -30,7 +30,7 @@ from scheduler import crud, db, job_status
 from scheduler.admission.throughput import Throughput
 from scheduler.core.config import Settings
 from scheduler.dispatcher import Dispatcher
-from scheduler.models import Job
+from scheduler.models import Job, Task
 from scheduler.runners.local import LocalRunner
 from scheduler.tracker import Tracker
 from tests.postgres import PostgresServer, Unavailable, running_postgres
@@ -219,6 +219,51 @@ def test_replicas_never_over_admit(database_url: str, tmp_path: Path) -> None:
         for job in admitted:  # admitted once: one `pending` event, after its last `queued` one
             statuses = [e.document["status"] for e in events if e.job_id == job.id]
             assert statuses.count("pending") == 1 and statuses[-1] == "pending", statuses
+    finally:
+        for engine in engines:
+            engine.dispose()
+
+
+def test_replicas_admit_an_arrays_tasks_never_over_capacity(database_url: str, tmp_path: Path) -> None:
+    """Render arrays: four replicas admit task by task at once; the admitted tasks never exceed
+    the class's capacity, each is admitted once, and the big array leaves room for the single
+    jobs of others (tasks are the unit of fair share)."""
+    workers, rounds = 4, 8
+    settings = Settings(data_dir=tmp_path, database_url=database_url, local_max_concurrent=5, local_gpus=0)
+    engines = [db.make_engine(database_url) for _ in range(workers)]
+    try:
+        db.init_db(engines[0])
+        with Session(engines[0]) as session:
+            create = functools.partial(job_status.create, session, callback_url=None, runner="local",
+                                       max_active=100, estimated_iterations=1e9,
+                                       params={**TINY, "device": "cpu"})
+            big = create(owner="user0", array={"split": 64}, tasks=64).id
+            singles = {create(owner=f"user{i}").id for i in range(1, 4)}
+
+        async def report(_: Any) -> bool:
+            return True
+
+        dispatchers = [
+            Dispatcher(engine, LocalRunner(settings, report, LocalStorage(tmp_path / "results")),
+                       Tracker(engine, max_attempts=3), retry_max_seconds=1.0, throughput=Throughput(),
+                       half_life=10.0)
+            for engine in engines
+        ]
+        start = threading.Barrier(workers)
+
+        def cycles(dispatcher: Dispatcher) -> None:
+            for _ in range(rounds):
+                start.wait(timeout=30)
+                dispatcher.decide()
+
+        with ThreadPoolExecutor(workers) as pool:
+            list(pool.map(cycles, dispatchers))
+        with Session(engines[0]) as session:
+            admitted = session.exec(select(Task).where(Task.status == "pending")).all()
+            assert len(admitted) == 5 and all(t.admissions == 1 for t in admitted)  # capacity, exactly
+            assert {t.job_id for t in admitted} >= singles  # none waits behind the array
+            doc = session.get(Job, big)
+            assert doc.task_counts == {"queued": 62, "running": 2, "succeeded": 0, "failed": 0}
     finally:
         for engine in engines:
             engine.dispose()

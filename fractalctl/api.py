@@ -110,6 +110,9 @@ class Api:
     def cancel(self, job_id: str) -> dict[str, Any]:
         return self.request("POST", f"/jobs/{job_id}/cancel").json()
 
+    def retry(self, job_id: str) -> dict[str, Any]:
+        return self.request("POST", f"/jobs/{job_id}/retry").json()
+
     def delete(self, job_id: str) -> dict[str, Any]:
         return self.request("DELETE", f"/jobs/{job_id}").json()
 

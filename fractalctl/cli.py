@@ -66,6 +66,14 @@ RENDER_FLAGS: dict[str, tuple[Callable[[str], Any], tuple[str, ...] | None]] = {
     "counts": (bool, None),  # a switch: also store counts.npy
     "priority": (str, PRIORITIES),
     "callback-url": (str, None),
+    "split": (int, None),
+}
+# a zoom video: flag -> (type, choices); sent as `animation` when --frames is given
+ANIMATION_FLAGS: dict[str, tuple[Callable[[str], Any], tuple[str, ...] | None]] = {
+    "frames": (int, None),
+    "zoom-to": (float, None),
+    "fps": (int, None),
+    "format": (str, ("mp4", "webm")),
 }
 # each render flag's help, with the server's default (docs/design.md, "Fractal parameters")
 RENDER_HELP: dict[str, str] = {
@@ -149,7 +157,13 @@ def cmd_logout(args: argparse.Namespace, _api: Api) -> int:
 def render_body(args: argparse.Namespace) -> dict[str, Any]:
     """The request: only the flags given, so the server's defaults (e.g. each kind's view) apply."""
     fields = {flag.replace("-", "_") for flag in RENDER_FLAGS}
-    return {name: value for name, value in vars(args).items() if name in fields and value is not None}
+    body = {name: value for name, value in vars(args).items() if name in fields and value is not None}
+    video = {f.replace("-", "_"): getattr(args, f.replace("-", "_")) for f in ANIMATION_FLAGS}
+    if video["frames"] is not None:
+        body["animation"] = {k: v for k, v in video.items() if v is not None}
+    elif any(v is not None for v in video.values()):
+        raise Failure("--zoom-to, --fps and --format make a video: give --frames too.", EXIT_USAGE)
+    return body
 
 
 def cmd_render(args: argparse.Namespace, api: Api) -> int:
@@ -237,6 +251,12 @@ def follow_logs(api: Api, job_id: str, every: float = LOG_POLL_SECONDS) -> Itera
         time.sleep(every)
 
 
+def cmd_retry(args: argparse.Namespace, api: Api) -> int:
+    job = api.retry(args.job_id)
+    emit(args, job, f"Job {job['job_id']} {job['status']}: its failed tasks run again.")
+    return 0
+
+
 def cmd_cancel(args: argparse.Namespace, api: Api) -> int:
     job = api.cancel(args.job_id)
     emit(args, job, f"Job {job['job_id']} {job['status']}.")
@@ -284,13 +304,14 @@ def build_parser() -> argparse.ArgumentParser:
     command("logout", cmd_logout, "forget this server's token")
 
     render = command("render", cmd_render, "submit a render job")
-    for flag, (kind, choices) in RENDER_FLAGS.items():
+    for flag, (kind, choices) in {**RENDER_FLAGS, **ANIMATION_FLAGS}.items():
         if kind is bool:
             render.add_argument(f"--{flag}", action="store_true", default=None, help=RENDER_HELP[flag])
         else:
             render.add_argument(f"--{flag}", type=kind, choices=choices, help=RENDER_HELP[flag])
     render.add_argument("--wait", action="store_true", help="follow the job until it ends")
-    render.add_argument("--out", type=Path, metavar="FILE", help="save the PNG here (implies --wait)")
+    render.add_argument("--out", type=Path, metavar="FILE",
+                        help="save the PNG (or a video's file) here (implies --wait)")
 
     command("get", cmd_get, "show a job").add_argument("job_id", metavar="ID")
     ls = command("ls", cmd_ls, "list your jobs, newest first")
@@ -308,6 +329,7 @@ def build_parser() -> argparse.ArgumentParser:
     logs.add_argument("-f", "--follow", action="store_true", help="keep printing while the job runs")
     for name, handler, text in (
         ("cancel", cmd_cancel, "stop a job; it stays, as cancelled"),
+        ("retry", cmd_retry, "run a failed render array's failed tasks again"),
         ("rm", cmd_rm, "delete a job, its logs and its image"),
     ):
         command(name, handler, text).add_argument("job_id", metavar="ID")

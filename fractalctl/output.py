@@ -71,6 +71,9 @@ def job_details(job: dict[str, Any]) -> str:
         ("Error", job.get("error")),
         ("Message", job.get("message")),
         ("Progress", progress_text(job) if job.get("progress") is not None else None),
+        ("Tasks", _tasks(job)),
+        ("Failed tasks", ", ".join(map(str, job["failed_tasks"])) if job.get("failed_tasks") else None),
+        ("Video", _video(job.get("animation"))),
         ("Kind", p.get("kind")),
         ("Size", f"{p.get('width')}x{p.get('height')}" + _supersample(p)),
         ("Center", _center(p)),
@@ -93,6 +96,22 @@ def job_details(job: dict[str, Any]) -> str:
     shown = [(k, v) for k, v in fields if v not in (None, "")]
     width = max(len(k) for k, _ in shown) + 1
     return "\n".join(f"{k + ':':<{width}} {v}" for k, v in shown)
+
+
+def _tasks(job: dict[str, Any]) -> str | None:
+    """`12 of 16 succeeded, 2 running, 2 queued` for a render array; nothing for one task."""
+    t = job.get("tasks") or {}
+    if t.get("total", 1) <= 1:
+        return None
+    rest = [f"{t[k]} {k}" for k in ("running", "queued", "failed") if t.get(k)]
+    return ", ".join([f"{t.get('succeeded', 0)} of {t['total']} succeeded", *rest])
+
+
+def _video(animation: dict[str, Any] | None) -> str | None:
+    if not animation:
+        return None
+    return (f"{animation['frames']} frames to zoom {animation['zoom_to']:g}, "
+            f"{animation.get('fps', 30)} fps, {animation.get('format', 'mp4')}")
 
 
 def _thousands(n: int | None) -> str | None:

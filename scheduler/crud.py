@@ -112,6 +112,12 @@ def admission_view(session: Session, *, since: datetime) -> tuple[list[TaskOf], 
     return [tuple(r) for r in queued], [tuple(r) for r in active], [tuple(r) for r in history]  # type: ignore[misc]
 
 
+def jobs_holding_tasks(session: Session) -> list[Job]:
+    """The jobs with a task handed to a runner (pending or running)."""
+    holding = select(Task.job_id).where(col(Task.status).in_(WITH_RUNNER))
+    return list(session.exec(select(Job).where(col(Job.id).in_(holding))).all())
+
+
 def admitted_tasks(session: Session, *, job_ids: Sequence[str]) -> dict[str, tuple[int, ...]]:
     """job id -> the indexes of its tasks handed to a runner (pending or running)."""
     found: dict[str, list[int]] = {}

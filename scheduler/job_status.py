@@ -400,7 +400,11 @@ def refresh(session: Session, job: Job, report: StatusReport | None = None) -> N
         _callback_due(job)
     else:
         job.finished_at, job.error = None, None
-        if report is not None and report.status not in FINISHED:
+        # a report's message (or its lack of one) is the job's; an array's task that says
+        # nothing leaves the job's (e.g. why its other tasks wait) as it is
+        if report is not None and report.status not in FINISHED and (
+            report.message is not None or report.task is None or job.tasks_total == 1
+        ):
             job.message = report.message
 
 
@@ -445,8 +449,9 @@ def record(session: Session, report: StatusReport, *, max_attempts: int) -> Reco
         query = query.where(Task.index == report.task)
     elif report.status == "queued":
         query = query.where(col(Task.status).in_(WITH_RUNNER))
-    elif report.status not in FINISHED:
-        query = query.where(false())  # a job-level pending/running: its message only
+    elif report.status not in ("failed", "cancelled"):
+        # a job-level pending/running: its message only; success is each task's to report
+        query = query.where(false())
     before = _shown(job)
     was_started = job.started_at is not None
     for task in session.exec(query).all():

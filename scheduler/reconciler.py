@@ -19,7 +19,6 @@ from sqlalchemy import Engine
 from scheduler import crud, db
 from scheduler.replicas import Replicas
 from scheduler.runners.base import Runner, StatusReport
-from scheduler.statuses import WITH_RUNNER
 from scheduler.tracker import Tracker
 
 log = logging.getLogger(__name__)
@@ -63,9 +62,8 @@ class Reconciler:
         if live is None:  # the runner cannot tell yet: no job is unfollowed for now
             self._unseen.clear()
             return []
-        active = await db.in_thread(
-            self.engine, lambda s: self.replicas.ours(s, crud.jobs_with_status(s, statuses=WITH_RUNNER))
-        )
+        # jobs with a task handed to a runner (an array between tasks, waiting for a slot, is not lost)
+        active = await db.in_thread(self.engine, lambda s: self.replicas.ours(s, crud.jobs_holding_tasks(s)))
         unwritten = {key.split("/")[0] for key in self.tracker.unwritten}  # a job's, or a task's end
         followed = set(live) | unwritten
         now = asyncio.get_running_loop().time()

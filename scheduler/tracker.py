@@ -56,7 +56,7 @@ class Tracker:
         self._waiting: collections.Counter[str] = collections.Counter()  # job id -> long-polls
         self._writing = asyncio.Lock()
         self.retry_seconds = retry_seconds
-        # job id (`<job id>/<task>` for a task's) -> its end, not yet in the DB
+        # job id (`<job id>/<task>` for a task's but the first) -> its end, not yet in the DB
         self.unwritten: dict[str, StatusReport] = {}
 
     async def report(self, report: StatusReport) -> bool:
@@ -73,7 +73,7 @@ class Tracker:
                 log.warning("job %s: report %s not recorded: %s", report.job_id, report.status, exc)
                 return True  # a later report says the same or more
             log.warning("job %s: its end (%s) not recorded: %s; retrying", report.job_id, report.status, exc)
-            key = report.job_id if report.task is None else f"{report.job_id}/{report.task}"
+            key = f"{report.job_id}/{report.task}" if report.task else report.job_id  # task 0: the job's
             self.unwritten.setdefault(key, report)
             return True
 

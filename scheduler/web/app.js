@@ -226,7 +226,17 @@ function track(job) {
 
 async function show(job) {
   const view = $("view");
-  view.src = await state.images.url(job);
+  const video = $("video-view");
+  const url = await state.images.url(job);
+  video.hidden = !job.animation;
+  if (job.animation) {  // a zoom video: played in the stage; the picture keeps the last image
+    video.src = url;
+    $("placeholder").hidden = true;
+    state.gallery.markActive(job.job_id);
+    return;
+  }
+  video.removeAttribute("src");
+  view.src = url;
   await view.decode().catch(() => {});
   view.alt = `${KIND_NAMES[job.params.kind]} at ${zoomText(job.params.zoom)}`;
   view.dataset.jobId = job.job_id;
@@ -315,6 +325,36 @@ function showProgress(job) {
   fill.style.width = `${((job.progress ?? 0) * 100).toFixed(1)}%`;
   fill.classList.toggle("waiting", job.status !== "running");
   $("progress-text").textContent = describe(job);
+  showTasks(job.tasks);
+}
+
+// A render array's tasks as one bar: done, running, failed and waiting, in proportion.
+function showTasks(tasks) {
+  const bar = $("task-bar");
+  bar.hidden = !tasks || tasks.total <= 1;
+  if (bar.hidden) return;
+  bar.replaceChildren(...["succeeded", "running", "failed", "queued"].map((kind) => {
+    const part = document.createElement("span");
+    part.className = `task-part ${kind}`;
+    part.style.flexGrow = tasks[kind];
+    part.title = `${tasks[kind]} ${kind}`;
+    return part;
+  }));
+}
+
+// A video zooming from the whole set (zoom 1) to the view shown, at its centre.
+async function zoomVideo() {
+  const job = state.shown;
+  if (!job) return;
+  const scale = Math.min(1, 1280 / job.params.width, 720 / job.params.height);  // 720p at most
+  const even = (n) => Math.max(2, 2 * Math.round(n * scale / 2));  // video pixels come in 2x2 blocks
+  const animation = { frames: 60, zoom_to: Math.max(Number(job.params.zoom), 1.01), fps: 30, format: "mp4" };
+  // the last frame's iterations serve every frame; the video is not a view (no history entry)
+  const params = { ...viewOf(job.params), ...controls(), zoom: 1, width: even(job.params.width),
+    height: even(job.params.height), precision: "auto", max_iter: iterations(job.params.zoom), animation };
+  const video = await state.api.submit(params);
+  if (!state.gallery.find(video.job_id)) state.gallery.update(video);
+  track(state.gallery.find(video.job_id) ?? video);
 }
 
 // The job's facts; `used` is its result.json once read (what the render really used).
@@ -352,6 +392,7 @@ function wire() {
   $("view").addEventListener("click", (event) => attempt(() => zoomAtClick(event)));
   $("cancel").addEventListener("click", () => attempt(cancel));
   $("download").addEventListener("click", () => attempt(download));
+  $("zoom-video").addEventListener("click", () => attempt(zoomVideo));
   const form = $("controls");
   const current = () => (state.shown ? viewOf(state.shown.params) : defaultView(form.kind.value));
   form.addEventListener("submit", (event) => {

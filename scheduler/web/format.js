@@ -29,6 +29,8 @@ export function title(params) {
 export function describe(job) {
   const parts = [job.status];
   if (job.status === "running" && job.progress != null) parts.push(`${Math.round(job.progress * 100)}%`);
+  const tasks = job.tasks ?? { total: 1 };
+  if (tasks.total > 1) parts.push(`${tasks.succeeded} of ${tasks.total} ${job.animation ? "frames" : "bands"}`);
   if (job.status === "queued" && job.queue_position) parts.push(`#${job.queue_position} in the queue`);
   if (job.status === "queued" && job.estimated_start_at) {
     parts.push(`starts about ${new Date(job.estimated_start_at).toLocaleTimeString()}`);

@@ -80,10 +80,14 @@ export class Gallery {
     button.dataset.status = job.status;
     button.title = `${title(job.params)}: ${job.status}`;
     const done = job.status === "succeeded";
-    const picture = document.createElement(done ? "img" : "div");
+    const picture = document.createElement(done ? (job.animation ? "video" : "img") : "div");
     picture.className = `picture ${job.status}`;
     if (done) {
-      picture.alt = button.title;
+      if (job.animation) {  // a zoom video plays in place, silently, round and round
+        Object.assign(picture, { muted: true, loop: true, autoplay: true, playsInline: true });
+      } else {
+        picture.alt = button.title;
+      }
       this.images.url(job).then((url) => { picture.src = url; }, () => picture.classList.add("missing"));
     } else {
       picture.textContent = describe(job).split(" · ").slice(0, 2).join(" · ");

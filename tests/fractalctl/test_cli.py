@@ -87,6 +87,18 @@ def test_render_out_follows_the_job_and_saves_the_png(ctl: Run, user: str, tmp_p
     assert "\x1b[" not in done.stdout
 
 
+def test_a_split_render_saves_the_whole_png_and_retry_says_why_not(
+    ctl: Run, user: str, tmp_path: Path
+) -> None:
+    out = tmp_path / "split.png"
+    done = ctl("render", *TINY, "--split", "3", "--out", str(out))
+    assert done.returncode == 0, done.stderr
+    assert png_size(out) == (48, 32)  # the bands, joined by the server
+    job_id = done.stdout.splitlines()[-1].split()[1]
+    refused = ctl("retry", job_id)
+    assert refused.returncode == 3 and "only a failed job's tasks can run again" in refused.stderr
+
+
 def test_on_a_terminal_the_progress_is_a_bar(env: dict[str, str], user: str) -> None:
     leader, follower = os.openpty()  # stderr is a terminal, stdout a pipe
     proc = subprocess.Popen(

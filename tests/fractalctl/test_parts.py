@@ -214,6 +214,25 @@ def test_every_fractal_field_has_a_flag() -> None:
     assert fields <= {flag.replace("-", "_") for flag in cli.RENDER_FLAGS}
 
 
+def test_render_arrays_are_request_fields() -> None:
+    parser = cli.build_parser()
+    split = parser.parse_args(["render", "--width", "64", "--split", "4"])
+    assert cli.render_body(split) == {"width": 64, "split": 4}
+    video = parser.parse_args(["render", "--frames", "120", "--zoom-to", "1e6", "--format", "webm"])
+    assert cli.render_body(video) == {"animation": {"frames": 120, "zoom_to": 1e6, "format": "webm"}}
+    with pytest.raises(cli.Failure, match="--frames"):
+        cli.render_body(parser.parse_args(["render", "--zoom-to", "10"]))
+
+
+def test_an_arrays_details_show_its_tasks() -> None:
+    job = {"job_id": "a" * 32, "status": "failed", "params": {},
+           "tasks": {"total": 4, "queued": 0, "running": 0, "succeeded": 3, "failed": 1}, "failed_tasks": [2],
+           "animation": {"frames": 4, "zoom_to": 100.0, "fps": 30, "format": "mp4"}}
+    text = job_details(job)
+    assert "Tasks:" in text and "3 of 4 succeeded, 1 failed" in text and "Failed tasks: 2" in text
+    assert "4 frames to zoom 100, 30 fps, mp4" in text
+
+
 def test_options_go_before_or_after_the_command() -> None:
     parser = cli.build_parser()
     assert parser.parse_args(["-o", "json", "ls"]).output == "json"

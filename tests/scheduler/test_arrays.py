@@ -14,9 +14,12 @@ import numpy as np
 import pytest
 from fastapi.testclient import TestClient
 from PIL import Image
+from sqlmodel import Session
 
+from scheduler import job_status
 from scheduler.job_status import derived_status, summarize
 from scheduler.models import Task
+from scheduler.runners.base import StatusReport
 from tests.scheduler.conftest import TINY, Client, sign_up_and_in, submit, wait_for
 
 SPLIT = {**TINY, "width": 40, "height": 30, "max_iter": 60}
@@ -209,3 +212,17 @@ def test_an_animation_is_a_video_of_its_frames(make_client: Client, fmt: str, me
     zooms = [client.get(f"/jobs/{job['job_id']}/result", params={"file": f"parts/{k}.json"},
                         headers=alice).json()["zoom"] for k in range(4)]
     assert zooms[0] == 1.0 and zooms[-1] == 50.0 and zooms == sorted(zooms)
+
+
+def test_an_array_waiting_between_tasks_is_not_taken_for_lost(make_client: Client) -> None:
+    """The reconciler ends records no runner follows: an array whose next tasks wait for a slot
+    has none handed to a runner, and is left alone."""
+    client = make_client(local_max_concurrent=0, reconcile_interval_seconds=0.1, job_lost_after_seconds=0.3)
+    alice = sign_up_and_in(client, "alice")
+    job_id = submit(client, alice, **SPLIT, split=2)["job_id"]
+    with Session(client.app.state.service.engine) as session:  # task 0 ran elsewhere and ended
+        job_status.record(session, StatusReport(job_id, "succeeded", task=0), max_attempts=3)
+    assert client.get(f"/jobs/{job_id}", headers=alice).json()["status"] == "running"
+    # a long-poll that outlasts the grace three times over: the reconciler looked meanwhile
+    doc = client.get(f"/jobs/{job_id}", params={"wait": 1}, headers=alice).json()
+    assert doc["status"] == "running" and doc["tasks"]["queued"] == 1, doc

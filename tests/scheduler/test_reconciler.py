@@ -20,6 +20,7 @@ UNENDING = {**LONG, "width": 2048, "height": 2048, "center_x": -0.1226, "center_
 def set_status(client: TestClient, job_id: str, status: str) -> None:
     with client.app.state.service.engine.begin() as conn:
         conn.execute(text("UPDATE job SET status = :s WHERE id = :id"), {"s": status, "id": job_id})
+        conn.execute(text("UPDATE task SET status = :s WHERE job_id = :id"), {"s": status, "id": job_id})
 
 
 def test_a_record_no_runner_follows_is_ended_with_the_reason(make_client: Client) -> None:

@@ -258,3 +258,38 @@ def test_while_a_new_kind_waits_the_facts_name_it(page: tuple[Page, Console], li
         for slot in slots:
             httpx.post(f"{live_service}/jobs/{slot}/cancel", headers=headers)
     assert console == []
+
+
+def test_an_arrays_task_bar_and_the_zoom_video_button(page: tuple[Page, Console], live_service: str) -> None:
+    """With the slots taken, a split render waits: opened from the gallery, its progress has a
+    task bar; "Zoom video to here" asks for a video from the whole set to the view shown."""
+    page, console = page
+    sign_up(page, new_name())
+    shown = job_of(page, live_service, shown_job(page))
+    headers = {"Authorization": f"Bearer {token_of(page)}"}
+    bodies = [{**LONG, "colormap": colours} for colours in ("fire", "ice")]  # two renders: both slots
+    slots = [httpx.post(f"{live_service}/jobs", json=b, headers=headers).json()["job_id"] for b in bodies]
+    waiting: list[str] = []
+    try:
+        split = httpx.post(f"{live_service}/jobs", json={"width": 64, "height": 64, "split": 4},
+                           headers=headers).json()["job_id"]
+        waiting.append(split)
+        page.locator(f"button.thumb[data-job-id='{split}']").click()
+        bar = page.get_by_test_id("task-bar")
+        expect(bar).to_be_visible()
+        expect(bar.locator(".task-part")).to_have_count(4)
+        expect(page.get_by_test_id("progress")).to_contain_text("0 of 4 bands")
+
+        page.locator(f"button.thumb[data-job-id='{shown['job_id']}']").click()
+        page.get_by_test_id("zoom-video").click()
+        gallery = page.get_by_test_id("gallery")
+        expect(gallery.locator("button.thumb[data-status=queued]")).to_have_count(2)
+        video = gallery.locator("button.thumb").first.get_attribute("data-job-id") or ""
+        waiting.append(video)
+        doc = job_of(page, live_service, video)
+        assert doc["animation"]["zoom_to"] >= shown["params"]["zoom"] and doc["params"]["zoom"] == 1
+        assert doc["params"]["width"] % 2 == 0 and doc["params"]["height"] % 2 == 0
+    finally:
+        for job_id in [*waiting, *slots]:
+            httpx.post(f"{live_service}/jobs/{job_id}/cancel", headers=headers)
+    assert console == []

@@ -357,7 +357,8 @@ class Summary(NamedTuple):
     first_error: str | None  # the lowest failed task's
 
 
-def summarize(tasks: Iterable[Task], total: int) -> Summary:
+def summarize(tasks: Iterable[Any], total: int) -> Summary:
+    """Counts, progress and failures of a job's tasks (Task records, or rows of their columns)."""
     counts: dict[str, int] = {}
     done, said, failed, first_error = 0.0, False, [], None
     for t in sorted(tasks, key=lambda t: t.index):
@@ -374,7 +375,9 @@ def summarize(tasks: Iterable[Task], total: int) -> Summary:
 def refresh(session: Session, job: Job, report: StatusReport | None = None) -> None:
     """Recompute the job's status and summary from its tasks (not committed). `report`: the
     runner's report that moved them (its message, time and error where it says more)."""
-    tasks = session.exec(select(Task).where(Task.job_id == job.id)).all()
+    # the columns alone (no ORM objects): an array's every task report reads them all
+    columns = (Task.index, Task.status, Task.progress, Task.error, Task.started_at, Task.finished_at)
+    tasks = session.exec(select(*columns).where(Task.job_id == job.id)).all()
     if not tasks:  # a record from before tasks: it changes as its one task would
         return
     s = summarize(tasks, job.tasks_total)

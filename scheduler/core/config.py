@@ -103,10 +103,6 @@ class Settings(BaseSettings):
     max_video_pixels: int = Field(
         2**31, ge=1, description="samples of a zoom video, all frames together (e.g. 1000 frames of 1080p)"
     )
-    task_max_retries: int = Field(
-        2, ge=0, description="tries after the first of a failed task, before it fails its job (Kubernetes: "
-        "backoffLimitPerIndex)"
-    )
     video_encode_timeout_seconds: float = Field(
         600.0, gt=0, description="joining a zoom video's frames into its video; past it the result is a 503"
     )
@@ -185,7 +181,8 @@ class Settings(BaseSettings):
     job_gpu_node_selector: dict[str, str] = {}
     job_gpu_tolerations: list[dict[str, str | int]] = []  # e.g. tolerationSeconds: 300
     job_backoff_limit: int = Field(
-        1, description="retries of each task (the Job's backoffLimitPerIndex); exit 2 is never retried"
+        1, description="retries of each task (the Job's backoffLimitPerIndex; the local runner's too); "
+        "exit 2 is never retried"
     )
     job_ttl_seconds_after_finished: int = 3600
     job_capacity_deadline_seconds: int = Field(

@@ -14,7 +14,7 @@ indexes 0..total-1 (a plain render: one task, index 0). Admission admits tasks, 
 - Every task gets the same environment (`JobSpec.env`: `RENDER_ARRAY` describes the array) plus
   its index as `JOB_COMPLETION_INDEX`; task i writes `parts/<i>.png` and `parts/<i>.json`
   (a one-task job: `image.png` and `result.json`).
-- A task that fails is retried by the runner, in its slot, up to `TASK_MAX_RETRIES` times
+- A task that fails is retried by the runner, in its slot, up to `JOB_BACKOFF_LIMIT` times
   (Kubernetes: `backoffLimitPerIndex`); exit code 2 (invalid parameters) is never retried and
   fails the whole job at once (Kubernetes: the podFailurePolicy's FailJob).
 - Reports: `StatusReport(job_id, status, task=i)` is task i's change (running, progress, its

@@ -4,7 +4,7 @@ The process gets exactly the environment a pod gets (docs/design.md, "The job co
 what a process needs to run here, so a local run exercises the code path the cluster runs; a
 task also gets its `JOB_COMPLETION_INDEX`, as an Indexed Job's pod does. Status comes from the
 process itself: `progress N%` lines on stdout, its last stderr line as the error, and its exit
-code. A task that fails is started again in its slot up to TASK_MAX_RETRIES times; exit 2
+code. A task that fails is started again in its slot up to JOB_BACKOFF_LIMIT times; exit 2
 (invalid parameters, the same for every task) fails the whole job at once and stops its other
 tasks, as the Job's podFailurePolicy does on Kubernetes.
 """
@@ -383,7 +383,7 @@ class LocalRunner:
         """Whether a task that just ended is tried again: it failed by itself (not stopped, not
         for bad parameters) and has tries left."""
         failed = job.stopping is None and job.process.returncode not in (0, INVALID_PARAMS)
-        return failed and job.attempt <= self.settings.task_max_retries
+        return failed and job.attempt <= self.settings.job_backoff_limit
 
     async def _abandon(self, failed: _Running) -> None:
         """Invalid parameters fail every task alike: stop the job's other tasks, reporting nothing

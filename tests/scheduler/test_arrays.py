@@ -114,7 +114,7 @@ def failing_python(tmp_path: Path, task: int, tries: int) -> Path:
 
 
 def test_a_failed_task_is_tried_again_in_its_slot(make_client: Client, tmp_path: Path) -> None:
-    client = make_client(job_python=str(failing_python(tmp_path, task=1, tries=1)), task_max_retries=1)
+    client = make_client(job_python=str(failing_python(tmp_path, task=1, tries=1)), job_backoff_limit=1)
     alice = sign_up_and_in(client, "alice")
     done = wait_for(client, submit(client, alice, **SPLIT, split=2)["job_id"], alice)
     assert done["status"] == "succeeded" and done["tasks"]["succeeded"] == 2, done
@@ -124,7 +124,7 @@ def test_a_failed_task_is_tried_again_in_its_slot(make_client: Client, tmp_path:
 def test_a_task_failing_past_its_retries_fails_the_job_and_retry_runs_it_alone(
     make_client: Client, tmp_path: Path
 ) -> None:
-    client = make_client(job_python=str(failing_python(tmp_path, task=1, tries=2)), task_max_retries=1)
+    client = make_client(job_python=str(failing_python(tmp_path, task=1, tries=2)), job_backoff_limit=1)
     alice = sign_up_and_in(client, "alice")
     job_id = submit(client, alice, **SPLIT, split=3)["job_id"]
     failed = wait_for(client, job_id, alice)

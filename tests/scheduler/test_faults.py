@@ -137,8 +137,8 @@ def test_every_operation_that_needs_the_database_declares_and_gives_its_503(
         client.get("/jobs", headers=alice),
         client.get("/events", headers=bob),
         *(client.request(method, job + path, headers=alice) for method, path in [
-            ("GET", ""), ("DELETE", ""), ("POST", "/cancel"), ("GET", "/logs"), ("GET", "/result/list"),
-            ("GET", "/result"), ("HEAD", "/result"), ("GET", "/events")]),
+            ("GET", ""), ("DELETE", ""), ("POST", "/cancel"), ("POST", "/retry"), ("GET", "/logs"),
+            ("GET", "/result/list"), ("GET", "/result"), ("HEAD", "/result"), ("GET", "/events")]),
     ]
     for response in asked:
         assert response.status_code == 503, (response.request.method, response.request.url.path)

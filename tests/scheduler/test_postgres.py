@@ -305,9 +305,10 @@ def test_restart_keeps_accounts_tokens_and_queued_jobs(make_pg_client: Client, t
     queued, interrupted = (submit(first, alice)["job_id"] for _ in range(2))
     first.__exit__(None, None, None)
     with Session(engine_of(first)) as session:  # as a crash mid-render leaves a running job
-        job = session.get(Job, interrupted)
+        job, task = session.get(Job, interrupted), session.get(Task, (interrupted, 0))
         job.status, job.attempts = "running", 1
-        session.add(job)
+        task.status, task.admissions = "running", 1
+        session.add_all([job, task])
         session.commit()
 
     second = make_pg_client(jwt_secret=secret, data_dir=tmp_path / "second")

@@ -11,19 +11,20 @@ from sqlmodel import Session
 from job_image.storage import LocalStorage
 from scheduler.core.config import Settings
 from scheduler.main import create_app
-from scheduler.models import Job
+from scheduler.models import Job, Task
 from tests.conftest import free_port
 from tests.scheduler.conftest import Client, sign_up_and_in, submit, wait_for
 from tests.scheduler.test_openapi import on_s3
 
 
 def set_job(client: TestClient, job_id: str, **fields: object) -> None:
-    """Rewrite a job record as a crashed service would have left it."""
+    """Rewrite a job record as a crashed service would have left it (its one task with it)."""
     with Session(client.app.state.service.engine) as session:
-        job = session.get(Job, job_id)
+        job, task = session.get(Job, job_id), session.get(Task, (job_id, 0))
         for name, value in fields.items():
             setattr(job, name, value)
-        session.add(job)
+        task.status, task.admissions = job.status, job.attempts
+        session.add_all([job, task])
         session.commit()
 
 

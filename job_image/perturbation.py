@@ -177,8 +177,10 @@ class PerturbationKernel:
         none = -np.inf if deltas == "floatexp" else 0.0
         return [orbit.z.real, orbit.z.imag, ab, padded(a_exp, 0), padded(b_exp, 0), padded(r, none), offsets]
 
-    def bands(self, p: FractalParams, band_samples: int) -> Iterator[Band]:
-        """Render `p` band by band, as FractalKernel.bands does; `stats` holds the figures."""
+    def bands(self, p: FractalParams, band_samples: int,
+              span: tuple[int, int] | None = None) -> Iterator[Band]:
+        """Render `p` band by band, as FractalKernel.bands does (`span`: its pixel rows [first,
+        end) alone, a render array's band); `stats` holds the figures."""
         plan = p.plan()
         if (p.kind, plan.precision, plan.deltas) != ("mandelbrot", "perturbation", self.deltas):
             raise ValueError(f"kernel {self.name} cannot render {p.kind}/{plan.precision}/{plan.deltas}")
@@ -227,8 +229,9 @@ class PerturbationKernel:
             evt.wait()
             self.kernel_seconds += (evt.profile.end - evt.profile.start) * 1e-9
 
-        for row0 in range(0, hn, rows):
-            band_rows = min(rows, hn - row0)
+        first, end = (span[0] * n, span[1] * n) if span else (0, hn)
+        for row0 in range(first, end, rows):
+            band_rows = min(rows, end - row0)
             band = [np.int32(row0), np.int32(band_rows), np.int32(p.max_iter), np.float32(1.0 / p.max_iter),
                     *outs, *states]
             tiles = -(-band_rows * wn // self.shape.tile)
@@ -250,4 +253,4 @@ class PerturbationKernel:
             counts, shades, skipped, glitched = (h[:band_rows] for h in hosts)
             stats.bla_skipped_iterations += int(skipped.sum(dtype=np.uint64))
             stats.glitched_samples += int(np.count_nonzero(glitched))
-            yield Band(row0, counts, shades)
+            yield Band(row0 - first, counts, shades)  # rows counted from the span's first

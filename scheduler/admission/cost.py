@@ -31,7 +31,6 @@ import numpy as np
 
 from job_image.interior import mandelbrot_interior
 from job_image.params import FractalParams, exact
-from job_image.tasks import RenderArray
 from scheduler.admission.deep_cost import deep_counts
 
 PROBE_SAMPLES = 4096  # ~64 x 64: a few ms per 100 iterations; the mean is then within ~10 %
@@ -154,14 +153,3 @@ def estimated_iterations(p: FractalParams) -> int:
         counts = escape_counts(p, x, y)
     return round(float(counts.mean()) * samples)
 
-
-def array_estimate(p: FractalParams, array: RenderArray | None) -> tuple[float, float]:
-    """A request's estimated iterations, all tasks together, and its costliest task's. A split
-    is the one frame's shared by its bands; a zoom video's frames are estimated from its first
-    and last (two probes: the frames between lie in between, roughly)."""
-    if array is None or not array.is_video:
-        whole = estimated_iterations(p)
-        return whole, whole / (array.tasks if array else 1)
-    assert array.zoom_to is not None
-    ends = [estimated_iterations(p), estimated_iterations(p.model_copy(update={"zoom": array.zoom_to}))]
-    return sum(ends) / 2 * array.frames, max(ends)

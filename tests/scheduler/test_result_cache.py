@@ -25,8 +25,9 @@ def download(client: TestClient, job_id: str, auth: dict[str, str], file: str = 
 
 
 def ran(client: TestClient, job_id: str) -> bool:
-    """Whether a process was started for the job (the local runner keeps a log for each)."""
-    return (Path(client.app.state.service.settings.data_dir) / "logs" / f"{job_id}.log").exists()
+    """Whether a process was started for the job (the local runner keeps a log for each task)."""
+    logs = Path(client.app.state.service.settings.data_dir) / "logs"
+    return (logs / f"{job_id}.log").exists() or any(logs.glob(f"{job_id}-*.log"))
 
 
 def reused(client: TestClient, outcome: str) -> float:
@@ -148,3 +149,25 @@ def test_followers_of_a_failed_render_fail_with_its_error() -> None:
         assert (job.status, job.error, job.finished_at) == ("failed", "no device", now)
         assert job.follows is None and job.cached is False
         assert job.callback_next_at == now  # its callback is due with its end
+
+
+def test_a_split_render_is_followed_and_reused_whole(make_client: Client) -> None:
+    """A render array's key covers its shape: an equal split follows, then is served from, its
+    bands (their tasks end as the render's did); another split of the same frame renders."""
+    client = make_client(**CACHE, local_max_concurrent=0)
+    alice = sign_up_and_in(client, "alice")
+    leader = submit(client, alice, split=2)["job_id"]
+    follower = submit(client, alice, split=2)
+    assert follower["status"] == "queued" and leader in follower["message"], follower
+    start_rendering(client)
+    done = wait_for(client, follower["job_id"], alice)
+    assert (done["status"], done["cached"], done["failed_tasks"]) == ("succeeded", True, [])
+    assert done["tasks"] == {"total": 2, "queued": 0, "running": 0, "succeeded": 2, "failed": 0}
+    assert not ran(client, follower["job_id"])
+
+    hit = submit(client, alice, split=2)
+    assert (hit["status"], hit["cached"], hit["tasks"]["succeeded"]) == ("succeeded", True, 2), hit
+    joined = download(client, leader, alice)
+    assert download(client, follower["job_id"], alice) == download(client, hit["job_id"], alice) == joined
+    other = submit(client, alice, split=4)  # the same frame in other bands: another request
+    assert other["cached"] is False and wait_for(client, other["job_id"], alice)["tasks"]["succeeded"] == 4

@@ -83,6 +83,17 @@ def admitted(task: Task, job: Job, throughput: Throughput, method: Method) -> Ad
     return Admitted(job.id, job.owner, c, since, throughput.seconds(c, task_iterations(job), method))  # type: ignore[arg-type]
 
 
+def admissible(
+    queued: list[crud.TaskOf], active: list[crud.TaskOf], replica: str | None
+) -> list[crud.TaskOf]:
+    """The queued tasks `replica` may admit: with a runner of its own (local processes), none of
+    a job another replica runs tasks of (one replica follows a job, see replicas.py)."""
+    if replica is None:
+        return queued
+    elsewhere = {job.id for _, job in active if job.replica not in (None, replica)}
+    return [(task, job) for task, job in queued if job.id not in elsewhere]
+
+
 def job_estimates(waiting_tasks: dict[str, Estimate], tasks: list[tuple[Task, Job]]) -> dict[str, Estimate]:
     """Per job, from its waiting tasks': the first task's place in line, start and reason, the
     last task's finish."""
@@ -186,7 +197,7 @@ class Dispatcher:
         with Session(self.engine, expire_on_commit=False) as session:
             generation = job_status.ledger_generation(session)  # first: see job_status.admit
             queued, active, history = crud.admission_view(session, since=since)
-            queued = self.admissible(queued, active)
+            queued = admissible(queued, active, self.replica)
         t = self.throughput
         methods = {job.id: method_of(job) for _, job in (*queued, *active, *history)}  # once a job
         held = [admitted(task, job, t, methods[job.id]) for task, job in active]
@@ -209,14 +220,6 @@ class Dispatcher:
             jobs = list({job.id: job for _, job in queued}.values())
             crud.set_estimates(session, changed_estimates(jobs, estimates), generation=seen)
         return admissions
-
-    def admissible(self, queued: list[crud.TaskOf], active: list[crud.TaskOf]) -> list[crud.TaskOf]:
-        """The queued tasks this replica may admit: with a runner of its own (local processes),
-        not those of a job another replica runs tasks of (the job's owner follows its tasks)."""
-        if self.replica is None:
-            return queued
-        elsewhere = {job.id for _, job in active if job.replica not in (None, self.replica)}
-        return [(task, job) for task, job in queued if job.id not in elsewhere]
 
     async def _submit(self, job: Job, tasks: tuple[int, ...]) -> None:
         try:

@@ -17,8 +17,9 @@ from PIL import Image
 from sqlmodel import Session
 
 from scheduler import job_status
+from scheduler.dispatcher import admissible
 from scheduler.job_status import derived_status, summarize
-from scheduler.models import Task
+from scheduler.models import Job, Task
 from scheduler.runners.base import StatusReport
 from tests.scheduler.conftest import TINY, Client, sign_up_and_in, submit, wait_for
 
@@ -226,3 +227,18 @@ def test_an_array_waiting_between_tasks_is_not_taken_for_lost(make_client: Clien
     # a long-poll that outlasts the grace three times over: the reconciler looked meanwhile
     doc = client.get(f"/jobs/{job_id}", params={"wait": 1}, headers=alice).json()
     assert doc["status"] == "running" and doc["tasks"]["queued"] == 1, doc
+
+
+def test_a_replica_admits_no_task_of_an_array_another_replica_runs() -> None:
+    """Local processes are their replica's: an array's tasks run where its first ones do, and
+    once none runs anywhere (its replica gone, the job re-queued) any replica may take it."""
+    def pair(job_id: str, status: str, replica: str | None) -> tuple[Task, Job]:
+        job = Job(id=job_id, owner="alice", status="running", params=TINY, runner="local", replica=replica)
+        return Task(job_id=job_id, index=0 if status == "running" else 1, status=status), job
+
+    ours = pair("b", "running", "r1")
+    queued = [pair("a", "queued", "r2"), pair("b", "queued", "r1"), pair("c", "queued", None)]
+    active = [pair("a", "running", "r2"), ours]
+    assert [job.id for _, job in admissible(queued, active, "r1")] == ["b", "c"]
+    assert [job.id for _, job in admissible(queued, active, None)] == ["a", "b", "c"]  # Kubernetes: any
+    assert [job.id for _, job in admissible(queued, [ours], "r1")] == ["a", "b", "c"]  # r2's tasks all ended

@@ -254,7 +254,7 @@ def test_replicas_admit_an_arrays_tasks_never_over_capacity(database_url: str, t
         def cycles(dispatcher: Dispatcher) -> None:
             for _ in range(rounds):
                 start.wait(timeout=30)
-                dispatcher.decide()
+                dispatcher.decide(dispatcher.runner.view())
 
         with ThreadPoolExecutor(workers) as pool:
             list(pool.map(cycles, dispatchers))

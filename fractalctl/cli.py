@@ -95,6 +95,11 @@ RENDER_HELP: dict[str, str] = {
     "counts": "also store counts.npy, the escape counts (default: off)",
     "priority": "order among your own queued jobs, never ahead of others' fair share (default: normal)",
     "callback-url": "POSTed the final job document, signed (default: none)",
+    "split": "render the image as this many tasks, each a band of rows (default: 1)",
+    "frames": "a zoom video of this many frames, one task each (sends `animation`)",
+    "zoom-to": "the video's last frame's zoom (with --frames)",
+    "fps": "the video's frames per second (default: 30)",
+    "format": "the video's container and codec: mp4 (H.264) or webm (VP9) (default: mp4)",
 }
 
 

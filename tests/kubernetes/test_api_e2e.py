@@ -122,6 +122,7 @@ def test_an_active_record_whose_job_vanished_is_ended_with_the_reason(
         job_id = client.post("/jobs", json={"width": 8, "height": 8}, headers=auth).json()["job_id"]
         with client.app.state.service.engine.begin() as conn:  # what a lost end leaves behind
             conn.execute(text("UPDATE job SET status = 'running' WHERE id = :id"), {"id": job_id})
+            conn.execute(text("UPDATE task SET status = 'running' WHERE job_id = :id"), {"id": job_id})
         doc = poll_until(client, job_id, auth, FINISHED)
         assert doc["status"] == "failed" and "Kubernetes Job was gone" in doc["error"], doc
         assert apiserver.job(job_id) is None

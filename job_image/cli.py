@@ -122,13 +122,13 @@ def run(argv: Sequence[str] | None = None, env: dict[str, str] | None = None) ->
     args = build_parser().parse_args(argv)
     params = gather_params(args, env)
     job_id = args.job_id or env.get("JOB_ID") or uuid.uuid4().hex
-    who = worker.describe(job_id, env)
-    sigterm.first_line_pending(f"{who}, device not chosen yet")  # what a stop before it prints
     try:
         array, index = tasks.from_env(dict(env))
         tasks.task(params, array, index)  # an index outside the array: refused before any render
     except ValueError as exc:
         raise InvalidParams(f"invalid render array: {exc}") from exc
+    who = worker.describe(job_id, env, task=index if array is not None else None)
+    sigterm.first_line_pending(f"{who}, device not chosen yet")  # what a stop before it prints
     try:
         settings = JobSettings.from_env(dict(env))
     except ValueError as exc:

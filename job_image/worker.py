@@ -8,11 +8,10 @@ import socket
 from collections.abc import Mapping
 
 
-def describe(job_id: str, env: Mapping[str, str]) -> str:
-    """In a pod, POD_NAME and NODE_NAME come from the downward API (the Job's pod spec);
-    JOB_COMPLETION_INDEX is the task of an Indexed Job."""
-    task = env.get("JOB_COMPLETION_INDEX", "").strip()
-    who = f"job {job_id}" + (f" task {task}" if task else "")
+def describe(job_id: str, env: Mapping[str, str], task: int | None = None) -> str:
+    """`task`: a render array's task (None: a plain job, whose Indexed Job has index 0 alone).
+    In a pod, POD_NAME and NODE_NAME come from the downward API (the Job's pod spec)."""
+    who = f"job {job_id}" + (f" task {task}" if task is not None else "")
     if "NODE_NAME" in env or "POD_NAME" in env:
         pod = env.get("POD_NAME") or env.get("HOSTNAME") or socket.gethostname()
         return f"{who} on pod {pod} (node {env.get('NODE_NAME') or 'unknown'})"

@@ -54,7 +54,8 @@ def test_a_job_whose_disk_filled_ends_promptly_with_an_error(make_client: Client
     data = tmp_path / "data"  # the settings fixture's DATA_DIR: database, results, logs and kernels
     with tmpfs(data, "24m"):
         client = make_client(job_lost_after_seconds=3600, report_retry_seconds=0.5,  # no sweep ends it
-                             opencl_cache_dir=data / "opencl-cache")
+                             opencl_cache_dir=data / "opencl-cache",
+                             job_backoff_limit=0)  # not tried again once the disk has room: it fails
         alice = sign_up_and_in(client, "alice")
         job_id = submit(client, alice, **MEDIUM)["job_id"]
         wait_for(client, job_id, alice, ("running",))

@@ -149,6 +149,18 @@ def test_bands_supersampling_and_bla_do_not_change_counts() -> None:
     assert agreement(plain, want)[0] >= 0.99 and np.count_nonzero(plain != whole) <= 2
 
 
+@pytest.mark.parametrize("name", ["minibrot 1e14", "minibrot 3e303"])
+def test_a_split_renders_band_is_those_rows_of_the_whole_frame(name: str) -> None:
+    """A render array's task renders only its pixel rows [first, end) (both delta kinds)."""
+    p = FRAMES[name]
+    whole, _ = render_counts(p)
+    k = PerturbationKernel(device.choose("cpu"), p.plan().deltas or "")
+    first, end = 3, p.height - 2
+    band = np.vstack([b.counts.copy() for b in k.bands(p, band_samples=5 * p.width, span=(first, end))])
+    n = p.supersample
+    assert np.array_equal(band, whole[first * n:end * n])
+
+
 LAYOUTS = {"gpu": KernelShape(1, 1, tile=1), "vw2": KernelShape(2, 1, tile=64),
            "vw4x4": KernelShape(4, 4, tile=256)}
 

@@ -127,7 +127,7 @@ def run(argv: Sequence[str] | None = None, env: dict[str, str] | None = None) ->
         tasks.task(params, array, index)  # an index outside the array: refused before any render
     except ValueError as exc:
         raise InvalidParams(f"invalid render array: {exc}") from exc
-    who = worker.describe(job_id, env, task=index if array is not None else None)
+    who = worker.describe(job_id, env, task=index if "JOB_COMPLETION_INDEX" in env else None)
     sigterm.first_line_pending(f"{who}, device not chosen yet")  # what a stop before it prints
     try:
         settings = JobSettings.from_env(dict(env))

@@ -9,8 +9,8 @@ from collections.abc import Mapping
 
 
 def describe(job_id: str, env: Mapping[str, str], task: int | None = None) -> str:
-    """`task`: a render array's task (None: a plain job, whose Indexed Job has index 0 alone).
-    In a pod, POD_NAME and NODE_NAME come from the downward API (the Job's pod spec)."""
+    """`task`: the task of an Indexed Job (every Job on Kubernetes) or of a local render array;
+    None names none. In a pod, POD_NAME and NODE_NAME come from the downward API."""
     who = f"job {job_id}" + (f" task {task}" if task is not None else "")
     if "NODE_NAME" in env or "POD_NAME" in env:
         pod = env.get("POD_NAME") or env.get("HOSTNAME") or socket.gethostname()

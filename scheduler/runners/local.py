@@ -2,7 +2,7 @@
 
 The process gets exactly the environment a pod gets (docs/design.md, "The job contract") plus only
 what a process needs to run here, so a local run exercises the code path the cluster runs; a
-task also gets its `JOB_COMPLETION_INDEX`, as an Indexed Job's pod does. Status comes from the
+render array's task also gets its `JOB_COMPLETION_INDEX`, as an Indexed Job's pod does. Status comes from the
 process itself: `progress N%` lines on stdout, its last stderr line as the error, and its exit
 code. A task that fails is started again in its slot up to JOB_BACKOFF_LIMIT times; exit 2
 (invalid parameters, the same for every task) fails the whole job at once and stops its other
@@ -61,7 +61,8 @@ def job_environment(spec: JobSpec, settings: Settings, host_env: Mapping[str, st
     env.setdefault("PATH", os.defpath)
     env.update(spec.env(settings, opencl_cache_dir=str(Path(settings.opencl_cache_dir or "").resolve())))
     env.update(settings.storage_env())
-    env["JOB_COMPLETION_INDEX"] = str(index)
+    if spec.total > 1:  # a render array's task, as an Indexed Job's pod (a plain job's line names no task)
+        env["JOB_COMPLETION_INDEX"] = str(index)
     env["PYTHONPATH"] = str(REPO_ROOT)
     return env
 

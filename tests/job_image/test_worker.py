@@ -15,7 +15,6 @@ HOST = socket.gethostname()
 
 @pytest.mark.parametrize(("env", "task", "expected"), [
     ({}, None, f"job {JOB} on host {HOST}, pid {os.getpid()}"),
-    ({"JOB_COMPLETION_INDEX": "0"}, None, f"job {JOB} on host {HOST}, pid {os.getpid()}"),  # a plain job
     ({"JOB_COMPLETION_INDEX": "3"}, 3, f"job {JOB} task 3 on host {HOST}, pid {os.getpid()}"),
     ({"POD_NAME": "fractal-x-0-abcde", "NODE_NAME": "n1", "JOB_COMPLETION_INDEX": "0"}, 0,
      f"job {JOB} task 0 on pod fractal-x-0-abcde (node n1)"),

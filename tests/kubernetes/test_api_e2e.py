@@ -48,7 +48,7 @@ def test_render_through_the_api(settings: Settings, apiserver: FakeApiServer) ->
         (pod,) = apiserver.pods(job_id)
         meta = client.get(f"/jobs/{job_id}/result", params={"file": "result.json"}, headers=auth).json()
         where = f"pod {pod['metadata']['name']} (node {pod['spec']['nodeName']})"
-        assert logs.text.splitlines()[0] == f"job {job_id} on {where}, device {meta['device']}"
+        assert logs.text.splitlines()[0] == f"job {job_id} task 0 on {where}, device {meta['device']}"
 
         again = client.post("/jobs", json={"width": 96, "height": 64, "max_iter": 64, "device": "cpu"},
                             headers=auth).json()

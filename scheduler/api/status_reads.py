@@ -5,9 +5,10 @@ Pollers send this request more than all others together, and profiling it showed
 per request (matching the routes, resolving the dependency tree, its exception and exit-stack
 layers) costing more than the answer itself. This pure ASGI layer answers only the common case
 (a GET without a query string, a valid bearer token of a known user, one of their jobs) with the
-route's own code: `authenticate`, `read_owned_job`, `job_document`. Anything else (no token or a
-bad one, another user's job, `?wait=`, a failing database) goes on to the routed app, which
-answers it as /openapi.json documents.
+route's own code: `authenticate`, `read_owned_job`, `finished_or_current`, `job_document` (a
+change to the document there is a change here). Anything else (no token or a bad one, another
+user's job, `?wait=`, a failing database) goes on to the routed app, which answers it as
+/openapi.json documents.
 """
 
 from __future__ import annotations
@@ -22,7 +23,6 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from scheduler.api.deps import authenticate, bearer, read_owned_job
 from scheduler.api.routes import jobs
-from scheduler.models import JobPublic
 from scheduler.service import Service
 
 JOB_PATH = re.compile(r"/jobs/([^/]+)")  # the route's /jobs/{job_id}, matched whole
@@ -60,4 +60,5 @@ class StatusReads:
             return None
         if job is None:
             return None
-        return jobs.job_document(JobPublic.of(job), connection.headers.get("if-none-match"))
+        doc = await jobs.finished_or_current(self.service.tracker, self.service.settings, job, wait=0)
+        return jobs.job_document(doc, connection.headers.get("if-none-match"))

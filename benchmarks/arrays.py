@@ -72,6 +72,8 @@ def gigapixel(size: int) -> None:
         span = seconds(done["started_at"], done["finished_at"])
         print(f"gigapixel {size}x{size} ({size * size / 1e6:.0f} M pixels) as {tasks} tasks: "
               f"{done['status']}, wall {wall:.1f} s (first task's start to the end: {span:.1f} s)")
+        if done["status"] != "succeeded":
+            raise SystemExit(f"  the job failed: {done['error']}")
         before = peak_rss_mib(pid)
         t0, got = time.monotonic(), 0
         with httpx.stream("GET", f"{url}/jobs/{job['job_id']}/result", headers=auth, timeout=600) as r:

@@ -62,8 +62,11 @@ def build_parser() -> argparse.ArgumentParser:
     return ap
 
 
-def gather_params(args: argparse.Namespace, env: dict[str, str] | os._Environ[str]) -> FractalParams:
-    """FRACTAL_PARAMS / --params, overlaid with explicit flags, validated with the env's limits."""
+def gather_params(
+    args: argparse.Namespace, env: dict[str, str] | os._Environ[str], split: int = 1
+) -> FractalParams:
+    """FRACTAL_PARAMS / --params, overlaid with explicit flags, validated with the env's limits
+    (a split render's task: those of its band)."""
     raw = args.params if args.params is not None else env.get("FRACTAL_PARAMS", "")
     data: dict[str, Any] = {}
     if raw.strip():
@@ -81,7 +84,7 @@ def gather_params(args: argparse.Namespace, env: dict[str, str] | os._Environ[st
     except ValueError as exc:
         raise InvalidParams(f"invalid limits in the environment: {exc}") from exc
     try:
-        return parse_params(data, limits)
+        return parse_params(data, limits, split)
     except (ValidationError, ValueError) as exc:
         raise InvalidParams(f"invalid parameters: {describe_error(exc)}") from exc
 
@@ -120,10 +123,13 @@ def run(argv: Sequence[str] | None = None, env: dict[str, str] | None = None) ->
     """Parse, render, store; returns the exit code. Raises JobError for contract failures."""
     env = os.environ if env is None else env
     args = build_parser().parse_args(argv)
-    params = gather_params(args, env)
-    job_id = args.job_id or env.get("JOB_ID") or uuid.uuid4().hex
     try:
         array, index = tasks.from_env(dict(env))
+    except ValueError as exc:
+        raise InvalidParams(f"invalid render array: {exc}") from exc
+    params = gather_params(args, env, split=array.split if array else 1)
+    job_id = args.job_id or env.get("JOB_ID") or uuid.uuid4().hex
+    try:
         tasks.task(params, array, index)  # an index outside the array: refused before any render
     except ValueError as exc:
         raise InvalidParams(f"invalid render array: {exc}") from exc

@@ -188,15 +188,17 @@ class FractalParams(BaseModel):
         return None
 
 
-def parse_params(data: dict[str, Any] | str, limits: Limits | None = None) -> FractalParams:
-    """Validate a dict or a JSON string against the model and `limits`; raises
-    pydantic.ValidationError, or ValueError for bad JSON or a render over the limits."""
+def parse_params(data: dict[str, Any] | str, limits: Limits | None = None, split: int = 1) -> FractalParams:
+    """Validate a dict or a JSON string against the model and `limits` (with `split` > 1, those of
+    one band: the process renders only its task's rows); raises pydantic.ValidationError, or
+    ValueError for bad JSON or a render over the limits."""
     if isinstance(data, str):
         data = json.loads(data)
     if not isinstance(data, dict):
         raise ValueError("parameters must be a JSON object")
     params = FractalParams.model_validate(data)
-    problem = params.limit_problem(limits or Limits())
+    band = params.model_copy(update={"height": -(-params.height // split)}) if split > 1 else params
+    problem = band.limit_problem(limits or Limits())
     if problem:
         raise ValueError(problem)
     return params

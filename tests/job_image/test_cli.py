@@ -85,6 +85,17 @@ def test_limits_come_from_the_environment(capsys, tmp_path: Path) -> None:
     assert code == 2 and "max_iter 51 is above the limit of 50" in err
 
 
+def test_a_split_renders_task_is_held_to_the_pixel_limit_of_its_band(capsys, tmp_path: Path) -> None:
+    """MAX_PIXELS bounds what one process renders: a band of a split image, as the API checks."""
+    frame = ["--width", "40", "--height", "40", "--max-iter", "20"]  # 1600 samples, 400 a band
+    env = job_env(MAX_PIXELS="500", RENDER_ARRAY=json.dumps({"split": 4}), JOB_COMPLETION_INDEX="2")
+    code, _, err = run_in_process(capsys, *frame, "--out", str(tmp_path / "band.png"), env=env)
+    assert code == 0, err
+    code, _, err = run_in_process(capsys, *frame, "--out", str(tmp_path / "x.png"),
+                                  env={**env, "RENDER_ARRAY": json.dumps({"split": 2})})
+    assert code == 2 and "40x20 is 800 samples; the limit is 500" in err
+
+
 def test_no_output_target_exits_2(capsys) -> None:
     code, _, err = run_in_process(capsys, *SMALL)
     assert code == 2 and "nowhere to write" in err

@@ -124,7 +124,7 @@ def singles_waits(url: str, users: list[dict[str, str]]) -> list[float]:
 
 def fairness() -> None:
     for with_array in (False, True):
-        with running_service(LOCAL_MAX_CONCURRENT="2") as (url, _pid):
+        with running_service(LOCAL_MAX_CONCURRENT="2", SIGNUPS_PER_MINUTE="60") as (url, _pid):
             users = [signed_in(url, f"user{i}") for i in range(10)]
             heavy = signed_in(url, "heavy")
             if with_array:

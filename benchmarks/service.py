@@ -62,7 +62,10 @@ def running_service(**env: str) -> Iterator[tuple[str, int]]:
 def signed_in(url: str, username: str = "bench") -> dict[str, str]:
     creds = {"username": username, "password": "benchmark-password"}
     httpx.post(f"{url}/auth/sign-up", json=creds, timeout=10)
-    token = httpx.post(f"{url}/auth/sign-in", json=creds, timeout=10).json()["access_token"]
+    answer = httpx.post(f"{url}/auth/sign-in", json=creds, timeout=10)
+    if answer.status_code != 200:  # e.g. SIGNUPS_PER_MINUTE refused the sign-up: raise it for the benchmark
+        raise RuntimeError(f"signing in as {username}: {answer.status_code} {answer.text}")
+    token = answer.json()["access_token"]
     return {"Authorization": f"Bearer {token}"}
 
 

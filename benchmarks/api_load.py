@@ -491,7 +491,11 @@ def main() -> None:
         ]
         paths = [f"/jobs/{job_id}" for job_id in ids]
         print(f"GET /jobs/{{id}} over 20 queued jobs, {args.seconds:g} s per run, one uvicorn process")
-        time.sleep(2)  # the dispatcher has planned the jobs: their documents no longer change
+        deadline = time.monotonic() + 30  # until the dispatcher has planned them: their documents stay
+        while any(httpx.get(f"{url}{path}", headers=auth).json()["message"] is None for path in paths):
+            if time.monotonic() > deadline:
+                raise RuntimeError("the dispatcher never planned the queued jobs")
+            time.sleep(0.1)
         with baseline_app(secret, data / "scheduler.db") as baseline:
             compare(url, baseline, auth["Authorization"].split()[1], paths, args.connections, args.seconds)
         for n in args.pollers:

@@ -24,6 +24,7 @@ import math
 import statistics
 import sys
 import time
+from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -51,13 +52,18 @@ def submit(url: str, auth: dict[str, str], body: dict[str, Any]) -> dict[str, An
     return r.json()
 
 
-def wait(url: str, auth: dict[str, str], job_id: str, limit: float = 7200) -> dict[str, Any]:
+def wait(url: str, auth: dict[str, str], job_id: str, limit: float = 7200,
+         until: Callable[[dict[str, Any]], bool] | None = None) -> dict[str, Any]:
+    """The job's document once it has ended (or `until` holds for it), within `limit` seconds."""
     deadline = time.monotonic() + limit
     while time.monotonic() < deadline:
-        doc = httpx.get(f"{url}/jobs/{job_id}", params={"wait": 30}, headers=auth, timeout=60).json()
-        if doc["status"] in ("succeeded", "failed", "cancelled"):
+        params = {"wait": 0 if until else 30}
+        doc = httpx.get(f"{url}/jobs/{job_id}", params=params, headers=auth, timeout=60).json()
+        if until(doc) if until else doc["status"] in ("succeeded", "failed", "cancelled"):
             return doc
-    raise RuntimeError(f"job {job_id} did not end in {limit} s")
+        if until:
+            time.sleep(0.1)
+    raise RuntimeError(f"job {job_id} did not reach its state in {limit} s")
 
 
 def gigapixel(size: int) -> None:
@@ -129,7 +135,7 @@ def fairness() -> None:
             heavy = signed_in(url, "heavy")
             if with_array:
                 big = submit(url, heavy, {**BASE, "width": 2048, "height": 2048, "split": 256})
-                time.sleep(3)  # it holds both slots
+                wait(url, heavy, big["job_id"], until=lambda doc: doc["tasks"]["running"] == 2)  # both slots
             waits = sorted(singles_waits(url, users))
             p95 = waits[min(len(waits) - 1, math.ceil(0.95 * len(waits)) - 1)]
             what = "with a 256-task array running" if with_array else "alone"

@@ -56,7 +56,7 @@ def get_job(session: Session, *, job_id: str, owner: str) -> Job | None:
     return job if job is not None and job.owner == owner else None
 
 
-_OWNED_JOB = select(Job.__table__).where(  # type: ignore[attr-defined]
+OWNED_JOB = select(Job.__table__).where(  # type: ignore[attr-defined]
     Job.__table__.c.id == bindparam("job_id"), Job.__table__.c.owner == bindparam("owner")  # type: ignore[attr-defined]
 )
 
@@ -65,7 +65,7 @@ def read_owned_job(connection: Connection, *, job_id: str, owner: str) -> Job | 
     """`get_job` for the hot path (every status poll): one Core query on a bare connection and
     the row as a detached Job, without an ORM session (its set-up, identity map and close
     cost three times the query)."""
-    row = connection.execute(_OWNED_JOB, {"job_id": job_id, "owner": owner}).mappings().first()
+    row = connection.execute(OWNED_JOB, {"job_id": job_id, "owner": owner}).mappings().first()
     return Job.model_construct(**row) if row is not None else None
 
 

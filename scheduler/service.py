@@ -24,6 +24,7 @@ from scheduler.dispatcher import Dispatcher, job_spec
 from scheduler.events import EventFeed
 from scheduler.jobs import Jobs
 from scheduler.learning import Learning
+from scheduler.loop_reads import LoopReads
 from scheduler.loops import Loops
 from scheduler.metrics import Metrics
 from scheduler.models import Job
@@ -56,6 +57,7 @@ class Service:
         if not settings.minio_endpoint and settings.storage_dir is not None:
             files.private_dir(Path(settings.storage_dir))
         self.engine = db.make_engine(settings.database_url)
+        self.loop_reads = LoopReads.for_engine(self.engine)  # the status poll's SQLite read
         self.replicas = Replicas(
             self.engine,
             load_id(Path(settings.data_dir)),
@@ -155,6 +157,8 @@ class Service:
         await self.runner.stop()
         await self.callbacks.close()
         self.pricer.close()
+        if self.loop_reads is not None:
+            self.loop_reads.close()
         self.engine.dispose()
         self.lock.release()
 

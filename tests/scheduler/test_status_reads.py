@@ -3,8 +3,10 @@ exactly as the route does, and leaves every other request to the route."""
 
 from __future__ import annotations
 
+import sqlite3
 import time
 
+import pytest
 from fastapi import HTTPException
 from fastapi.testclient import TestClient
 
@@ -72,3 +74,22 @@ def test_only_the_owners_plain_get_takes_the_fast_path(make_client: Client) -> N
     assert client.get(path + "/", headers=alice).json()["detail"].startswith("There is no /jobs/")
     client.app.dependency_overrides.clear()
     assert client.head(path, headers=alice).status_code == 405  # as before: the route takes GET only
+
+
+def test_a_database_the_loop_cannot_read_now_leaves_the_poll_to_the_threaded_read(
+    make_client: Client, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    client = make_client(local_max_concurrent=0)
+    alice = sign_up_and_in(client, "alice")
+    job_id = planned_job(client, alice)
+    expected = client.get(f"/jobs/{job_id}", headers=alice)
+    loop_reads = client.app.state.service.loop_reads
+    assert loop_reads is not None  # SQLite: the poll reads on the loop
+
+    def locked(job_id: str, owner: str) -> None:
+        raise sqlite3.OperationalError("database is locked")  # what busy_timeout 0 gives at once
+
+    monkeypatch.setattr(loop_reads, "read_owned_job", locked)
+    answer = client.get(f"/jobs/{job_id}", headers=alice)
+    assert answer.status_code == 200 and answer.content == expected.content
+    assert answer.headers["etag"] == expected.headers["etag"]

@@ -57,7 +57,7 @@ async def in_thread(engine: Engine, work: Callable[[Session], T]) -> T:
     Every DB call of the service goes through here (or another thread): a query waiting on a
     lock, a full disk or a slow server then holds one worker thread, never the event loop, so
     health checks and every other request go on meanwhile. (The one exception, the status
-    poll's SQLite read in scheduler/loop_reads.py, cannot wait: it raises where it would.)
+    read of one job on SQLite in scheduler/job_reads.py, cannot wait: it raises where it would.)
     """
     return await asyncio.to_thread(in_session, engine, work)
 

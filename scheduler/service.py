@@ -22,9 +22,9 @@ from scheduler.core.lock import DataDirLock
 from scheduler.deliveries import CallbackDeliveries
 from scheduler.dispatcher import Dispatcher, job_spec
 from scheduler.events import EventFeed
+from scheduler.job_reads import JobReads
 from scheduler.jobs import Jobs
 from scheduler.learning import Learning
-from scheduler.loop_reads import LoopReads
 from scheduler.loops import Loops
 from scheduler.metrics import Metrics
 from scheduler.models import Job
@@ -57,7 +57,7 @@ class Service:
         if not settings.minio_endpoint and settings.storage_dir is not None:
             files.private_dir(Path(settings.storage_dir))
         self.engine = db.make_engine(settings.database_url)
-        self.loop_reads = LoopReads.for_engine(self.engine)  # the status poll's SQLite read
+        self.job_reads = JobReads(self.engine)
         self.replicas = Replicas(
             self.engine,
             load_id(Path(settings.data_dir)),
@@ -86,6 +86,7 @@ class Service:
         )
         self.tracker = Tracker(
             self.engine,
+            read_job=self.job_reads.owned,
             max_attempts=settings.job_max_attempts,
             retry_seconds=settings.report_retry_seconds,
             on_started=self._started,
@@ -157,8 +158,7 @@ class Service:
         await self.runner.stop()
         await self.callbacks.close()
         self.pricer.close()
-        if self.loop_reads is not None:
-            self.loop_reads.close()
+        self.job_reads.close()
         self.engine.dispose()
         self.lock.release()
 

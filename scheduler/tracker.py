@@ -10,15 +10,16 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
+import functools
 import logging
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from datetime import datetime
 
 from sqlalchemy import Engine
 from sqlalchemy.exc import SQLAlchemyError
 from sqlmodel import Session, col, select
 
-from scheduler import db, job_status
+from scheduler import db, job_reads, job_status
 from scheduler.models import Job, JobPublic, as_utc
 from scheduler.runners.base import StatusReport
 from scheduler.statuses import FINISHED
@@ -40,6 +41,7 @@ class Tracker:
         engine: Engine,
         *,
         max_attempts: int,
+        read_job: Callable[[str, str], Awaitable[Job | None]] | None = None,
         retry_seconds: float = 5.0,
         on_started: Callable[[Job], None] = lambda job: None,
         on_finished: Callable[[Job], None] = lambda job: None,
@@ -49,6 +51,8 @@ class Tracker:
     ) -> None:
         self.engine = engine
         self.max_attempts = max_attempts
+        # what a long-poll reads: the service's JobReads.owned; by default always in a thread
+        self.read_job = read_job or functools.partial(job_reads.read_in_thread, engine)
         self.on_started, self.on_finished, self.on_requeued = on_started, on_finished, on_requeued
         self.on_change = on_change  # the event feed: a change was logged (job_status.log_change)
         self.on_task_ended = on_task_ended  # a task of a job still active ended: its slot is free
@@ -118,7 +122,8 @@ class Tracker:
         try:
             while True:
                 event = self._changed.setdefault(job_id, asyncio.Event())  # before reading: no lost wake-up
-                doc = await db.in_thread(self.engine, lambda s: self._document(s, job_id, owner))
+                job = await self.read_job(job_id, owner)
+                doc = None if job is None else JobPublic.of(job)
                 remaining = deadline - loop.time()
                 if doc is None or doc.status in FINISHED or remaining <= 0:
                     return doc
@@ -129,11 +134,6 @@ class Tracker:
             if not self._waiting[job_id]:  # the last waiter of this job: nothing to wake any more
                 del self._waiting[job_id]
                 self._changed.pop(job_id, None)
-
-    @staticmethod
-    def _document(session: Session, job_id: str, owner: str) -> JobPublic | None:
-        job = session.get(Job, job_id)
-        return JobPublic.of(job) if job is not None and job.owner == owner else None
 
     async def retry_unwritten(self) -> None:
         """Write the ends that could not be written, until they are (or their job is gone)."""

@@ -17,7 +17,6 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy import Engine
 
 from job_image.storage import Storage
-from scheduler import crud, db
 from scheduler.accounts import Accounts
 from scheduler.api.errors import job_not_found, unauthorized
 from scheduler.core.config import Settings
@@ -84,14 +83,12 @@ CurrentUser = Annotated[User, Depends(get_current_user)]
 
 async def get_owned_job(job_id: str, user: CurrentUser, request: Request) -> Job:
     """The caller's job; someone else's is a 404 exactly like a missing one."""
-    job = await read_owned_job(request.app.state.service.engine, job_id, user.username)
+    job = await request.app.state.service.job_reads.owned(job_id, user.username)
     if job is None:
         raise job_not_found(job_id)
     return job
 
 
-async def read_owned_job(engine: Engine, job_id: str, owner: str) -> Job | None:
-    return await db.read_in_thread(engine, lambda c: crud.read_owned_job(c, job_id=job_id, owner=owner))
 
 
 OwnedJob = Annotated[Job, Depends(get_owned_job)]

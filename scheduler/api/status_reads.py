@@ -5,17 +5,15 @@ Pollers send this request more than all others together, and profiling it showed
 per request (matching the routes, resolving the dependency tree, its exception and exit-stack
 layers) costing more than the answer itself. This pure ASGI layer answers only the common case
 (a GET without a query string, a valid bearer token of a known user, one of their jobs) with the
-route's own code: `authenticate`, `finished_or_current`, `job_document` (a change to the
-document there is a change here), and the route's read of the job, which on SQLite is done on the
-loop (scheduler/loop_reads.py: the thread hop cost more than the read). Anything else (no token or
-a bad one, another user's job, `?wait=`, a database that fails or cannot be read at once) goes on
-to the routed app, which answers it as /openapi.json documents.
+route's own code: `authenticate`, `JobReads.owned` (on SQLite a read on the loop), `finished_or_current`,
+`job_document` (a change to the document there is a change here). Anything else (no token or a bad
+one, another user's job, `?wait=`, a failing database) goes on to the routed app, which answers it
+as /openapi.json documents.
 """
 
 from __future__ import annotations
 
 import re
-import sqlite3
 
 from fastapi import HTTPException
 from sqlalchemy.exc import SQLAlchemyError
@@ -23,9 +21,8 @@ from starlette.requests import HTTPConnection
 from starlette.responses import Response
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from scheduler.api.deps import authenticate, bearer, read_owned_job
+from scheduler.api.deps import authenticate, bearer
 from scheduler.api.routes import jobs
-from scheduler.models import Job
 from scheduler.service import Service
 
 JOB_PATH = re.compile(r"/jobs/([^/]+)")  # the route's /jobs/{job_id}, matched whole
@@ -58,17 +55,11 @@ class StatusReads:
         connection = HTTPConnection(scope)
         try:
             user = await authenticate(self.service.accounts, await bearer(connection))
-            job = await self._read(job_id, user.username)
-        except (HTTPException, SQLAlchemyError, sqlite3.Error):  # a 401 or a 503: the route says which
+            job = await self.service.job_reads.owned(job_id, user.username)
+        except (HTTPException, SQLAlchemyError):  # a 401 or a 503: the route says which, and how
             return None
         if job is None:
             return None
         doc = await jobs.finished_or_current(self.service.tracker, self.service.settings, job, wait=0)
         return jobs.job_document(doc, connection.headers.get("if-none-match"))
 
-    async def _read(self, job_id: str, owner: str) -> Job | None:
-        """On SQLite on the loop (scheduler/loop_reads.py: a locked database raises, and the routed
-        app reads in a thread); on other databases in a worker thread, as the route does."""
-        if self.service.loop_reads is not None:
-            return self.service.loop_reads.read_owned_job(job_id, owner)
-        return await read_owned_job(self.service.engine, job_id, owner)

@@ -76,14 +76,14 @@ def test_only_the_owners_plain_get_takes_the_fast_path(make_client: Client) -> N
     assert client.head(path, headers=alice).status_code == 405  # as before: the route takes GET only
 
 
-def test_a_database_the_loop_cannot_read_now_leaves_the_poll_to_the_threaded_read(
+def test_a_poll_the_loop_cannot_read_now_is_read_in_a_thread(
     make_client: Client, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     client = make_client(local_max_concurrent=0)
     alice = sign_up_and_in(client, "alice")
     job_id = planned_job(client, alice)
     expected = client.get(f"/jobs/{job_id}", headers=alice)
-    loop_reads = client.app.state.service.loop_reads
+    loop_reads = client.app.state.service.job_reads.loop
     assert loop_reads is not None  # SQLite: the poll reads on the loop
 
     def locked(job_id: str, owner: str) -> None:

@@ -1,8 +1,10 @@
-"""The status poll's SQLite read on the loop (scheduler/loop_reads.py): the same job, typed as the
-Core query types it, for its owner only; a database it cannot read now raises at once."""
+"""A user's job by id (scheduler/job_reads.py). On SQLite the read on the loop gives the same job,
+typed as the Core query types it, for its owner only, and raises at once where it cannot read now;
+JobReads then reads in a thread."""
 
 from __future__ import annotations
 
+import asyncio
 import sqlite3
 from collections.abc import Iterator
 from datetime import timedelta
@@ -13,7 +15,7 @@ from sqlalchemy import Engine, create_engine
 from sqlmodel import Session
 
 from scheduler import crud, db
-from scheduler.loop_reads import LoopReads
+from scheduler.job_reads import JobReads, LoopReads
 from scheduler.models import Job, utcnow
 
 
@@ -82,3 +84,24 @@ def test_other_databases_keep_the_threaded_read(tmp_path: Path) -> None:
     assert LoopReads.for_engine(create_engine("sqlite://")) is None
     assert LoopReads.for_engine(create_engine("sqlite:///:memory:")) is None
     assert LoopReads.for_engine(create_engine(f"sqlite:///{tmp_path / 'x.db'}")) is not None
+
+
+def test_job_reads_wait_in_a_thread_where_the_loop_cannot_read(
+    engine: Engine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    with Session(engine) as session:
+        session.add(every_column_set())
+        session.commit()
+    reads = JobReads(engine)
+    assert reads.loop is not None
+    on_the_loop = asyncio.run(reads.owned("a" * 32, "alice"))
+
+    def locked(job_id: str, owner: str) -> None:
+        raise sqlite3.OperationalError("database is locked")  # what busy timeout 0 gives at once
+
+    monkeypatch.setattr(reads.loop, "read_owned_job", locked)
+    in_a_thread = asyncio.run(reads.owned("a" * 32, "alice"))
+    assert on_the_loop is not None and in_a_thread is not None
+    assert in_a_thread.model_dump() == on_the_loop.model_dump()
+    assert asyncio.run(reads.owned("a" * 32, "bob")) is None
+    reads.close()

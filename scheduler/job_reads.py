@@ -1,18 +1,21 @@
-"""The status poll's read of one job on SQLite, on the event loop itself.
+"""A user's job by id, read the cheapest way the database allows: every status poll, long-poll
+and route on one job starts with this read.
 
-Profiling `GET /jobs/{id}` showed the hop to a worker thread (~150 µs) and SQLAlchemy's
-execution of the Core query (~80 µs) costing more than the rest of the poll together, while
-SQLite answers the point read in ~15 µs. So on SQLite the poll reads here: one raw connection,
-the same SELECT compiled once, and the columns converted by the column types' own result
-processors (a row equal to the one the Core query returns).
+On SQLite it is read on the event loop itself. Profiling `GET /jobs/{id}` showed the hop to a
+worker thread (~150 µs) and SQLAlchemy's execution of the Core query (~80 µs) costing more than
+the rest of the poll together, while SQLite answers the point read in ~15 µs. So on SQLite the
+read is LoopReads: one raw connection, the same SELECT compiled once, and the columns converted
+by the column types' own result processors (a row equal to the one the Core query returns).
 
 It runs on the loop because it cannot wait: the connection is read-only with a busy timeout of
 0, so a locked database (or any other sqlite3 error) raises at once and the caller falls back to
 the threaded read. Only a hung disk could stall it, and SQLite's DATA_DIR is local.
+Other databases are read in a worker thread, on a bare pooled connection.
 """
 
 from __future__ import annotations
 
+import contextlib
 import sqlite3
 import threading
 from collections.abc import Callable
@@ -20,8 +23,33 @@ from typing import Any
 
 from sqlalchemy import Engine
 
+from scheduler import crud, db
 from scheduler.crud import OWNED_JOB
 from scheduler.models import Job
+
+
+class JobReads:
+    """`owned(job_id, owner)`: the job if `owner` has it, else None (another user's job is as if
+    missing)."""
+
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+        self.loop = LoopReads.for_engine(engine)
+
+    async def owned(self, job_id: str, owner: str) -> Job | None:
+        if self.loop is not None:
+            with contextlib.suppress(sqlite3.Error):  # SQLite cannot answer at once: wait in a thread
+                return self.loop.read_owned_job(job_id, owner)
+        return await read_in_thread(self.engine, job_id, owner)
+
+    def close(self) -> None:
+        if self.loop is not None:
+            self.loop.close()
+
+
+async def read_in_thread(engine: Engine, job_id: str, owner: str) -> Job | None:
+    """The read in a worker thread, on a bare pooled connection (any database)."""
+    return await db.read_in_thread(engine, lambda c: crud.read_owned_job(c, job_id=job_id, owner=owner))
 
 
 class LoopReads:

@@ -160,9 +160,9 @@ def test_job_operations_give_every_answer_they_declare(
     array = submit(client, alice, **{**LONG, "split": 2})["job_id"]
     with Session(client.app.state.service.engine) as session:  # a task failed for good, as if
         job_status.record(session, StatusReport(array, "failed", error="exit 1"), max_attempts=3)
-    codes = [client.post(f"/jobs/{job}/retry", headers=auth).status_code for job, auth in
-             ((array, alice), (array, alice), (array, {}), (missing, alice))]
-    assert codes == [200, 409, 401, 404]
+    answers = [client.post(f"/jobs/{job}/retry", headers=auth) for job, auth in
+               ((array, alice), (array, alice), (array, {}), (missing, alice))]
+    assert [a.status_code for a in answers] == [200, 409, 401, 404], [a.text for a in answers]
     client.delete(f"/jobs/{array}", headers=alice)
     assert_all_given(client, *JOB_OPERATIONS)
 

@@ -71,7 +71,7 @@ RENDER_FLAGS: dict[str, tuple[Callable[[str], Any], tuple[str, ...] | None]] = {
 # a zoom video: flag -> (type, choices); sent as `animation` when --frames is given
 ANIMATION_FLAGS: dict[str, tuple[Callable[[str], Any], tuple[str, ...] | None]] = {
     "frames": (int, None),
-    "zoom-to": (float, None),
+    "zoom-to": (decimal_text, None),
     "fps": (int, None),
     "format": (str, ("mp4", "webm")),
 }
@@ -97,7 +97,7 @@ RENDER_HELP: dict[str, str] = {
     "callback-url": "POSTed the final job document, signed (default: none)",
     "split": "render the image as this many tasks, each a band of rows (default: 1)",
     "frames": "a zoom video of this many frames, one task each (sends `animation`)",
-    "zoom-to": "the video's last frame's zoom (with --frames)",
+    "zoom-to": "the video's last frame's zoom (with --frames); e.g. 1e400",
     "fps": "the video's frames per second (default: 30)",
     "format": "the video's container and codec: mp4 (H.264) or webm (VP9) (default: mp4)",
 }

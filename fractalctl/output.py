@@ -110,7 +110,7 @@ def _tasks(job: dict[str, Any]) -> str | None:
 def _video(animation: dict[str, Any] | None) -> str | None:
     if not animation:
         return None
-    return (f"{animation['frames']} frames to zoom {animation['zoom_to']:g}, "
+    return (f"{animation['frames']} frames to zoom {_zoom(animation['zoom_to'])}, "
             f"{animation.get('fps', 30)} fps, {animation.get('format', 'mp4')}")
 
 

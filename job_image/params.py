@@ -62,6 +62,21 @@ def exact(value: float | str) -> Decimal:
     return Decimal(value)
 
 
+def number_or_decimal(value: Any) -> Any:
+    """A JSON number or a decimal string, never a bool (pydantic would make True 1.0)."""
+    if isinstance(value, bool):
+        raise ValueError("must be a number or a decimal string")
+    if isinstance(value, str) and not DECIMAL.fullmatch(value):
+        raise ValueError('must be a decimal number such as -0.75 or "1e-20"')
+    return value
+
+
+def positive(value: float | str) -> float | str:
+    if exact(value) <= 0:
+        raise ValueError("must be greater than 0")
+    return value
+
+
 class FloatView(NamedTuple):
     """The nearest float64s of the centre and zoom (zoom may be inf, the centre may round to 0):
     for code that needs floats, such as shallow renders and the scheduler's cost probe."""
@@ -117,15 +132,7 @@ class FractalParams(BaseModel):
     supersample: int = Field(1, ge=1, le=4, strict=True, description="samples per pixel side")
     counts: bool = Field(False, description="also store counts.npy: escape counts, uint32, one per sample")
 
-    @field_validator("center_x", "center_y", "zoom", mode="before")
-    @classmethod
-    def _number(cls, value: Any) -> Any:
-        """A JSON number or a decimal string, never a bool (pydantic would make True 1.0)."""
-        if isinstance(value, bool):
-            raise ValueError("must be a number or a decimal string")
-        if isinstance(value, str) and not DECIMAL.fullmatch(value):
-            raise ValueError('must be a decimal number such as -0.75 or "1e-20"')
-        return value
+    _number = field_validator("center_x", "center_y", "zoom", mode="before")(number_or_decimal)
 
     @field_validator("center_x", "center_y")
     @classmethod
@@ -134,20 +141,18 @@ class FractalParams(BaseModel):
             raise ValueError("must lie within float64's range (|x| <= 1.8e308)")
         return value
 
-    @field_validator("zoom")
-    @classmethod
-    def _zoom(cls, value: float | str) -> float | str:
-        if exact(value) <= 0:
-            raise ValueError("must be greater than 0")
-        return value
+    _zoom = field_validator("zoom")(positive)
 
     @model_validator(mode="after")
     def _resolvable(self) -> FractalParams:
-        """An explicit float32/float64 must resolve the frame; deep ones need a kind perturbation renders."""
-        problem = rule.refusal(self.kind, self.precision, *self._exact(), self.width * self.supersample)
+        problem = self.render_problem()
         if problem:
             raise ValueError(problem)
         return self
+
+    def render_problem(self) -> str | None:
+        """An explicit float32/float64 must resolve the frame; deep ones need a kind perturbation renders."""
+        return rule.refusal(self.kind, self.precision, *self._exact(), self.width * self.supersample)
 
     def _exact(self) -> tuple[Decimal, Decimal, Decimal]:
         return exact(self.center_x), exact(self.center_y), exact(self.zoom)

@@ -71,16 +71,17 @@ def band(height: int, split: int, index: int) -> tuple[int, int]:
 
 def frame_zoom(zoom: float | str, zoom_to: float | str, frames: int, k: int) -> float | str:
     """Frame k's zoom, `zoom * (zoom_to/zoom)^(k/(frames-1))`: the view shrinks by the same
-    factor every frame. Strings (deep zoom) are computed in decimal and stay strings; the
-    first and last frames are exactly `zoom` and `zoom_to`."""
+    factor every frame. Computed in decimal; where either end is a string (deep zoom, past
+    float64's range) every frame between is a string too. The first and last frames are
+    exactly `zoom` and `zoom_to`."""
     if k == 0 or frames < 2:
         return zoom
     if k == frames - 1:
-        return zoom_to if isinstance(zoom, str) or not isinstance(zoom_to, str) else float(zoom_to)
+        return zoom_to
     d = ZOOM_DIGITS
     z0, z1 = Decimal(str(zoom)), Decimal(str(zoom_to))
     value = d.multiply(z0, d.power(d.divide(z1, z0), d.divide(Decimal(k), Decimal(frames - 1))))
-    return f"{value:e}" if isinstance(zoom, str) else float(value)
+    return f"{value:e}" if isinstance(zoom, str) or isinstance(zoom_to, str) else float(value)
 
 
 def task(params: FractalParams, array: RenderArray | None, index: int) -> Task:

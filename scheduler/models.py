@@ -13,10 +13,10 @@ from datetime import UTC, datetime
 from typing import Any, Literal
 
 import sqlmodel
-from pydantic import BaseModel, ConfigDict, Field, field_serializer
+from pydantic import BaseModel, ConfigDict, Field, field_serializer, field_validator
 from sqlalchemy import JSON, Column
 
-from job_image.params import FractalParams, Limits
+from job_image.params import FractalParams, Limits, number_or_decimal, positive
 from job_image.tasks import RenderArray
 from scheduler.admission.queue import Priority
 from scheduler.admission.throughput import DeviceClass
@@ -92,12 +92,17 @@ class Token(BaseModel):
 class Animation(BaseModel):
     """A zoom video: `frames` frames of the request's centre, from its `zoom` to `zoom_to`."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
     frames: int = Field(ge=2, description="frames, one task each")
-    zoom_to: float = Field(gt=0, allow_inf_nan=False, description="the last frame's zoom")
+    zoom_to: float | str = Field(
+        description="the last frame's zoom (> 0); a decimal string such as \"1e400\" passes float64's range",
+    )
     fps: int = Field(30, ge=1, le=120, description="frames per second of the video")
     format: VideoFormat = Field("mp4", description="mp4 (H.264) or webm (VP9)")
+
+    _zoom_to_number = field_validator("zoom_to", mode="before")(number_or_decimal)
+    _zoom_to_positive = field_validator("zoom_to")(positive)
 
 
 REQUEST_ONLY = {"callback_url", "priority", "split", "animation"}
@@ -143,7 +148,9 @@ class JobCreate(FractalParams):
                         f"the limit for a video is {max_video_pixels}")
             if self.width % 2 or self.height % 2:
                 return f"a video's width and height must be even (colour is encoded per 2x2 pixels): {size}"
-            return self.limit_problem(limits)
+            last = self.params().model_copy(update={"zoom": self.animation.zoom_to})
+            problem = last.render_problem() or last.limit_problem(limits)
+            return self.limit_problem(limits) or (f"the last frame: {problem}" if problem else None)
         if self.split > 1:
             if self.split > max_tasks:
                 return f"split {self.split} is more tasks than the limit of {max_tasks}"

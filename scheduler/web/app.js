@@ -348,7 +348,9 @@ async function zoomVideo() {
   if (!job) return;
   const scale = Math.min(1, 1280 / job.params.width, 720 / job.params.height);  // 720p at most
   const even = (n) => Math.max(2, 2 * Math.round(n * scale / 2));  // video pixels come in 2x2 blocks
-  const animation = { frames: 60, zoom_to: Math.max(Number(job.params.zoom), 1.01), fps: 30, format: "mp4" };
+  // the zoom as the view has it: a decimal string past float64's range is sent as it is
+  const zoomTo = Number(job.params.zoom) > 1.01 ? job.params.zoom : 1.01;
+  const animation = { frames: 60, zoom_to: zoomTo, fps: 30, format: "mp4" };
   // the last frame's iterations serve every frame; the video is not a view (no history entry)
   const params = { ...viewOf(job.params), ...controls(), zoom: 1, width: even(job.params.width),
     height: even(job.params.height), precision: "auto", max_iter: iterations(job.params.zoom), animation };

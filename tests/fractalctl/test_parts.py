@@ -218,8 +218,9 @@ def test_render_arrays_are_request_fields() -> None:
     parser = cli.build_parser()
     split = parser.parse_args(["render", "--width", "64", "--split", "4"])
     assert cli.render_body(split) == {"width": 64, "split": 4}
-    video = parser.parse_args(["render", "--frames", "120", "--zoom-to", "1e6", "--format", "webm"])
-    assert cli.render_body(video) == {"animation": {"frames": 120, "zoom_to": 1e6, "format": "webm"}}
+    video = parser.parse_args(["render", "--frames", "120", "--zoom-to", "1e400", "--format", "webm"])
+    # as typed, a string: a float would be inf past 1.8e308
+    assert cli.render_body(video) == {"animation": {"frames": 120, "zoom_to": "1e400", "format": "webm"}}
     with pytest.raises(cli.Failure, match="--frames"):
         cli.render_body(parser.parse_args(["render", "--zoom-to", "10"]))
 
@@ -231,6 +232,8 @@ def test_an_arrays_details_show_its_tasks() -> None:
     text = job_details(job)
     assert "Tasks:" in text and "3 of 4 succeeded, 1 failed" in text and "Failed tasks: 2" in text
     assert "4 frames to zoom 100, 30 fps, mp4" in text
+    deep = job_details({**job, "animation": {**job["animation"], "zoom_to": "1e400"}})
+    assert "4 frames to zoom 1e+400, 30 fps, mp4" in deep
 
 
 def test_options_go_before_or_after_the_command() -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from decimal import Decimal
 
 import pytest
 
@@ -30,6 +31,10 @@ def test_frame_zoom_keeps_decimal_strings_past_float_range() -> None:
     middle = frame_zoom("1", "1e400", 3, 1)
     assert isinstance(middle, str) and float(middle.replace("e+", "e")) == pytest.approx(1e200)
     assert frame_zoom("1", "1e400", 3, 2) == "1e400"
+    # the API's zoom is a number by default: a string zoom_to alone keeps the frames strings
+    middle = frame_zoom(1.0, "1e400", 5, 2)
+    assert isinstance(middle, str) and Decimal(middle) == Decimal("1e200")
+    assert frame_zoom(1.0, "1e400", 2, 1) == "1e400" and frame_zoom(1.0, "1e400", 2, 0) == 1.0
 
 
 def test_task_of_a_split_is_a_band_and_of_an_animation_a_frame() -> None:

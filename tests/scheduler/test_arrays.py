@@ -48,6 +48,12 @@ def files(client: TestClient, auth: dict[str, str], job_id: str) -> set[str]:
          "4 frames of 30x30 are 3600 samples; the limit for a video is 3000"),
         ({"animation": {"frames": 2, "zoom_to": 10}, "width": 21, "height": 20}, "must be even"),
         ({"animation": {"frames": 2, "zoom_to": 10}, "split": 2}, "cannot be combined"),
+        ({"animation": {"frames": 2, "zoom_to": "1e1001"}}, "the last frame: zoom 1e1001 is above the limit"),
+        ({"animation": {"frames": 2, "zoom_to": "1e20"}, "precision": "float64"},
+         "the last frame: float64 cannot resolve this frame"),
+        ({"animation": {"frames": 2, "zoom_to": "2e0"}, "zoom": "1e1001"}, "zoom 1e1001 is above the limit"),
+        ({"animation": {"frames": 2, "zoom_to": "ten"}}, "must be a decimal number"),
+        ({"animation": {"frames": 2, "zoom_to": "-1e400"}}, "must be greater than 0"),
     ],
 )
 def test_arrays_past_the_limits_are_refused_with_the_figures(
@@ -213,6 +219,26 @@ def test_an_animation_is_a_video_of_its_frames(make_client: Client, fmt: str, me
     zooms = [client.get(f"/jobs/{job['job_id']}/result", params={"file": f"parts/{k}.json"},
                         headers=alice).json()["zoom"] for k in range(4)]
     assert zooms[0] == 1.0 and zooms[-1] == 50.0 and zooms == sorted(zooms)
+
+
+def test_a_zoom_video_goes_past_float64s_range(make_client: Client) -> None:
+    """zoom_to as a decimal string, as zoom: the last frame is the 1e400 render itself, exactly.
+    The view closes in on c = i, a Misiurewicz point: structure at every scale."""
+    client = make_client()
+    alice = sign_up_and_in(client, "alice")
+    deep = {**TINY, "width": 32, "height": 18, "center_x": "0", "center_y": "1." + "0" * 400 + "7",
+            "max_iter": 1200}
+    video = submit(client, alice, **deep, animation={"frames": 2, "zoom_to": "1e400"})
+    single = submit(client, alice, **{**deep, "zoom": "1e400"})
+    assert video["animation"]["zoom_to"] == "1e400"  # every digit kept, never a float (inf)
+    for job in (video, single):
+        assert wait_for(client, job["job_id"], alice)["status"] == "succeeded"
+    result = f"/jobs/{video['job_id']}/result"
+    last = client.get(result, params={"file": "parts/1.json"}, headers=alice).json()
+    assert (last["zoom"], last["precision"]) == ("1e400", "perturbation")
+    frame = pixels(client, alice, video["job_id"], "parts/1.png")
+    assert np.array_equal(frame, pixels(client, alice, single["job_id"], "image.png"))
+    assert len(np.unique(frame.reshape(-1, 3), axis=0)) > 1  # not one colour: the set's edge is in view
 
 
 def test_an_array_waiting_between_tasks_is_not_taken_for_lost(make_client: Client) -> None:

@@ -96,3 +96,24 @@ def test_a_1e100_link_renders_that_view(page: tuple[Page, Console], live_service
     expect(facts).to_contain_text(f"{ITERATIONS}")
     expect(facts).to_contain_text("perturbation (auto)")
     assert console == []
+
+
+def test_a_zoom_video_to_a_1e400_view_keeps_its_digits(page: tuple[Page, Console], live_service: str) -> None:
+    page, console = page
+    page.set_viewport_size({"width": 900, "height": 700})
+    y = "1." + "0" * 400 + "7"
+    page.goto(f"/?kind=mandelbrot&x=0&y={y}&zoom=1e400&iter={ITERATIONS}")
+    sign_up(page, new_name(), goto=False)
+    shown = shown_job(page)
+    page.get_by_test_id("zoom-video").click()
+    video = page.locator("#gallery button.thumb").first
+    expect(video).not_to_have_attribute("data-job-id", shown)
+    video_id = video.get_attribute("data-job-id") or ""
+    try:
+        doc = job_of(page, live_service, video_id)
+        assert doc["animation"]["zoom_to"] == "1e400"  # not Number("1e400"): Infinity, sent as null
+        assert (doc["params"]["center_y"], float(doc["params"]["zoom"])) == (y, 1)
+    finally:
+        headers = {"Authorization": f"Bearer {token_of(page)}"}
+        httpx.post(f"{live_service}/jobs/{video_id}/cancel", headers=headers)
+    assert console == []

@@ -287,7 +287,7 @@ def test_an_arrays_task_bar_and_the_zoom_video_button(page: tuple[Page, Console]
         video = gallery.locator("button.thumb").first.get_attribute("data-job-id") or ""
         waiting.append(video)
         doc = job_of(page, live_service, video)
-        assert doc["animation"]["zoom_to"] >= float(shown["params"]["zoom"])
+        assert float(doc["animation"]["zoom_to"]) >= float(shown["params"]["zoom"])
         assert float(doc["params"]["zoom"]) == 1
         assert doc["params"]["width"] % 2 == 0 and doc["params"]["height"] % 2 == 0
     finally:

@@ -38,9 +38,19 @@ class ObjectInfo:
     content_type: str
 
 
+@dataclass(frozen=True)
+class Download:
+    """An object opened for reading: its info (`size` is the whole object's) and its bytes from
+    `start`, in chunks. Closing `chunks` (a generator) before its end releases the connection."""
+
+    info: ObjectInfo
+    chunks: Iterator[bytes]
+
+
 class Storage(Protocol):
     def put_bytes(self, key: str, data: bytes, content_type: str) -> None: ...
     def stat(self, key: str) -> ObjectInfo | None: ...
+    def open(self, key: str, start: int = 0, length: int | None = None) -> Download | None: ...
     def iter_bytes(self, key: str, start: int = 0, length: int | None = None) -> Iterator[bytes]: ...
     def list(self, prefix: str) -> list[ObjectInfo]: ...
     def delete_prefix(self, prefix: str) -> int: ...
@@ -92,13 +102,20 @@ class LocalStorage:
             return None
         return ObjectInfo(path.name, path.stat().st_size, content_type_for(path.name))
 
-    def iter_bytes(self, key: str, start: int = 0, length: int | None = None) -> Iterator[bytes]:
+    def open(self, key: str, start: int = 0, length: int | None = None) -> Download | None:
+        """None when there is no such file."""
         path = self._path(key)
         try:
             f = path.open("rb")
+        except (FileNotFoundError, IsADirectoryError, NotADirectoryError):
+            return None
         except OSError as exc:
             raise StorageError(f"cannot read {key}: {exc.strerror or exc}") from exc
-        return self._chunks(f, start, length)
+        info = ObjectInfo(path.name, os.fstat(f.fileno()).st_size, content_type_for(path.name))
+        return Download(info, self._chunks(f, start, length))
+
+    def iter_bytes(self, key: str, start: int = 0, length: int | None = None) -> Iterator[bytes]:
+        return _opened(self.open(key, start, length), key)
 
     @staticmethod
     def _chunks(f: io.BufferedReader, start: int, length: int | None) -> Iterator[bytes]:
@@ -148,8 +165,16 @@ class LocalStorage:
             raise StorageError(f"storage directory {self.root} is not writable: {why}") from exc
 
 
+def _opened(download: Download | None, key: str) -> Iterator[bytes]:
+    """`iter_bytes`: the object must exist (it was listed or stat'ed just before)."""
+    if download is None:
+        raise StorageError(f"download {key}: no such object")
+    return download.chunks
+
+
 # S3 error codes that mean "try again later" rather than "you asked for something wrong".
 _TRANSIENT_S3 = {"SlowDown", "InternalError", "ServiceUnavailable", "RequestTimeout"}
+_MISSING = {"NoSuchKey", "NoSuchBucket", "NoSuchObject"}
 
 
 class MinioStorage:
@@ -228,27 +253,49 @@ class MinioStorage:
             try:
                 st = self.client.stat_object(self.bucket, key)
             except S3Error as exc:
-                if exc.code in ("NoSuchKey", "NoSuchBucket", "NoSuchObject"):
+                if exc.code in _MISSING:
                     return None
                 raise
             return ObjectInfo(key.rsplit("/", 1)[-1], st.size or 0, st.content_type or "")
 
         return self._retry(f"stat {key}", get)
 
+    def open(self, key: str, start: int = 0, length: int | None = None) -> Download | None:
+        """The GET itself, opened (and failed) eagerly so that errors surface before a response
+        has started; its headers give the size and type, so no HEAD goes first. None when missing."""
+
+        def get() -> urllib3.BaseHTTPResponse | None:
+            try:
+                return self.client.get_object(self.bucket, key, offset=start, length=length or 0)
+            except S3Error as exc:
+                if exc.code in _MISSING:
+                    return None
+                raise
+
+        resp = self._retry(f"download {key}", get)
+        if resp is None:
+            return None
+        # a range's answer says the whole size after the slash: "bytes 0-99/1234"
+        whole = resp.headers.get("Content-Range", "").rpartition("/")[2] or resp.headers.get("Content-Length")
+        if not whole:
+            resp.close()
+            resp.release_conn()
+            raise StorageError(f"download {key}: the answer does not say the object's size")
+        info = ObjectInfo(key.rsplit("/", 1)[-1], int(whole), resp.headers.get("Content-Type", ""))
+        return Download(info, self._stream(resp))
+
     def iter_bytes(self, key: str, start: int = 0, length: int | None = None) -> Iterator[bytes]:
-        # Open (and fail) eagerly, so errors surface before a response has started.
-        resp = self._retry(
-            f"download {key}",
-            lambda: self.client.get_object(self.bucket, key, offset=start, length=length or 0),
-        )
-        return self._stream(resp)
+        return _opened(self.open(key, start, length), key)
 
     @staticmethod
     def _stream(resp: urllib3.BaseHTTPResponse) -> Iterator[bytes]:
+        read_all = False
         try:
             yield from resp.stream(CHUNK)
+            read_all = True
         finally:
-            resp.close()
+            if not read_all:  # cut short: the connection still has bytes in flight, so it cannot be reused
+                resp.close()
             resp.release_conn()
 
     def list(self, prefix: str) -> list[ObjectInfo]:

@@ -7,6 +7,5 @@ from job_image.storage import Storage
 
 def read_object(storage: Storage, key: str) -> bytes | None:
     """The object's bytes, or None when there is none."""
-    if storage.stat(key) is None:
-        return None
-    return b"".join(storage.iter_bytes(key))
+    download = storage.open(key)
+    return None if download is None else b"".join(download.chunks)

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import os
+
 import pytest
 
-from job_image.storage import LocalStorage, MinioStorage, StorageError, storage_from_env
+from job_image.storage import CHUNK, LocalStorage, MinioStorage, ObjectInfo, StorageError, storage_from_env
 
 
 @pytest.fixture(params=["local", "s3"])
@@ -30,6 +32,34 @@ def test_round_trip_list_range_and_delete(storage):
     assert storage.delete_prefix("alice/j1/") == 2
     assert storage.list("alice/j1/") == []
     assert [o.name for o in storage.list("alice/j2")] == ["image.png"]
+
+
+def test_open_says_the_whole_size_and_type_with_the_bytes(storage):
+    data = os.urandom(2 * CHUNK + 5)  # several chunks
+    storage.put_bytes("alice/j1/blob.bin", data, "application/octet-stream")
+    storage.put_bytes("alice/j1/result.json", b"{}", "application/json")
+    whole = storage.open("alice/j1/blob.bin")
+    assert whole.info == ObjectInfo("blob.bin", len(data), "application/octet-stream")
+    assert b"".join(whole.chunks) == data
+    tail = storage.open("alice/j1/blob.bin", CHUNK, 10)
+    assert tail.info.size == len(data) and b"".join(tail.chunks) == data[CHUNK : CHUNK + 10]
+    assert storage.open("alice/j1/result.json").info.content_type == "application/json"
+    assert storage.open("alice/j1/missing.png") is None
+    assert storage.open("alice/j2/missing.png") is None
+    with pytest.raises(StorageError):
+        storage.iter_bytes("alice/j1/missing.png")
+
+
+def test_a_download_cut_short_leaves_the_next_one_whole(storage):
+    """A client that goes mid-download closes the chunks: the connection with bytes still in
+    flight is dropped, not handed to the next download."""
+    data = os.urandom(3 * CHUNK)
+    storage.put_bytes("alice/j1/blob.bin", data, "application/octet-stream")
+    for _ in range(3):
+        chunks = storage.open("alice/j1/blob.bin").chunks
+        assert next(chunks) == data[:CHUNK]
+        chunks.close()
+        assert b"".join(storage.open("alice/j1/blob.bin").chunks) == data
 
 
 @pytest.mark.parametrize("key", ["../x", "/etc/passwd", "a/../../b", "a//b", "a/./b"])

@@ -24,6 +24,7 @@ from typing import Any
 
 from job_image.png import EMPTY_FINAL_BLOCK, SIGNATURE, adler32_combine, zlib_header
 from job_image.storage import Storage
+from scheduler.stored import read_object
 
 HEADER_BYTES = 2  # a zlib stream's header (RFC 1950)
 TRAILER_BYTES = len(EMPTY_FINAL_BLOCK) + 4  # the empty final block and the Adler-32
@@ -125,9 +126,10 @@ def read_layout(storage: Storage, prefix: str, tasks: int, height: int) -> Layou
     parts, head, bpp = [], b"", 1
     for i in range(tasks):
         key = f"{prefix}parts/{i}"
-        if storage.stat(f"{key}.json") is None:
+        data = read_object(storage, f"{key}.json")
+        if data is None:
             raise PartsIncomplete(f"part {i} has not been stored")
-        doc = json.loads(b"".join(storage.iter_bytes(f"{key}.json")))
+        doc = json.loads(data)
         if i == 0:
             offset = int(doc.get("idat", {}).get("offset", 0))
             head = b"".join(storage.iter_bytes(f"{key}.png", 0, offset - 8))

@@ -2,7 +2,9 @@
 
 Bytes are passed through in the storage's chunks (4 MiB), one read ahead of the one being sent,
 so memory does not grow with the object's size. The first chunk is fetched before the headers
-go out: a dead store is then still a clean 503 instead of a response cut short.
+go out: a dead store is then still a clean 503 instead of a response cut short. A GET of the
+whole object opens it at once (its answer gives the size and type): one storage request, not
+a `stat` and then the download.
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ from collections.abc import AsyncIterator, Callable, Iterator
 from fastapi import status
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 
-from job_image.storage import ObjectInfo, Storage
+from job_image.storage import Download, ObjectInfo, Storage
 
 RANGE = re.compile(r"bytes=([0-9]*)-([0-9]*)")  # ASCII digits only, matched whole
 # A position with more digits is past any object (and int() refuses over 4300 digits).
@@ -61,6 +63,12 @@ def etag_matches(if_none_match: str | None, etag: str) -> bool:
     return "*" in tags or etag in tags
 
 
+def sends_whole(head: bool, range_header: str | None, if_none_match: str | None) -> bool:
+    """Whether the answer is the whole object whatever it is (a GET with no Range and no
+    If-None-Match): then the download can be opened first, and `stat` is not needed."""
+    return not (head or range_header or if_none_match)
+
+
 async def read_ahead(first: bytes, chunks: Iterator[bytes]) -> AsyncIterator[bytes]:
     """Yield the chunks while the next one is already being read from storage (one chunk
     ahead, so memory stays bounded): storage reads and socket writes overlap."""
@@ -86,7 +94,7 @@ def close_quietly(chunks: Iterator[bytes]) -> None:
 async def stream_object(
     storage: Storage,
     key: str,
-    info: ObjectInfo,
+    found: ObjectInfo | Download,
     *,
     etag: str | None,
     range_header: str | None,
@@ -94,10 +102,13 @@ async def stream_object(
     filename: str,
     head: bool = False,
 ) -> Response:
-    """The object (or the range asked for) streamed from storage; for HEAD its headers only."""
+    """The object (or the range asked for) streamed from storage; for HEAD its headers only.
+    `found` is what `stat` said, or the whole object already opened (a plain GET)."""
+    info, opened = (found.info, found.chunks) if isinstance(found, Download) else (found, None)
     return await stream_bytes(
         lambda start, length: storage.iter_bytes(key, start, length), info.size, info.content_type,
         etag=etag, range_header=range_header, if_none_match=if_none_match, filename=filename, head=head,
+        opened=opened,
     )
 
 
@@ -111,9 +122,14 @@ async def stream_bytes(
     if_none_match: str | None,
     filename: str,
     head: bool = False,
+    opened: Iterator[bytes] | None = None,
 ) -> Response:
     """`size` bytes (or the range asked for) from `open_range(start, length)`, a blocking
-    iterator of chunks (a stored object, or a PNG joined from parts); for HEAD the headers only."""
+    iterator of chunks (a stored object, or a PNG joined from parts); for HEAD the headers only.
+    `opened`: the whole object's chunks, opened already; used when the whole object is sent."""
+    if opened is not None and not sends_whole(head, range_header, if_none_match):
+        close_quietly(opened)
+        opened = None
     headers = {"Accept-Ranges": "bytes", "Content-Disposition": f'inline; filename="{filename}"'}
     if etag:
         headers["ETag"] = etag
@@ -137,7 +153,7 @@ async def stream_bytes(
             status_code=code, media_type=content_type, headers={**headers, "Content-Length": str(length)}
         )
     # Opening the download is network I/O too: off the event loop; a StorageError is a 503.
-    chunks = await asyncio.to_thread(open_range, start, length)
+    chunks = opened if opened is not None else await asyncio.to_thread(open_range, start, length)
     first = await asyncio.to_thread(next, chunks, b"")
     headers["Content-Length"] = str(length)
     return StreamingResponse(

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import hashlib
 import socket
 
 import httpx
 from fastapi.testclient import TestClient
 from sqlmodel import Session
 
-from job_image.storage import LocalStorage
+from job_image.storage import Download, LocalStorage, StorageError
 from scheduler.core.config import Settings
 from scheduler.main import create_app
 from scheduler.models import Job, Task
@@ -103,6 +104,13 @@ def test_minio_path_renders_and_streams_through_s3(make_client: Client, minio_en
     assert wait_for(client, job_id, alice)["status"] == "succeeded"
     png = client.get(f"/jobs/{job_id}/result", headers=alice)
     assert png.status_code == 200 and png.content.startswith(b"\x89PNG")
+    # opened with no stat first: the GET's own headers give the length and the type
+    assert png.headers["content-type"] == "image/png"
+    assert png.headers["content-length"] == str(len(png.content))
+    assert png.headers["etag"] == f'"{hashlib.sha256(png.content).hexdigest()}"'
+    meta = client.get(f"/jobs/{job_id}/result", params={"file": "result.json"}, headers=alice)
+    assert meta.headers["content-type"] == "application/json" and meta.json()["job_id"] == job_id
+    assert client.get(f"/jobs/{job_id}/result", params={"file": "nope.txt"}, headers=alice).status_code == 404
     part = client.get(f"/jobs/{job_id}/result", headers={**alice, "Range": "bytes=1-3"})
     assert part.status_code == 206 and part.content == b"PNG"
     names = {f["name"] for f in client.get(f"/jobs/{job_id}/result/list", headers=alice).json()["files"]}
@@ -133,22 +141,45 @@ def test_hung_storage_is_a_503_not_a_stuck_request(make_client: Client) -> None:
 
 
 class VanishingStorage(LocalStorage):
-    """The image is deleted between `stat` and the download, as a DELETE racing a GET does.
-    (Other reads, e.g. of result.json for the throughput, go through.)"""
+    """The image is deleted just before it is opened, as a DELETE racing a GET does.
+    (Other reads, e.g. of result.json for the ETag, go through.)"""
 
-    def iter_bytes(self, key: str, start: int = 0, length: int | None = None):  # noqa: ANN201
+    def open(self, key: str, start: int = 0, length: int | None = None) -> Download | None:
         if key.endswith("/image.png"):
             self.delete_prefix(key.rsplit("/", 1)[0])
-        return super().iter_bytes(key, start, length)
+        return super().open(key, start, length)
+
+
+class BrokenStorage(LocalStorage):
+    """Storage that fails as the image is opened (e.g. it went away after the job read)."""
+
+    def open(self, key: str, start: int = 0, length: int | None = None) -> Download | None:
+        if key.endswith("/image.png"):
+            raise StorageError(f"download {key}: storage unreachable")
+        return super().open(key, start, length)
 
 
 def test_a_download_that_fails_to_open_is_a_503(settings: Settings) -> None:
-    storage = VanishingStorage(settings.storage_dir)
-    with TestClient(create_app(settings, storage)) as client:
+    with TestClient(create_app(settings, BrokenStorage(settings.storage_dir))) as client:
         alice = sign_up_and_in(client, "alice")
         job_id = submit(client, alice)["job_id"]
         wait_for(client, job_id, alice, ("succeeded",))
-        response = client.get(f"/jobs/{job_id}/result", headers=alice)
+        for headers in ({}, {"Range": "bytes=0-9"}):  # opened at once, or after a stat
+            response = client.get(f"/jobs/{job_id}/result", headers={**alice, **headers})
+            assert response.status_code == 503 and "storage" in response.json()["detail"].lower()
+
+
+def test_a_download_that_vanishes_as_it_opens(settings: Settings) -> None:
+    """A plain GET opens the image first: what is gone by then is a 404. A range is stat'ed
+    first: what vanishes after that is a 503, as storage failing mid-request is."""
+    with TestClient(create_app(settings, VanishingStorage(settings.storage_dir))) as client:
+        alice = sign_up_and_in(client, "alice")
+        plain, ranged = (submit(client, alice)["job_id"] for _ in range(2))
+        for job_id in (plain, ranged):
+            wait_for(client, job_id, alice, ("succeeded",))
+        response = client.get(f"/jobs/{plain}/result", headers=alice)
+        assert response.status_code == 404 and "image.png" in response.json()["detail"]
+        response = client.get(f"/jobs/{ranged}/result", headers={**alice, "Range": "bytes=0-9"})
         assert response.status_code == 503 and "storage" in response.json()["detail"].lower()
 
 

@@ -11,7 +11,7 @@ from typing import Annotated
 from fastapi import APIRouter, Header, Query, Request, status
 from fastapi.responses import JSONResponse, PlainTextResponse, RedirectResponse, Response
 
-from job_image.storage import ObjectInfo, Storage
+from job_image.storage import Download, ObjectInfo, Storage
 from scheduler import crud, db
 from scheduler.api import joined
 from scheduler.api.deps import (
@@ -39,7 +39,7 @@ from scheduler.api.errors import (
     problem,
     unprocessable,
 )
-from scheduler.api.streaming import etag_matches, stream_bytes, stream_object
+from scheduler.api.streaming import etag_matches, sends_whole, stream_bytes, stream_object
 from scheduler.callbacks import check_callback_url
 from scheduler.core.config import Settings
 from scheduler.idempotency import parse_key
@@ -269,29 +269,38 @@ async def download_result(
     doc = await finished_or_current(tracker, settings, job, wait)
     if file == "image.png" and is_split(job):
         return await joined_image(storage, job, doc, range_header, if_none_match, http.method == "HEAD")
-    info: ObjectInfo | None = await asyncio.to_thread(storage.stat, job.result_prefix + file)
-    if info is None and file == result_name(job) and doc.status == "succeeded" and is_animation(job):
-        info = await videos.ensure(job)  # made as the job succeeded; this waits for it (VideoFailed: 503)
-    if info is None:
+    key, head = job.result_prefix + file, http.method == "HEAD"
+    found: ObjectInfo | Download | None
+    etag: str | None = None
+    if not redirect and sends_whole(head, range_header, if_none_match):
+        # The GET itself says the size and type: one round trip to storage, not a stat first
+        # (the ETag is read before it: nothing may fail between opening and streaming).
+        etag = await image_etag(storage, job) if file == "image.png" else None
+        found = await asyncio.to_thread(storage.open, key)
+    else:
+        found = await asyncio.to_thread(storage.stat, key)
+    if found is None and file == result_name(job) and doc.status == "succeeded" and is_animation(job):
+        found = await videos.ensure(job)  # made as the job succeeded; this waits for it (VideoFailed: 503)
+    if found is None:
         if doc.status != "succeeded":
             reason = f": {doc.error}" if doc.error else ""
             raise conflict(f"The job is {doc.status}{reason}; there is no {file}.")
         raise not_found(f"The job has no file {file}; see result/list.")
     if redirect:
-        key, seconds = job.result_prefix + file, settings.presign_seconds
-        url = await asyncio.to_thread(storage.presigned_url, key, seconds)
+        url = await asyncio.to_thread(storage.presigned_url, key, settings.presign_seconds)
         if url is not None:
             return RedirectResponse(url, status.HTTP_307_TEMPORARY_REDIRECT)
-    etag = await image_etag(storage, job) if file == "image.png" else None
+    if isinstance(found, ObjectInfo) and file == "image.png":
+        etag = await image_etag(storage, job)
     return await stream_object(
         storage,
-        job.result_prefix + file,
-        info,
+        key,
+        found,
         etag=etag,
         range_header=range_header,
         if_none_match=if_none_match,
         filename=f"{job.id}-{file}",
-        head=http.method == "HEAD",
+        head=head,
     )
 
 

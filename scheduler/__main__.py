@@ -12,7 +12,7 @@ from pydantic import ValidationError
 
 from job_image.storage import StorageError
 from scheduler.api.http_protocol import limited_protocol
-from scheduler.core import files, logs
+from scheduler.core import files, logs, malloc
 from scheduler.core.config import Settings
 from scheduler.core.lock import DataDirInUse
 
@@ -39,6 +39,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     logs.configure(args.log_level)
     os.umask(files.PRIVATE_UMASK)  # what the service and its local jobs create is theirs alone
+    malloc.keep_freed_chunks()
     try:
         settings = Settings()
         from scheduler.main import create_app

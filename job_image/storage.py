@@ -41,7 +41,7 @@ class ObjectInfo:
 @dataclass(frozen=True)
 class Download:
     """An object opened for reading: its info (`size` is the whole object's) and its bytes from
-    `start`, in chunks. Closing `chunks` (a generator) before its end releases the connection."""
+    `start`, in chunks. Closing `chunks` before its end releases what it holds (a file, a connection)."""
 
     info: ObjectInfo
     chunks: Iterator[bytes]
@@ -172,6 +172,28 @@ def _opened(download: Download | None, key: str) -> Iterator[bytes]:
     return download.chunks
 
 
+class _Body(Iterator[bytes]):
+    """A GET's body in chunks. Read to its end, its connection goes back to the pool; closed
+    before that (started or not), the connection is dropped: bytes are still in flight on it."""
+
+    def __init__(self, resp: urllib3.BaseHTTPResponse) -> None:
+        self._resp, self._chunks = resp, resp.stream(CHUNK)
+
+    def __next__(self) -> bytes:
+        try:
+            return next(self._chunks)
+        except StopIteration:
+            self._resp.release_conn()
+            raise
+        except BaseException:
+            self.close()
+            raise
+
+    def close(self) -> None:
+        self._resp.close()
+        self._resp.release_conn()
+
+
 # S3 error codes that mean "try again later" rather than "you asked for something wrong".
 _TRANSIENT_S3 = {"SlowDown", "InternalError", "ServiceUnavailable", "RequestTimeout"}
 _MISSING = {"NoSuchKey", "NoSuchBucket", "NoSuchObject"}
@@ -282,21 +304,10 @@ class MinioStorage:
             resp.release_conn()
             raise StorageError(f"download {key}: the answer does not say the object's size")
         info = ObjectInfo(key.rsplit("/", 1)[-1], int(whole), resp.headers.get("Content-Type", ""))
-        return Download(info, self._stream(resp))
+        return Download(info, _Body(resp))
 
     def iter_bytes(self, key: str, start: int = 0, length: int | None = None) -> Iterator[bytes]:
         return _opened(self.open(key, start, length), key)
-
-    @staticmethod
-    def _stream(resp: urllib3.BaseHTTPResponse) -> Iterator[bytes]:
-        read_all = False
-        try:
-            yield from resp.stream(CHUNK)
-            read_all = True
-        finally:
-            if not read_all:  # cut short: the connection still has bytes in flight, so it cannot be reused
-                resp.close()
-            resp.release_conn()
 
     def list(self, prefix: str) -> list[ObjectInfo]:
         prefix = prefix.rstrip("/") + "/"

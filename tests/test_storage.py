@@ -60,6 +60,8 @@ def test_a_download_cut_short_leaves_the_next_one_whole(storage):
         assert next(chunks) == data[:CHUNK]
         chunks.close()
         assert b"".join(storage.open("alice/j1/blob.bin").chunks) == data
+        storage.open("alice/j1/blob.bin").chunks.close()  # opened, never read
+        assert b"".join(storage.open("alice/j1/blob.bin").chunks) == data
 
 
 @pytest.mark.parametrize("key", ["../x", "/etc/passwd", "a/../../b", "a//b", "a/./b"])

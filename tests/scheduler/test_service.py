@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import socket
+from pathlib import Path
 
 import httpx
 from fastapi.testclient import TestClient
@@ -15,6 +16,7 @@ from scheduler.main import create_app
 from scheduler.models import Job, Task
 from tests.conftest import free_port
 from tests.scheduler.conftest import Client, sign_up_and_in, submit, wait_for
+from tests.scheduler.test_full_disk import until
 from tests.scheduler.test_openapi import on_s3
 
 
@@ -167,6 +169,36 @@ def test_a_download_that_fails_to_open_is_a_503(settings: Settings) -> None:
         for headers in ({}, {"Range": "bytes=0-9"}):  # opened at once, or after a stat
             response = client.get(f"/jobs/{job_id}/result", headers={**alice, **headers})
             assert response.status_code == 503 and "storage" in response.json()["detail"].lower()
+
+
+class UnreadableResultJson(LocalStorage):
+    """result.json (the PNG's ETag) cannot be read once `broken`; what opens is recorded."""
+
+    def __init__(self, root: Path) -> None:
+        super().__init__(root)
+        self.broken, self.opened = False, []
+
+    def open(self, key: str, start: int = 0, length: int | None = None) -> Download | None:
+        if self.broken and key.endswith("/result.json"):
+            raise StorageError(f"download {key}: storage unreachable")
+        download = super().open(key, start, length)
+        if download is not None and self.broken:
+            self.opened.append(download.chunks)
+        return download
+
+
+def test_a_download_whose_etag_cannot_be_read_is_a_503_and_releases_the_image(settings: Settings) -> None:
+    """The image opens while its ETag is read: when that read fails, the image is closed."""
+    storage = UnreadableResultJson(settings.storage_dir)
+    with TestClient(create_app(settings, storage)) as client:
+        alice = sign_up_and_in(client, "alice")
+        job_id = submit(client, alice)["job_id"]
+        wait_for(client, job_id, alice, ("succeeded",))
+        storage.broken = True
+        response = client.get(f"/jobs/{job_id}/result", headers=alice)
+        assert response.status_code == 503 and "storage" in response.json()["detail"].lower()
+        # closed as soon as it has opened (in its worker thread): a generator closed has no frame
+        assert until(lambda: storage.opened and all(c.gi_frame is None for c in storage.opened), 10)
 
 
 def test_a_download_that_vanishes_as_it_opens(settings: Settings) -> None:

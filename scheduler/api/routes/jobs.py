@@ -39,7 +39,7 @@ from scheduler.api.errors import (
     problem,
     unprocessable,
 )
-from scheduler.api.streaming import etag_matches, sends_whole, stream_bytes, stream_object
+from scheduler.api.streaming import close_quietly, etag_matches, sends_whole, stream_bytes, stream_object
 from scheduler.callbacks import check_callback_url
 from scheduler.core.config import Settings
 from scheduler.idempotency import parse_key
@@ -273,10 +273,8 @@ async def download_result(
     found: ObjectInfo | Download | None
     etag: str | None = None
     if not redirect and sends_whole(head, range_header, if_none_match):
-        # The GET itself says the size and type: one round trip to storage, not a stat first
-        # (the ETag is read before it: nothing may fail between opening and streaming).
-        etag = await image_etag(storage, job) if file == "image.png" else None
-        found = await asyncio.to_thread(storage.open, key)
+        # The GET itself says the size and type: one round trip to storage, not a stat first.
+        found, etag = await open_with_etag(storage, job, file)
     else:
         found = await asyncio.to_thread(storage.stat, key)
     if found is None and file == result_name(job) and doc.status == "succeeded" and is_animation(job):
@@ -336,6 +334,22 @@ async def joined_image(storage: Storage, job: Job, doc: JobPublic, range_header:
         etag=plan.etag, range_header=range_header, if_none_match=if_none_match,
         filename=f"{job.id}-image.png", head=head,
     )
+
+
+async def open_with_etag(storage: Storage, job: Job, file: str) -> tuple[Download | None, str | None]:
+    """The file opened, and meanwhile the PNG's ETag read: the two storage requests overlap."""
+    opening = asyncio.ensure_future(asyncio.to_thread(storage.open, job.result_prefix + file))
+    try:
+        etag = await image_etag(storage, job) if file == "image.png" else None
+    except BaseException:
+        opening.add_done_callback(close_opened)  # what opened is released, not left to the GC
+        raise
+    return await opening, etag
+
+
+def close_opened(opening: asyncio.Future[Download | None]) -> None:
+    if not opening.cancelled() and opening.exception() is None and (download := opening.result()):
+        close_quietly(download.chunks)
 
 
 async def image_etag(storage: Storage, job: Job) -> str | None:

@@ -10,7 +10,9 @@ from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
+from sqlalchemy import Engine
 
+from scheduler import db
 from scheduler.core.config import Settings
 from scheduler.main import create_app
 from tests.scheduler.openapi import Answer, Recorder, undeclared
@@ -19,6 +21,15 @@ TINY = {"width": 48, "height": 32, "max_iter": 40, "device": "cpu"}
 # a render that runs for minutes on 2 cores: for cancellation and restart tests
 LONG = {"width": 4096, "height": 4096, "max_iter": 100_000, "precision": "float64", "device": "cpu"}
 FINISHED = ("succeeded", "failed", "cancelled")
+
+
+@pytest.fixture
+def engine(tmp_path: Path) -> Iterator[Engine]:
+    """A fresh SQLite file with every table: for the parts that take an engine, without a service."""
+    engine = db.make_engine(f"sqlite:///{tmp_path / 'test.db'}")
+    db.init_db(engine)
+    yield engine
+    engine.dispose()
 
 
 @pytest.fixture(scope="session")

@@ -5,25 +5,15 @@ from __future__ import annotations
 
 import asyncio
 import threading
-from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
 from sqlalchemy import Engine, event
 from sqlmodel import Session
 
-from scheduler import crud, db, job_status
+from scheduler import crud, job_status
 from scheduler.events import BATCH, CURRENT_READS, EventFeed, ResumeRefused, TooManyStreams
 from scheduler.models import Job
-
-
-@pytest.fixture
-def engine(tmp_path: Path) -> Iterator[Engine]:
-    engine = db.make_engine(f"sqlite:///{tmp_path / 'events.db'}")
-    db.init_db(engine)
-    yield engine
-    engine.dispose()
 
 
 def make_feed(engine: Engine, **overrides: Any) -> EventFeed:

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import asyncio
 import sqlite3
-from collections.abc import Iterator
 from datetime import timedelta
 from pathlib import Path
 
@@ -14,17 +13,9 @@ import pytest
 from sqlalchemy import Engine, create_engine
 from sqlmodel import Session
 
-from scheduler import crud, db
+from scheduler import crud
 from scheduler.job_reads import JobReads, LoopReads
 from scheduler.models import Job, utcnow
-
-
-@pytest.fixture
-def engine(tmp_path: Path) -> Iterator[Engine]:
-    engine = db.make_engine(f"sqlite:///{tmp_path / 'test.db'}")
-    db.init_db(engine)
-    yield engine
-    engine.dispose()
 
 
 def every_column_set() -> Job:

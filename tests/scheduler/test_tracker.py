@@ -6,13 +6,11 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable
 from datetime import UTC, datetime
-from pathlib import Path
 
-import pytest
 from sqlalchemy import Engine, event
 from sqlmodel import Session
 
-from scheduler import crud, db, job_status
+from scheduler import crud, job_status
 from scheduler.job_status import apply_report
 from scheduler.loops import Loops
 from scheduler.models import Job, Task
@@ -82,13 +80,6 @@ def test_requeue_until_the_attempt_cap() -> None:
 
 
 # --- long-polls (?wait=) against a real SQLite database -----------------------------------------
-
-
-@pytest.fixture
-def engine(tmp_path: Path) -> Engine:
-    engine = db.make_engine(f"sqlite:///{tmp_path / 'jobs.db'}")
-    db.init_db(engine)
-    return engine
 
 
 def queued_job(engine: Engine) -> str:

@@ -33,7 +33,7 @@ from minio import Minio
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks.service import cpu_seconds, free_port, peak_rss_mib, running_service, signed_in  # noqa: E402
-from job_image.storage import MinioStorage  # noqa: E402
+from job_image.s3 import MinioStorage  # noqa: E402
 
 CHUNK = 256 * 1024
 BUCKET = "bench"

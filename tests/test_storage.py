@@ -6,7 +6,8 @@ import os
 
 import pytest
 
-from job_image.storage import CHUNK, LocalStorage, MinioStorage, ObjectInfo, StorageError, storage_from_env
+from job_image.s3 import MinioStorage
+from job_image.storage import CHUNK, LocalStorage, ObjectInfo, StorageError, storage_from_env
 
 
 @pytest.fixture(params=["local", "s3"])

@@ -21,7 +21,8 @@ from dataclasses import replace
 import pytest
 
 from job_image.params import FractalParams
-from job_image.storage import LocalStorage, MinioStorage, Storage
+from job_image.s3 import MinioStorage
+from job_image.storage import LocalStorage, Storage
 from job_image.tasks import RenderArray
 from scheduler.core.config import Settings
 from scheduler.runners.base import JobSpec, StatusReport

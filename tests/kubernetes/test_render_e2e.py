@@ -8,7 +8,7 @@ import hashlib
 import json
 import uuid
 
-from job_image.storage import MinioStorage
+from job_image.s3 import MinioStorage
 from scheduler.core.config import Settings
 from tests.kubernetes.apiserver import FakeApiServer
 from tests.kubernetes.conftest import MakeRunner, Recorder, make_spec

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from job_image.storage import MinioStorage
+from job_image.s3 import MinioStorage
 from scheduler.core.config import Settings
 from scheduler.runners.base import RunnerUnavailable, StatusReport
 from scheduler.runners.kubernetes import objects, tracking

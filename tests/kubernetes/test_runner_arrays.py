@@ -9,7 +9,7 @@ from pathlib import Path
 
 from kubernetes.client import ApiClient
 
-from job_image.storage import MinioStorage
+from job_image.s3 import MinioStorage
 from scheduler.core.config import Settings
 from scheduler.runners.base import StatusReport
 from scheduler.runners.kubernetes import objects, tracking

@@ -89,6 +89,4 @@ async def get_owned_job(job_id: str, user: CurrentUser, request: Request) -> Job
     return job
 
 
-
-
 OwnedJob = Annotated[Job, Depends(get_owned_job)]

@@ -62,4 +62,3 @@ class StatusReads:
             return None
         doc = await jobs.finished_or_current(self.service.tracker, self.service.settings, job, wait=0)
         return jobs.job_document(doc, connection.headers.get("if-none-match"))
-

@@ -36,6 +36,7 @@ log = logging.getLogger(__name__)
 
 REPO_ROOT = Path(__file__).resolve().parents[2]  # holds job_image/: the job's cwd and PYTHONPATH
 CANCEL_GRACE_SECONDS = 5.0  # SIGTERM -> SIGKILL on cancel and timeout
+CANCELLED_KEPT = 10_000  # ids of cancelled jobs remembered (see LocalRunner._cancelled)
 STOP_GRACE_SECONDS = 2.0  # the same at shutdown and for leftovers: a restart should be quick
 LINE_LIMIT = 1 << 20  # longest output line read whole; longer ones are split
 # Host variables a process needs to run here (OpenCL loaders and drivers read theirs); nothing
@@ -160,6 +161,12 @@ class LocalRunner:
         # Exited, their log not yet saved nor their end reported: a DELETE now must wait for
         # that, or the late job.log would land under a prefix that was just removed.
         self.finishing: dict[str, _Running] = {}
+        # Spawns and cancels take turns: a cancel then sees every process a submit (or a retry)
+        # started before it, and no task of a job it cancelled is spawned after it (the
+        # dispatcher may hand over tasks it admitted just before the cancel). Ids are kept for
+        # the last CANCELLED_KEPT cancels: a late submit comes within seconds.
+        self._spawning = asyncio.Lock()
+        self._cancelled: dict[str, None] = {}
 
     def _python(self) -> str:
         return self.settings.job_python or sys.executable
@@ -253,8 +260,12 @@ class LocalRunner:
         if self.capacity(job.placement) < len(new):
             slots = self.slots(job.placement)
             raise RunnerUnavailable(f"all {slots} local {job.placement} job slots are busy")
-        for index in new:
-            await self._spawn(job, index, attempt=1)
+        async with self._spawning:
+            for index in new:
+                if job.job_id in self._cancelled:
+                    log.info("job %s: cancelled; its task %d is not started", job.job_id, index)
+                    return
+                await self._spawn(job, index, attempt=1)
 
     async def _spawn(self, job: JobSpec, index: int, *, attempt: int) -> None:
         key = task_key(job.job_id, index, job.total)
@@ -287,11 +298,15 @@ class LocalRunner:
     async def cancel(self, job_id: str) -> None:
         """Stop every task's process group and return once their ends have been reported
         (`cancelled`, or what a task ended with when it had already exited)."""
-        tasks = self._tasks_of(job_id)
-        for task in tasks:
-            if task.key in self.jobs:
-                task.stopping = task.stopping or "cancelled"
-                log.info("job %s: cancelling process %d", task.key, task.process.pid)
+        async with self._spawning:
+            self._cancelled[job_id] = None
+            if len(self._cancelled) > CANCELLED_KEPT:
+                del self._cancelled[next(iter(self._cancelled))]
+            tasks = self._tasks_of(job_id)
+            for task in tasks:
+                if task.key in self.jobs:
+                    task.stopping = task.stopping or "cancelled"
+                    log.info("job %s: cancelling process %d", task.key, task.process.pid)
         await asyncio.gather(*(self._terminate(t, CANCEL_GRACE_SECONDS) for t in tasks if t.key in self.jobs))
         # a cancelled caller must not cancel the reports
         await asyncio.shield(asyncio.gather(*(t.task for t in tasks if t.task is not None)))
@@ -367,9 +382,12 @@ class LocalRunner:
         if self._retries(job):
             log.warning("job %s: try %d failed (%s); trying again", job_id, job.attempt,
                         job.last_error or describe_exit(process.returncode or 0))
-            try:  # in the slot it just left: nothing else ran meanwhile (no await since)
-                await self._spawn(job.spec, job.index, attempt=job.attempt + 1)
-                return
+            try:  # in the slot it just left (no other spawn can take it: they wait for the lock)
+                async with self._spawning:
+                    if job.spec.job_id not in self._cancelled:
+                        await self._spawn(job.spec, job.index, attempt=job.attempt + 1)
+                        return
+                    job.stopping = "cancelled"  # cancelled while it was between tries
             except RunnerUnavailable as exc:
                 job.last_error = f"the task could not be tried again: {exc}"
         if process.returncode == INVALID_PARAMS and job.spec.total > 1 and job.stopping is None:

@@ -14,6 +14,7 @@ import subprocess
 import threading
 import uuid
 from collections.abc import Awaitable, Callable
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +22,7 @@ import pytest
 
 from job_image.params import FractalParams
 from job_image.storage import LocalStorage
+from job_image.tasks import RenderArray
 from scheduler.core.config import Settings
 from scheduler.runners.base import JobSpec, RunnerUnavailable, StatusReport
 from scheduler.runners.local import (
@@ -394,3 +396,25 @@ def test_logs_of_unknown_or_invalid_ids(make_settings: Callable[..., Settings]) 
     assert asyncio.run(runner.logs(uuid.uuid4().hex)) is None
     assert asyncio.run(runner.logs("../../etc/passwd")) is None
     runner.forget("../x")  # no error, nothing removed
+
+
+def test_a_cancel_during_a_submit_leaves_no_task_running_and_none_starts_after(
+    tmp_path: Path, make_settings: Callable[..., Settings]
+) -> None:
+    """The dispatcher may hand over tasks it admitted just before a cancel: the cancel stops every
+    task started so far, and none of the job's tasks starts after it."""
+    sleeper = fake_python(tmp_path, "sleeper", "exec sleep 60")
+    settings = make_settings(job_python=sleeper, local_max_concurrent=4)
+    job = replace(spec(TINY), array=RenderArray(split=4), tasks=(0, 1, 2, 3))
+
+    async def scenario(h: Harness) -> None:
+        submitting = asyncio.create_task(h.runner.submit(job))
+        await asyncio.sleep(0)  # the submit has begun spawning
+        await h.runner.cancel(job.job_id)
+        await submitting
+        assert not h.runner.live()  # whatever the submit started, the cancel stopped
+        await h.runner.submit(replace(job, tasks=(2, 3)))  # late: admitted before the cancel
+        assert not h.runner.live()
+
+    h = run(settings, scenario)
+    assert {r.status for r in h.of(job.job_id)} <= {"running", "cancelled"}

@@ -5,15 +5,18 @@ from __future__ import annotations
 
 import sqlite3
 import time
+from pathlib import Path
 
 from fastapi.testclient import TestClient
 from sqlalchemy import Engine, event, text
 
 from tests.scheduler.conftest import LONG, Client, sign_up_and_in, submit, wait_for
+from tests.scheduler.test_local_runner import fake_python
 
 FAST = {"reconcile_interval_seconds": 0.1, "job_lost_after_seconds": 0.5, "report_retry_seconds": 0.1}
-# Inside the period-3 bulb, which the kernel's interior test does not skip: every sample runs
-# max_iter, minutes of render, so a 3 s timeout always ends it (LONG's frame can finish first)
+# Inside the period-3 bulb: every sample iterates until the periodicity check sees its cycle.
+# Seconds of render (as few as 3 on an idle machine), for tests that cancel it soon; a job that
+# must never end by itself is a fake interpreter (fake_python).
 UNENDING = {**LONG, "width": 2048, "height": 2048, "center_x": -0.1226, "center_y": 0.7449, "zoom": 60}
 
 
@@ -61,11 +64,13 @@ class WritesRefused:
             raise sqlite3.OperationalError("attempt to write a readonly database")
 
 
-def test_an_end_the_database_refused_is_written_when_it_can_be(make_client: Client) -> None:
-    client = make_client(job_timeout_seconds=3, **FAST)
+def test_an_end_the_database_refused_is_written_when_it_can_be(make_client: Client, tmp_path: Path) -> None:
+    # a job that never ends by itself (a render inside the period-3 bulb can finish in 3 s here)
+    unending = fake_python(tmp_path, "unending", "exec sleep 600")
+    client = make_client(job_timeout_seconds=3, job_python=unending, **FAST)
     service = client.app.state.service
     alice = sign_up_and_in(client, "alice")
-    job_id = submit(client, alice, **UNENDING)["job_id"]
+    job_id = submit(client, alice)["job_id"]
     wait_for(client, job_id, alice, ("running",))
 
     refused = WritesRefused(service.engine)

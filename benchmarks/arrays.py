@@ -120,7 +120,7 @@ def singles_waits(url: str, users: list[dict[str, str]]) -> list[float]:
     jobs = []
     for auth in users:
         jobs.append((auth, submit(url, auth, {**BASE, "width": 512, "height": 512})["job_id"]))
-        time.sleep(2)
+        time.sleep(2)  # users arrive 2 s apart, as independent users do (pacing, not a wait)
     waits = []
     for auth, job_id in jobs:
         doc = wait(url, auth, job_id)

@@ -167,6 +167,31 @@ def test_two_replicas_run_each_job_exactly_once(make_pg_client: Client, tmp_path
         assert b.get(f"/jobs/{job_id}/result", headers=alice).status_code == 200
 
 
+def decide_at_once(
+    engines: list[Engine], settings: Settings, tmp_path: Path, rounds: int, half_lives: list[float]
+) -> None:
+    """One dispatcher per engine (a replica each, with its fair-share half-life), all running
+    `rounds` admission cycles together, each cycle started at once by a barrier."""
+    async def report(_: Any) -> bool:
+        return True
+
+    dispatchers = [
+        Dispatcher(engine, LocalRunner(settings, report, LocalStorage(tmp_path / "results")),
+                   Tracker(engine, max_attempts=3), retry_max_seconds=1.0, throughput=Throughput(),
+                   half_life=half_life)
+        for engine, half_life in zip(engines, half_lives, strict=True)
+    ]
+    start = threading.Barrier(len(dispatchers))
+
+    def cycles(dispatcher: Dispatcher) -> None:
+        for _ in range(rounds):
+            start.wait(timeout=30)
+            dispatcher.decide(dispatcher.runner.view())  # None when another replica won: nothing changed
+
+    with ThreadPoolExecutor(len(dispatchers)) as pool:
+        list(pool.map(cycles, dispatchers))
+
+
 def test_replicas_never_over_admit(database_url: str, tmp_path: Path) -> None:
     """Four dispatchers (four replicas' engines) run their admission cycle at once, over and
     over, on one queue: no class ever holds more admitted jobs than its capacity.
@@ -191,25 +216,7 @@ def test_replicas_never_over_admit(database_url: str, tmp_path: Path) -> None:
             for i in range(20):
                 create(owner=f"user{i % 5}", params={**TINY, "device": "gpu" if i % 4 == 3 else "cpu"})
 
-        async def report(_: Any) -> bool:
-            return True
-
-        dispatchers = [
-            Dispatcher(engine, LocalRunner(settings, report, LocalStorage(tmp_path / "results")),
-                       Tracker(engine, max_attempts=3), retry_max_seconds=1.0, throughput=Throughput(),
-                       half_life=10.0 if i % 2 else 1e6)
-            for i, engine in enumerate(engines)
-        ]
-        start = threading.Barrier(workers)
-
-        def cycles(dispatcher: Dispatcher) -> None:
-            for _ in range(rounds):
-                start.wait(timeout=30)
-                # None when another replica won this cycle: nothing changed
-                dispatcher.decide(dispatcher.runner.view())
-
-        with ThreadPoolExecutor(workers) as pool:
-            list(pool.map(cycles, dispatchers))
+        decide_at_once(engines, settings, tmp_path, rounds, half_lives=[1e6, 10.0] * (workers // 2))
         admitted = [job for job in jobs_in_db(engines[0]).values() if job.status == "pending"]
         assert sorted(job.placement for job in admitted) == ["cpu", "cpu", "cpu", "gpu"]  # capacity, exactly
         assert all(job.attempts == 1 for job in admitted)
@@ -240,24 +247,7 @@ def test_replicas_admit_an_arrays_tasks_never_over_capacity(database_url: str, t
             big = create(owner="user0", array={"split": 64}, tasks=64).id
             singles = {create(owner=f"user{i}").id for i in range(1, 4)}
 
-        async def report(_: Any) -> bool:
-            return True
-
-        dispatchers = [
-            Dispatcher(engine, LocalRunner(settings, report, LocalStorage(tmp_path / "results")),
-                       Tracker(engine, max_attempts=3), retry_max_seconds=1.0, throughput=Throughput(),
-                       half_life=10.0)
-            for engine in engines
-        ]
-        start = threading.Barrier(workers)
-
-        def cycles(dispatcher: Dispatcher) -> None:
-            for _ in range(rounds):
-                start.wait(timeout=30)
-                dispatcher.decide(dispatcher.runner.view())
-
-        with ThreadPoolExecutor(workers) as pool:
-            list(pool.map(cycles, dispatchers))
+        decide_at_once(engines, settings, tmp_path, rounds, half_lives=[10.0] * workers)
         with Session(engines[0]) as session:
             admitted = session.exec(select(Task).where(Task.status == "pending")).all()
             assert len(admitted) == 5 and all(t.admissions == 1 for t in admitted)  # capacity, exactly
